@@ -1,0 +1,53 @@
+"""The `modelramp` console script: one parser, subcommands registered by each package.
+
+Subcommand modules are imported lazily by their handlers, so `modelramp router` never pays for
+TensorFlow and `modelramp --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from router import cli as router_cli
+from serving import cli as serving_cli
+from experiments import commands as experiment_commands
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="modelramp",
+        description="Take a TensorFlow model live safely: gate, 1%% experiment, ramp-up or rollback, skew monitors.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    serving_cli.register(sub)
+    router_cli.register(sub)
+    experiment_commands.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return int(args.handler(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as err:  # noqa: BLE001 - the CLI's last line of defence: one clear line, no traceback
+        if args.verbose:
+            raise
+        from serving.errors import UserFacingError
+
+        if isinstance(err, (UserFacingError, ValueError, OSError)):
+            print(f"modelramp {args.command}: error: {err}", file=sys.stderr)
+            return 2
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,92 @@
+"""Session fixtures: a real trained model, a real model server and a real legacy system on loopback."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.support.processes import Process, free_port, port_open, wait_until
+
+MODEL_NAME = "churn"
+
+
+@pytest.fixture(scope="session")
+def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Both candidate versions, trained for real once per session (or reused from MODELRAMP_TEST_MODELS)."""
+    reuse = os.environ.get("MODELRAMP_TEST_MODELS")
+    if reuse:
+        return Path(reuse)
+    from serving.train import train_all_versions
+
+    out = tmp_path_factory.mktemp("models")
+    train_all_versions(out)
+    return out
+
+
+@dataclass
+class Server:
+    process: Process
+    grpc_port: int = 0
+    rest_port: int = 0
+    http_port: int = 0
+
+    @property
+    def grpc_target(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
+
+    @property
+    def rest_url(self) -> str:
+        return f"http://127.0.0.1:{self.rest_port}"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+
+def start_model_server(models_dir: Path, log_dir: Path, *extra: str) -> Server:
+    grpc_port, rest_port = free_port(), free_port()
+    proc = Process(
+        ["serve-model", "--port", str(grpc_port), "--rest_api_port", str(rest_port),
+         "--model_name", MODEL_NAME, "--model_base_path", str(models_dir / MODEL_NAME), *extra],
+        log_dir / f"model-server-{grpc_port}.log",
+    )
+    server = Server(proc, grpc_port=grpc_port, rest_port=rest_port)
+    import httpx
+
+    def ready() -> bool:
+        r = httpx.get(f"{server.rest_url}/v1/models/{MODEL_NAME}", timeout=1.0)
+        return r.status_code == 200 and r.json()["model_version_status"][0]["state"] == "AVAILABLE"
+
+    try:
+        wait_until(ready, timeout=120, what="model server ready", proc=proc.proc)
+    except Exception:
+        print(proc.log())
+        proc.stop()
+        raise
+    return server
+
+
+@pytest.fixture(scope="session")
+def model_server(models_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+    """`modelramp serve-model` serving the trained versions on free loopback ports."""
+    server = start_model_server(models_dir, tmp_path_factory.mktemp("logs"))
+    yield server
+    server.process.stop()
+
+
+def start_legacy(log_dir: Path) -> Server:
+    port = free_port()
+    proc = Process(["legacy", "--port", str(port)], log_dir / f"legacy-{port}.log")
+    wait_until(lambda: port_open(port), timeout=60, what="legacy system listening", proc=proc.proc)
+    return Server(proc, http_port=port)
+
+
+@pytest.fixture(scope="session")
+def legacy_server(tmp_path_factory: pytest.TempPathFactory):
+    """`modelramp legacy` on a free loopback port."""
+    server = start_legacy(tmp_path_factory.mktemp("logs"))
+    yield server
+    server.process.stop()
