@@ -18,7 +18,7 @@ from experiments import commands as experiment_commands
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="modelramp",
-        description="Take a TensorFlow model live safely: gate, 1%% experiment, ramp-up or rollback, skew monitors.",
+        description="Take a TensorFlow model live safely: gate, 1% experiment, ramp-up or rollback, skew monitors.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
