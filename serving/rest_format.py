@@ -121,6 +121,9 @@ def _jsonable(array: np.ndarray):
                     return {"b64": base64.b64encode(v).decode()}
             return v
         return np.vectorize(conv, otypes=[object])(array).tolist() if array.size else array.tolist()
+    if array.dtype in (np.float32, np.float16):
+        # Shortest repr that round-trips the 32-bit value, as TF Serving prints (0.1, not 0.10000000149).
+        return np.array([float(str(v)) for v in array.ravel()], dtype=np.float64).reshape(array.shape).tolist()
     return array.tolist()
 
 
