@@ -1,0 +1,105 @@
+"""Every PromQL query modelramp asks, named, in one place: the analyzer, dashboards and alerts share these names.
+
+"What to ask" lives here; "how to ask" lives in `experiments.sources.prometheus`. Templates use
+Grafana's variable syntax (`$experiment`, `$window`, `$model`), so a dashboard can take an
+expression as it is, while Python renders it with `render(name, experiment=...)`.
+
+Two families:
+
+- cumulative counts since the routers started (no range vector): what the analyzer reads at each
+  look. The history stores cumulative counts, and the router-metrics source computes exactly the
+  same numbers from a scrape, so a live look and a replayed one agree;
+- windowed rates (`$window`, e.g. `5m` in alert rules, `$__rate_interval` in Grafana): what
+  people watch and alerts fire on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from string import Template
+
+MODEL_ARM = "model"
+
+
+@dataclass(frozen=True)
+class Query:
+    """One named PromQL expression; `by_arm` says whether the result has one series per arm."""
+
+    name: str
+    template: str
+    help: str
+    by_arm: bool = True
+
+    def render(self, **variables: str) -> str:
+        """The expression with `$experiment`, `$window`, `$model` filled in (label values escaped)."""
+        escaped = {k: _escape(v) for k, v in variables.items()}
+        try:
+            return Template(self.template).substitute(escaped)
+        except KeyError as err:
+            raise ValueError(f"query {self.name!r} needs the variable {err.args[0]!r}") from None
+
+
+def _escape(value: str) -> str:
+    # Label values sit inside double quotes in every template.
+    return str(value).replace("\\", "\\\\").replace('"', '\\"')
+
+
+_EXP = 'experiment="$experiment"'
+_MODEL = f'{_EXP}, arm="{MODEL_ARM}"'
+
+_QUERIES = [
+    # Cumulative counts per arm: the analyzer's input (one look).
+    Query("exposures", f"sum by (arm) (modelramp_requests_total{{{_EXP}}})",
+          "Requests served per arm (every status code): units exposed to the arm."),
+    Query("successes", f'sum by (arm) (modelramp_outcomes_total{{{_EXP}, outcome="success"}})',
+          "Outcomes reported as success per arm."),
+    Query("failures", f'sum by (arm) (modelramp_outcomes_total{{{_EXP}, outcome="failure"}})',
+          "Outcomes reported as failure per arm."),
+    Query("backend_errors", f"sum by (arm) (modelramp_backend_errors_total{{{_EXP}}})",
+          "Backend errors per arm (timeouts, refused connections, bad answers)."),
+    Query("fallbacks", f"sum by (arm) (modelramp_fallbacks_total{{{_EXP}}})",
+          "Requests of an arm answered by the legacy fallback instead."),
+    Query("traffic_weight", f"avg by (arm) (modelramp_traffic_weight{{{_EXP}}})",
+          "Configured share per arm as the routers see it (averaged over replicas)."),
+    Query("traffic_weight_spread", f"max by (arm) (modelramp_traffic_weight{{{_EXP}}}) - min by (arm) (modelramp_traffic_weight{{{_EXP}}})",
+          "Disagreement between router replicas on the weights; non-zero while a reload propagates."),
+    # Guardrails of the model arm since the start: what the analyzer checks.
+    Query("model_error_rate", f"sum(modelramp_backend_errors_total{{{_MODEL}}}) / sum(modelramp_requests_total{{{_MODEL}}})",
+          "Share of model-arm requests that hit a backend error, since the routers started.", by_arm=False),
+    Query("model_fallback_rate", f"sum(modelramp_fallbacks_total{{{_MODEL}}}) / sum(modelramp_requests_total{{{_MODEL}}})",
+          "Share of model-arm requests answered by the fallback, since the routers started.", by_arm=False),
+    Query("model_p99_latency_seconds",
+          f"histogram_quantile(0.99, sum by (le) (modelramp_request_duration_seconds_bucket{{{_MODEL}}}))",
+          "99th percentile of model-arm request duration, since the routers started.", by_arm=False),
+    # Windowed views per arm: dashboards and alert rules.
+    Query("request_rate", f"sum by (arm) (rate(modelramp_requests_total{{{_EXP}}}[$window]))",
+          "Requests per second per arm."),
+    Query("error_rate", f"sum by (arm) (rate(modelramp_backend_errors_total{{{_EXP}}}[$window])) / sum by (arm) (rate(modelramp_requests_total{{{_EXP}}}[$window]))",
+          "Share of requests per arm that hit a backend error over the window."),
+    Query("fallback_rate", f"sum by (arm) (rate(modelramp_fallbacks_total{{{_EXP}}}[$window])) / sum by (arm) (rate(modelramp_requests_total{{{_EXP}}}[$window]))",
+          "Share of requests per arm answered by the fallback over the window."),
+    Query("success_rate", f'sum by (arm) (rate(modelramp_outcomes_total{{{_EXP}, outcome="success"}}[$window])) / sum by (arm) (rate(modelramp_outcomes_total{{{_EXP}}}[$window]))',
+          "Share of reported outcomes that are successes, per arm, over the window."),
+    Query("p99_latency_seconds", f"histogram_quantile(0.99, sum by (arm, le) (rate(modelramp_request_duration_seconds_bucket{{{_EXP}}}[$window])))",
+          "99th percentile request duration per arm over the window."),
+    # Training-serving skew monitors (labelled by model, not experiment).
+    Query("feature_drift", 'max by (feature, statistic) (modelramp_feature_drift{model="$model"})',
+          "Drift statistic per feature of live inputs against the training baseline.", by_arm=False),
+    Query("feature_anomaly_rate", 'sum by (feature, kind) (rate(modelramp_feature_anomalies_total{model="$model"}[$window]))',
+          "Anomalous feature values per second, by feature and kind.", by_arm=False),
+]
+
+QUERIES: dict[str, Query] = {q.name: q for q in _QUERIES}
+
+# What one look of the analyzer reads, in this order.
+LOOK_COUNTS = ("exposures", "successes", "failures", "backend_errors", "fallbacks")
+LOOK_GUARDRAILS = ("model_error_rate", "model_fallback_rate", "model_p99_latency_seconds")
+
+
+def render(name: str, **variables: str) -> str:
+    """The named query as PromQL, e.g. `render("exposures", experiment="clf-v2")`."""
+    try:
+        query = QUERIES[name]
+    except KeyError:
+        raise ValueError(f"no PromQL query named {name!r}; known: {', '.join(QUERIES)}") from None
+    return query.render(**variables)
