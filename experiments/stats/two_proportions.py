@@ -1,0 +1,50 @@
+"""Two proportions, model minus legacy: the pooled z-test and confidence intervals of the difference."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+from scipy.stats import norm
+
+from experiments.stats.proportion import Alternative, ZTest, p_value_from_z, proportion_confint
+
+
+def two_proportion_ztest(
+    s1: int, n1: int, s2: int, n2: int, alternative: Alternative = "two-sided"
+) -> ZTest:
+    """Fixed-horizon z-test of p1 - p2 = 0 with the pooled variance.
+
+    Same numbers as statsmodels' `proportions_ztest([s1, s2], [n1, n2])`. Valid for one look
+    only: the analyzer reports it for reference and decides with `sequential` instead.
+    """
+    s1, n1, s2, n2 = (np.asarray(x, dtype=float) for x in (s1, n1, s2, n2))
+    pooled = (s1 + s2) / (n1 + n2)
+    se = np.sqrt(pooled * (1 - pooled) * (1 / n1 + 1 / n2))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        z = (s1 / n1 - s2 / n2) / se
+    # [()] turns 0-d arrays into numpy floats (a float subclass) and leaves arrays alone.
+    return ZTest(z[()], np.asarray(p_value_from_z(z, alternative))[()])
+
+
+def difference_confint(
+    s1: int, n1: int, s2: int, n2: int, alpha: float = 0.05, method: Literal["wald", "newcomb"] = "newcomb"
+) -> tuple[float, float]:
+    """Two-sided (1 - alpha) interval of p1 - p2, as statsmodels' `confint_proportions_2indep`.
+
+    `newcomb` (statsmodels' default; Newcombe 1998, method 10) combines the two Wilson intervals
+    and behaves well for small arms; `wald` is the textbook p1 - p2 +- z * se with unpooled
+    variances, the same standard error the stratified and sequential estimators use.
+    """
+    p1, p2 = s1 / n1, s2 / n2
+    if method == "wald":
+        half = norm.isf(alpha / 2) * np.sqrt(p1 * (1 - p1) / n1 + p2 * (1 - p2) / n2)
+        return float(p1 - p2 - half), float(p1 - p2 + half)
+    if method == "newcomb":
+        l1, u1 = proportion_confint(s1, n1, alpha, "wilson")
+        l2, u2 = proportion_confint(s2, n2, alpha, "wilson")
+        d = p1 - p2
+        lower = d - np.sqrt((p1 - l1) ** 2 + (u2 - p2) ** 2)
+        upper = d + np.sqrt((u1 - p1) ** 2 + (p2 - l2) ** 2)
+        return float(lower), float(upper)
+    raise ValueError(f"method must be wald or newcomb, got {method!r}")
