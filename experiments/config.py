@@ -150,6 +150,18 @@ class Guardrails(_Strict):
     max_fallback_rate: float = Field(0.05, ge=0.0, le=1.0)
 
 
+class RouterOptions(_Strict):
+    """Request limits and bookkeeping of the router (`modelramp router`); every replica reads the same."""
+
+    request_timeout_ms: float = Field(1000.0, gt=0, description="Deadline of one client request when the client sets none (gRPC deadlines are honoured); the model arm gets at most half of what remains, so the legacy fallback still fits.")
+    max_body_bytes: int = Field(1_048_576, ge=1024, description="Largest accepted request body (REST) or message (gRPC); larger ones get 413 / INVALID_ARGUMENT.")
+    max_batch_size: int = Field(256, ge=1, description="Most examples (rows) in one predict request; more get 400 / INVALID_ARGUMENT.")
+    outcome_ttl_seconds: float = Field(86_400.0, gt=0, description="How long after a prediction its outcome is accepted; older request ids are rejected as expired.")
+    outcome_dedup_entries: int = Field(200_000, ge=1, description="Request ids remembered per router to count a repeated outcome once (about 100 bytes each); the idempotence window is this many ids or outcome_ttl_seconds, whichever is shorter.")
+    feature_sample_share: float = Field(0.0, ge=0.0, le=1.0, description="Share of requests whose decoded input features are passed to the feature sinks (skew sketches, issue 5); 0 turns sampling off.")
+    shadow_max_in_flight: int = Field(64, ge=1, description="Most shadow calls running at once; further shadow calls are dropped (and counted), never queued, so shadowing cannot slow the router.")
+
+
 class ExperimentConfig(_Strict):
     """One experiment: who is compared, how traffic is split, and what decides the launch."""
 
@@ -164,6 +176,7 @@ class ExperimentConfig(_Strict):
     gate: Gate = Gate()
     ramp: Ramp = Ramp()
     guardrails: Guardrails = Guardrails()
+    router: RouterOptions = RouterOptions()
 
     @field_validator("arms")
     @classmethod

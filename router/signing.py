@@ -1,0 +1,99 @@
+"""Signed request ids: experiment, arm and time under an HMAC, so outcomes cannot be forged or misattributed.
+
+Format (dot-separated, URL-safe, about 60 characters):
+
+    <experiment>.<arm>.<issued_ms>.<nonce>.<signature>
+
+`signature` is the first 16 bytes of HMAC-SHA256(key, "<experiment>.<arm>.<issued_ms>.<nonce>"),
+base64url without padding. Experiment names are DNS labels and arms are `legacy`/`model`, so no
+field contains a dot. Every router replica of an experiment must share the key (a mounted
+secret file or an environment variable) to accept each other's ids.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import os
+import secrets
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from serving.errors import InvalidArgument, PermissionDenied
+
+_SIG_BYTES = 16
+KEY_ENV = "MODELRAMP_SIGNING_KEY"
+
+
+class ForgedRequestId(PermissionDenied):
+    """The id's signature does not match: forged, tampered with, or signed with another key."""
+
+
+class ExpiredRequestId(PermissionDenied):
+    """The id is authentic but older than the outcome window."""
+
+
+@dataclass(frozen=True)
+class RequestId:
+    """What a verified request id says."""
+
+    experiment: str
+    arm: str
+    issued_at: float  # seconds since the epoch
+    signature: bytes  # unique per id: the deduplication key
+
+
+def _b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def load_key(key_file: str | Path | None = None, env: dict[str, str] | None = None) -> bytes | None:
+    """The signing key from a file (stripped) or the MODELRAMP_SIGNING_KEY variable; None if neither."""
+    if key_file:
+        key = Path(key_file).read_bytes().strip()
+        if not key:
+            raise InvalidArgument(f"signing key file {key_file} is empty")
+        return key
+    value = (os.environ if env is None else env).get(KEY_ENV, "")
+    return value.encode() if value else None
+
+
+class Signer:
+    """Issues and verifies request ids with one key."""
+
+    def __init__(self, key: bytes | None = None, ttl_seconds: float = 86_400.0):
+        # A random key works for one replica only; the CLI warns when it falls back to one.
+        self._key = key or secrets.token_bytes(32)
+        self.ttl_seconds = ttl_seconds
+
+    def _sign(self, payload: str) -> bytes:
+        return hmac.new(self._key, payload.encode(), hashlib.sha256).digest()[:_SIG_BYTES]
+
+    def issue(self, experiment: str, arm: str, now: float | None = None) -> str:
+        """A fresh signed id for one answered request."""
+        issued_ms = int((time.time() if now is None else now) * 1000)
+        payload = f"{experiment}.{arm}.{issued_ms}.{_b64(os.urandom(6))}"
+        return f"{payload}.{_b64(self._sign(payload))}"
+
+    def verify(self, request_id: object, now: float | None = None) -> RequestId:
+        """The id's contents, or InvalidArgument (malformed), ForgedRequestId or ExpiredRequestId."""
+        if not isinstance(request_id, str) or len(request_id) > 256:
+            raise InvalidArgument("request_id must be a string of at most 256 characters")
+        parts = request_id.split(".")
+        if len(parts) != 5:
+            raise InvalidArgument("request_id is not a modelramp request id")
+        experiment, arm, issued_ms, _nonce, signature = parts
+        payload = request_id[: -len(signature) - 1]
+        try:
+            given = base64.urlsafe_b64decode(signature + "=" * (-len(signature) % 4))
+        except (ValueError, TypeError):
+            raise ForgedRequestId("request_id signature is not valid") from None
+        if not hmac.compare_digest(given, self._sign(payload)):
+            raise ForgedRequestId("request_id signature does not match: forged or tampered with")
+        issued_at = int(issued_ms) / 1000.0  # signed, so it is the integer we wrote
+        age = (time.time() if now is None else now) - issued_at
+        if age > self.ttl_seconds:
+            raise ExpiredRequestId(f"request_id expired: issued {age:.0f}s ago, outcomes are accepted for {self.ttl_seconds:.0f}s")
+        return RequestId(experiment, arm, issued_at, given)
