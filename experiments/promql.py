@@ -63,7 +63,16 @@ _QUERIES = [
           "Configured share per arm as the routers see it (averaged over replicas)."),
     Query("traffic_weight_spread", f"max by (arm) (modelramp_traffic_weight{{{_EXP}}}) - min by (arm) (modelramp_traffic_weight{{{_EXP}}})",
           "Disagreement between router replicas on the weights; non-zero while a reload propagates."),
-    # Guardrails of the model arm since the start: what the analyzer checks.
+    # The analyzer's look: every raw counter series of the experiment in one instant query, so all
+    # counts share one evaluation time; the source sums them per (job, instance, arm) itself and
+    # folds router restarts in per instance, as Prometheus's increase() does.
+    Query("look_counter_series",
+          '{__name__=~"modelramp_(requests|outcomes|backend_errors|fallbacks)_total", experiment="$experiment"}',
+          "Raw cumulative counter series of one experiment, one per router replica and label set.", by_arm=False),
+    Query("cumulative_p99_latency_seconds",
+          f"histogram_quantile(0.99, sum by (arm, le) (modelramp_request_duration_seconds_bucket{{{_EXP}}}))",
+          "99th percentile request duration per arm since the routers started (the analyzer's guardrail)."),
+    # Guardrails of the model arm since the start, as single numbers for panels and alerts.
     Query("model_error_rate", f"sum(modelramp_backend_errors_total{{{_MODEL}}}) / sum(modelramp_requests_total{{{_MODEL}}})",
           "Share of model-arm requests that hit a backend error, since the routers started.", by_arm=False),
     Query("model_fallback_rate", f"sum(modelramp_fallbacks_total{{{_MODEL}}}) / sum(modelramp_requests_total{{{_MODEL}}})",
@@ -91,9 +100,16 @@ _QUERIES = [
 
 QUERIES: dict[str, Query] = {q.name: q for q in _QUERIES}
 
-# What one look of the analyzer reads, in this order.
-LOOK_COUNTS = ("exposures", "successes", "failures", "backend_errors", "fallbacks")
-LOOK_GUARDRAILS = ("model_error_rate", "model_fallback_rate", "model_p99_latency_seconds")
+# Which count of a look each raw counter series feeds (metric name, outcome label or None).
+COUNTER_FIELDS = {
+    ("modelramp_requests_total", None): "exposures",
+    ("modelramp_outcomes_total", "success"): "successes",
+    ("modelramp_outcomes_total", "failure"): "failures",
+    ("modelramp_backend_errors_total", None): "errors",
+    ("modelramp_fallbacks_total", None): "fallbacks",
+}
+LATENCY_BUCKETS = "modelramp_request_duration_seconds_bucket"
+LATENCY_QUANTILE = 0.99
 
 
 def render(name: str, **variables: str) -> str:
