@@ -166,9 +166,37 @@ class History:
                             f"(counter reset, e.g. a router restart)"
                         )
 
+    def periods(self) -> list["Period"]:
+        """Maximal runs of consecutive looks with the same weights, oldest first (the strata)."""
+        out: list[Period] = []
+        for i, look in enumerate(self.looks):
+            if out and _same_weights(out[-1].weights, look.weights):
+                out[-1] = Period(out[-1].weights, out[-1].first, i)
+            else:
+                out.append(Period(dict(look.weights), i, i))
+        return out
+
     def upto(self, n: int) -> "History":
         """The history as it was after its first `n` looks (for replaying decisions)."""
         return History(self.experiment, self.looks[:n])
+
+
+@dataclass(frozen=True)
+class Period:
+    """Looks `first`..`last` (inclusive indices) taken under the same `weights`.
+
+    The units counted in a period are those gained since the previous period's last look (from
+    zero for the first period), because counts gained up to a look are taken as collected under
+    that look's weights.
+    """
+
+    weights: Mapping[str, float]
+    first: int
+    last: int
+
+
+def _same_weights(a: Mapping[str, float], b: Mapping[str, float]) -> bool:
+    return all(math.isclose(a[arm], b[arm], abs_tol=WEIGHT_TOLERANCE) for arm in ARMS)
 
 
 def _parse_time(value: Any, index: int) -> datetime:
