@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 from scipy.optimize import brentq
-from scipy.stats import norm
+from scipy.special import ndtr, ndtri  # normal cdf and inverse; scipy.stats.norm is much slower per call
 
 
 def effect_size(p1: float | np.ndarray, p2: float | np.ndarray) -> float | np.ndarray:
@@ -43,9 +43,9 @@ def power(h: float, n_eff: float, alpha: float) -> float:
 
     Equals statsmodels' `normal_power(h, n_eff, alpha)`, both tails included.
     """
-    crit = norm.isf(alpha / 2)
+    crit = -ndtri(alpha / 2)
     shift = abs(h) * np.sqrt(n_eff)
-    return float(norm.sf(crit - shift) + norm.cdf(-crit - shift))
+    return float(ndtr(shift - crit) + ndtr(-crit - shift))
 
 
 def needed_effective_sample(h: float, alpha: float, target_power: float) -> float:
@@ -56,7 +56,7 @@ def needed_effective_sample(h: float, alpha: float, target_power: float) -> floa
     """
     if h == 0:
         return float("inf")
-    approx = ((norm.isf(alpha / 2) + norm.ppf(target_power)) / abs(h)) ** 2
+    approx = ((-ndtri(alpha / 2) + ndtri(target_power)) / abs(h)) ** 2
     return float(brentq(lambda n: power(h, n, alpha) - target_power, approx / 2, approx * 2, xtol=1e-10, rtol=1e-12))
 
 

@@ -28,7 +28,7 @@ from typing import NamedTuple
 
 import numpy as np
 from scipy.optimize import brentq
-from scipy.stats import norm
+from scipy.special import ndtri  # inverse normal cdf; scipy.stats.norm is much slower per call
 
 
 def boundary_z(variance: np.ndarray | float, tau2: float, alpha: float) -> np.ndarray | float:
@@ -91,7 +91,7 @@ def needed_information(effect: float, tau2: float, alpha: float, target_power: f
     """
     if effect == 0:
         return 0.0
-    z_power = norm.ppf(target_power)
+    z_power = ndtri(target_power)
 
     def gap(log_v: float) -> float:
         v = np.exp(log_v)
