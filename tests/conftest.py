@@ -46,11 +46,31 @@ class Server:
         return f"http://127.0.0.1:{self.http_port}"
 
 
-def start_model_server(models_dir: Path, log_dir: Path, *extra: str) -> Server:
+MODEL_CONFIG = """
+model_config_list {
+  config {
+    name: "churn"
+    base_path: "%s"
+    model_platform: "tensorflow"
+    model_version_policy { specific { versions: 1 versions: 2 } }
+    version_labels { key: "stable" value: 1 }
+    version_labels { key: "canary" value: 2 }
+  }
+}
+"""
+
+
+def start_model_server(models_dir: Path, log_dir: Path, *extra: str, both_versions: bool = True) -> Server:
+    """A model server process; by default both versions with labels stable=1, canary=2."""
     grpc_port, rest_port = free_port(), free_port()
+    if both_versions:
+        config = log_dir / f"models-{grpc_port}.config"
+        config.write_text(MODEL_CONFIG % (models_dir / MODEL_NAME))
+        model_flags = ["--model_config_file", str(config)]
+    else:
+        model_flags = ["--model_name", MODEL_NAME, "--model_base_path", str(models_dir / MODEL_NAME)]
     proc = Process(
-        ["serve-model", "--port", str(grpc_port), "--rest_api_port", str(rest_port),
-         "--model_name", MODEL_NAME, "--model_base_path", str(models_dir / MODEL_NAME), *extra],
+        ["serve-model", "--port", str(grpc_port), "--rest_api_port", str(rest_port), *model_flags, *extra],
         log_dir / f"model-server-{grpc_port}.log",
     )
     server = Server(proc, grpc_port=grpc_port, rest_port=rest_port)
@@ -58,7 +78,7 @@ def start_model_server(models_dir: Path, log_dir: Path, *extra: str) -> Server:
 
     def ready() -> bool:
         r = httpx.get(f"{server.rest_url}/v1/models/{MODEL_NAME}", timeout=1.0)
-        return r.status_code == 200 and r.json()["model_version_status"][0]["state"] == "AVAILABLE"
+        return r.status_code == 200 and all(v["state"] == "AVAILABLE" for v in r.json()["model_version_status"])
 
     try:
         wait_until(ready, timeout=120, what="model server ready", proc=proc.proc)
@@ -71,7 +91,7 @@ def start_model_server(models_dir: Path, log_dir: Path, *extra: str) -> Server:
 
 @pytest.fixture(scope="session")
 def model_server(models_dir: Path, tmp_path_factory: pytest.TempPathFactory):
-    """`modelramp serve-model` serving the trained versions on free loopback ports."""
+    """`modelramp serve-model` serving versions 1 and 2 (labels stable, canary) on free loopback ports."""
     server = start_model_server(models_dir, tmp_path_factory.mktemp("logs"))
     yield server
     server.process.stop()
