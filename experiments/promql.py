@@ -69,6 +69,11 @@ _QUERIES = [
     Query("look_counter_series",
           '{__name__=~"modelramp_(requests|outcomes|backend_errors|fallbacks)_total", experiment="$experiment"}',
           "Raw cumulative counter series of one experiment, one per router replica and label set.", by_arm=False),
+    # When each replica's counters were created (prometheus_client's `_created` samples): it moves
+    # forward when a router restarts, even if the new counts already exceed the old ones.
+    Query("look_counter_created",
+          'min by (job, instance) ({__name__=~"modelramp_(requests|outcomes|backend_errors|fallbacks)_created", experiment="$experiment"})',
+          "Earliest creation time of each replica's counter series: a router restart moves it forward.", by_arm=False),
     Query("cumulative_p99_latency_seconds",
           f"histogram_quantile(0.99, sum by (arm, le) (modelramp_request_duration_seconds_bucket{{{_EXP}}}))",
           "99th percentile request duration per arm since the routers started (the analyzer's guardrail)."),
@@ -108,6 +113,7 @@ COUNTER_FIELDS = {
     ("modelramp_backend_errors_total", None): "errors",
     ("modelramp_fallbacks_total", None): "fallbacks",
 }
+CREATED_SAMPLES = frozenset(name.replace("_total", "_created") for name, _ in COUNTER_FIELDS)
 LATENCY_BUCKETS = "modelramp_request_duration_seconds_bucket"
 LATENCY_QUANTILE = 0.99
 

@@ -64,9 +64,10 @@ looks = sa.Table(
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("experiment", sa.String(63), nullable=False, index=True),
     sa.Column("time", _UtcDateTime, nullable=False),
-    # The look as analysed (history JSON format, counter resets folded in) and as read.
+    # The look as analysed (history JSON format, counter resets folded in), and the recorder's
+    # state after it (raw counters and creation time per router replica) to fold the next look.
     sa.Column("look", sa.JSON, nullable=False),
-    sa.Column("raw", sa.JSON, nullable=False),
+    sa.Column("source_state", sa.JSON, nullable=False),
 )
 
 leases = sa.Table(
@@ -125,12 +126,12 @@ class GateRun:
 
 @dataclass(frozen=True)
 class StoredLook:
-    """A look as the controller stored it: `look` in history JSON form, `raw` as the source read it."""
+    """A look as the controller stored it: `look` in history JSON form, `source_state` per replica."""
 
     experiment: str
     time: datetime
     look: dict[str, Any]
-    raw: dict[str, Any] = field(default_factory=dict)
+    source_state: dict[str, Any] = field(default_factory=dict)
 
 
 def _iso(t: datetime) -> str:
@@ -201,16 +202,17 @@ class Store:
 
     # Looks (the persisted history) -------------------------------------------------------------
 
-    def append_look(self, experiment: str, time: datetime, look: Mapping[str, Any], raw: Mapping[str, Any]) -> None:
+    def append_look(self, experiment: str, time: datetime, look: Mapping[str, Any], source_state: Mapping[str, Any]) -> None:
         """Record one look of an experiment's history."""
         with self.engine.begin() as conn:
-            conn.execute(looks.insert().values(experiment=experiment, time=time, look=dict(look), raw=dict(raw)))
+            conn.execute(looks.insert().values(experiment=experiment, time=time, look=dict(look),
+                                              source_state=dict(source_state)))
 
     def looks(self, experiment: str) -> list[StoredLook]:
         """All looks of an experiment, in the order they were taken."""
         q = sa.select(looks).where(looks.c.experiment == experiment).order_by(looks.c.id)
         with self.engine.connect() as conn:
-            return [StoredLook(r.experiment, r.time, r.look, r.raw) for r in conn.execute(q)]
+            return [StoredLook(r.experiment, r.time, r.look, r.source_state) for r in conn.execute(q)]
 
     def history_document(self, experiment: str) -> dict[str, Any]:
         """The experiment's looks as a history JSON document (ARCHITECTURE.md format)."""

@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 
 from experiments.config import ARMS, ExperimentConfig
 from experiments.history import ArmCounts, Look
-from experiments.promql import COUNTER_FIELDS
+from experiments.promql import COUNTER_FIELDS, CREATED_SAMPLES
 
 COUNT_FIELDS = ("exposures", "successes", "failures", "errors", "fallbacks")
 
@@ -29,11 +29,16 @@ class SourceError(RuntimeError):
 
 @dataclass(frozen=True)
 class Reading:
-    """Cumulative counters of one experiment per (instance, arm) at `time`, and p99 latency per arm."""
+    """Cumulative counters of one experiment per (instance, arm) at `time`, and p99 latency per arm.
+
+    `started` holds, per instance that exposes `_created` samples, when its counters were created
+    (seconds since the epoch): a restart moves it forward even when counts did not go down.
+    """
 
     time: datetime
     counters: Counters
     p99_latency_seconds: Mapping[str, float | None] = field(default_factory=dict)
+    started: Mapping[str, float] = field(default_factory=dict)
 
     @property
     def empty(self) -> bool:
@@ -81,6 +86,12 @@ def add_counter_sample(counters: Counters, instance: str, name: str, labels: Map
     arms = counters.setdefault(instance, {})
     counts = arms.setdefault(arm, dict.fromkeys(COUNT_FIELDS, 0))
     counts[count_field] += int(round(value))
+
+
+def add_created_sample(started: dict[str, float], instance: str, name: str, value: float) -> None:
+    """Keep the earliest `_created` time of an instance's counter series; other samples are ignored."""
+    if name in CREATED_SAMPLES:
+        started[instance] = min(value, started.get(instance, value))
 
 
 def histogram_quantile(q: float, buckets: Iterable[tuple[float, float]]) -> float | None:

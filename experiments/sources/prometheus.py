@@ -13,6 +13,10 @@ from experiments.config import ARMS
 from experiments.sources.base import Counters, Reading, Source, SourceError, add_counter_sample, utc_now
 
 
+def _instance(labels: dict[str, str]) -> str:
+    return f"{labels.get('job', '')}/{labels.get('instance', '')}"
+
+
 class PrometheusSource(Source):
     """Instant queries against one Prometheus server; replicas are told apart by `job`/`instance`."""
 
@@ -49,11 +53,12 @@ class PrometheusSource(Source):
         counters: Counters = {}
         for series in self.query(promql.render("look_counter_series", experiment=experiment), at):
             labels = series["metric"]
-            instance = f"{labels.get('job', '')}/{labels.get('instance', '')}"
-            add_counter_sample(counters, instance, labels.get("__name__", ""), labels, float(series["value"][1]))
+            add_counter_sample(counters, _instance(labels), labels.get("__name__", ""), labels, float(series["value"][1]))
+        started = {_instance(s["metric"]): float(s["value"][1])
+                   for s in self.query(promql.render("look_counter_created", experiment=experiment), at)}
         p99: dict[str, float | None] = dict.fromkeys(ARMS)
         for series in self.query(promql.render("cumulative_p99_latency_seconds", experiment=experiment), at):
             arm, value = series["metric"].get("arm"), float(series["value"][1])
             if arm in p99 and math.isfinite(value):
                 p99[arm] = value
-        return Reading(time=at, counters=counters, p99_latency_seconds=p99)
+        return Reading(time=at, counters=counters, p99_latency_seconds=p99, started=started)

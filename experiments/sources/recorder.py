@@ -4,8 +4,9 @@ A router replica that restarts starts its counters again at zero. Summing replic
 then show counts going *down*, or, if the replica vanished from Prometheus for a while and came
 back, count its past twice. The recorder keeps the last raw value of every (replica, arm, field)
 and adds only increments, exactly as Prometheus's `increase()` treats a counter reset: when a
-replica's value drops, its new value is all new counts. Replicas that are missing from a reading
-add nothing and keep their last value for when they come back.
+replica's value drops, or its counters' creation time (`_created`) moves forward, its new value is
+all new counts. Replicas that are missing from a reading add nothing and keep their last value for
+when they come back.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from experiments.config import ARMS
 from experiments.history import History, Look, dump_history
@@ -38,13 +40,19 @@ class Step:
 class Recorder:
     """Accumulates readings of one experiment into a History (optionally resumed from a saved one)."""
 
-    def __init__(self, experiment: str, history: History | None = None, raw: Counters | None = None):
+    def __init__(self, experiment: str, history: History | None = None, state: Mapping[str, Any] | None = None):
         self.history = history or History(experiment, ())
         if self.history.experiment != experiment:
             raise RecorderError(f"history is of experiment {self.history.experiment!r}, not {experiment!r}")
-        # Last raw value per replica; without it (a history loaded from a file) the next reading
-        # cannot be folded per replica, so it is taken as the new baseline.
-        self.raw: Counters = {i: {a: dict(c) for a, c in arms.items()} for i, arms in (raw or {}).items()}
+        # Last raw value and creation time per replica (see `state()`); without them (a history
+        # loaded from a file) the next reading is taken as the new baseline.
+        state = state or {}
+        self.raw: Counters = {i: {a: dict(c) for a, c in arms.items()} for i, arms in state.get("counters", {}).items()}
+        self.started: dict[str, float] = dict(state.get("started", {}))
+
+    def state(self) -> dict[str, Any]:
+        """What the next reading is folded against, as plain JSON (the controller stores it per look)."""
+        return {"counters": self.raw, "started": self.started}
 
     def add(self, reading: Reading, weights: Mapping[str, float]) -> Step:
         """Fold a reading taken under `weights` into the history; returns the new look."""
@@ -58,7 +66,7 @@ class Recorder:
             totals = {arm: {f: _count(last, arm, f) for f in COUNT_FIELDS} for arm in ARMS}
             for instance, arms in reading.counters.items():
                 before = self.raw.get(instance)
-                if before is not None and _went_down(before, arms):
+                if before is not None and (_went_down(before, arms) or self._restarted(instance, reading)):
                     resets.append(instance)
                 for arm, counts in arms.items():
                     for f, value in counts.items():
@@ -70,7 +78,13 @@ class Recorder:
         self.history = History(self.history.experiment, (*self.history.looks, look))
         for instance, arms in reading.counters.items():
             self.raw[instance] = {a: dict(c) for a, c in arms.items()}
+        self.started.update(reading.started)
         return Step(look, tuple(resets), missing)
+
+    def _restarted(self, instance: str, reading: Reading) -> bool:
+        # Creation times are whole-process facts: a later one means a new router process.
+        old, new = self.started.get(instance), reading.started.get(instance)
+        return old is not None and new is not None and new > old + 1e-3
 
     def save(self, path: str | Path) -> Path:
         """Write the history as JSON (ARCHITECTURE.md format) atomically; returns the path."""

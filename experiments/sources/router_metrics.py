@@ -12,7 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from experiments import promql
 from experiments.config import ARMS
 from experiments.sources.base import (
-    Counters, Reading, Source, SourceError, add_counter_sample, histogram_quantile, utc_now,
+    Counters, Reading, Source, SourceError, add_counter_sample, add_created_sample, histogram_quantile, utc_now,
 )
 
 
@@ -51,6 +51,7 @@ class RouterMetricsSource(Source):
     def read(self, experiment: str, now: datetime | None = None) -> Reading:
         at = now or utc_now()
         counters: Counters = {}
+        started: dict[str, float] = {}
         # (arm, upper bound) -> cumulative count, summed over replicas as `sum by (arm, le)` does.
         buckets: dict[str, dict[float, float]] = defaultdict(lambda: defaultdict(float))
         for url in self.urls:
@@ -68,5 +69,6 @@ class RouterMetricsSource(Source):
                         buckets[sample.labels["arm"]][float(sample.labels["le"])] += sample.value
                     else:
                         add_counter_sample(counters, url, sample.name, sample.labels, sample.value)
+                        add_created_sample(started, url, sample.name, sample.value)
         p99 = {arm: histogram_quantile(promql.LATENCY_QUANTILE, buckets[arm].items()) for arm in ARMS}
-        return Reading(time=at, counters=counters, p99_latency_seconds=p99)
+        return Reading(time=at, counters=counters, p99_latency_seconds=p99, started=started)

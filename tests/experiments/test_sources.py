@@ -93,6 +93,20 @@ def test_recorder_folds_a_router_restart_into_monotonic_counts(routers, tmp_path
     assert saved == recorder.history
 
 
+def test_recorder_sees_a_restart_whose_new_counts_exceed_the_old(routers):
+    a, _ = routers
+    exp = "restart-bigger"
+    recorder = Recorder(exp)
+    a.serve(exp, "model", 10, successes=9)
+    with RouterMetricsSource([a.url]) as source:
+        recorder.add(source.read(exp, T0), WEIGHTS)
+        a.restart()
+        a.serve(exp, "model", 50, successes=40)  # more than before: only `_created` shows the restart
+        step = recorder.add(source.read(exp, T0 + timedelta(minutes=1)), WEIGHTS)
+    assert step.resets == (a.url + "/metrics",)
+    assert step.look.arms["model"].exposures == 60
+
+
 def test_recorder_refuses_a_look_back_in_time():
     recorder = Recorder("x")
     recorder.add(Reading(T0, {}), WEIGHTS)
@@ -133,6 +147,8 @@ def test_prometheus_source_agrees_with_scraping_the_routers(routers, prometheus)
     assert via_prometheus.totals() == scraped.totals()
     assert via_prometheus.totals()["model"] == {"exposures": 11, "successes": 8, "failures": 1, "errors": 2, "fallbacks": 1}
     assert set(via_prometheus.counters) == {f"router/{a.target}", f"router/{b.target}"}
+    # Counter creation times (what reveals a restart) arrive through Prometheus too.
+    assert via_prometheus.started[f"router/{a.target}"] == pytest.approx(scraped.started[a.url + "/metrics"])
     assert via_prometheus.p99_latency_seconds["model"] == pytest.approx(scraped.p99_latency_seconds["model"])
     assert via_prometheus.p99_latency_seconds["legacy"] == pytest.approx(scraped.p99_latency_seconds["legacy"])
     weights = prometheus.query(promql.render("traffic_weight", experiment=exp))

@@ -61,10 +61,10 @@ def test_naive_times_are_refused(store):
 def test_looks_make_a_history_document(store):
     look = {"time": "2026-11-23T10:00:00Z", "weights": {"legacy": 0.99, "model": 0.01},
             "arms": {"legacy": {"exposures": 9901, "successes": 8712}, "model": {"exposures": 99, "successes": 91}}}
-    store.append_look("clf-v2", T0, look, raw={"model": {"exposures": 99}})
-    store.append_look("other", T0, look, raw={})
+    store.append_look("clf-v2", T0, look, source_state={"counters": {}})
+    store.append_look("other", T0, look, source_state={})
     assert store.history_document("clf-v2") == {"experiment": "clf-v2", "looks": [look]}
-    assert store.looks("clf-v2")[0].raw == {"model": {"exposures": 99}}
+    assert store.looks("clf-v2")[0].source_state == {"counters": {}}
 
 
 def test_lease_is_exclusive_until_it_expires(store):

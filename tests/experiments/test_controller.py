@@ -1,0 +1,259 @@
+"""The ramp controller on real parts: router exporters over HTTP, the YAML file store, SQLite, Prometheus."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from experiments import controller as controller_module
+from experiments.config import load_config
+from experiments.controller import Controller
+from experiments.sources import PrometheusSource, RouterMetricsSource
+from experiments.sources.base import Reading
+from experiments.store import Store
+from experiments.weights import FileWeightStore, NopWeightStore
+from tests.support.experiment import write_config
+from tests.support.processes import free_port
+from tests.support.prometheus import PrometheusServer, RouterExporter
+
+T0 = datetime(2026, 11, 23, 10, 0, tzinfo=timezone.utc)
+EXP = "clf-v2-vs-legacy"
+STAGES = {"stages": [{"percent": 1, "min_duration_seconds": 0, "min_samples": 50},
+                     {"percent": 5, "min_duration_seconds": 0, "min_samples": 50},
+                     {"percent": 100, "min_duration_seconds": 0, "min_samples": 50}]}
+CRITERIA = {"non_inferiority_margin": 0.05}
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = T0
+
+    def __call__(self) -> datetime:
+        self.now += timedelta(minutes=1)
+        return self.now
+
+
+@pytest.fixture
+def routers():
+    pair = [RouterExporter(), RouterExporter()]
+    yield pair
+    for r in pair:
+        r.close()
+
+
+@pytest.fixture
+def config_path(tmp_path):
+    return write_config(tmp_path / "experiment.yaml", EXP, 0.01, ramp=STAGES, criteria=CRITERIA)
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = Store.open(tmp_path / "audit.db")
+    yield s
+    s.close()
+
+
+def make(routers, config_path, store, *, holder="ctl-a", dry_run=False, clock=None, source=None) -> Controller:
+    weights = FileWeightStore(config_path)
+    return Controller(source or RouterMetricsSource([r.url for r in routers]),
+                      NopWeightStore(weights) if dry_run else weights, store, holder=holder,
+                      lease_ttl_seconds=600, clock=clock or Clock())
+
+
+def traffic(router: RouterExporter, model_share: float, n: int = 20_000, model_rate: float = 0.8) -> None:
+    """n requests split by model_share, all with outcomes; legacy succeeds 80% of the time."""
+    m = round(n * model_share)
+    router.serve(EXP, "legacy", n - m, successes=round((n - m) * 0.8), failures=(n - m) - round((n - m) * 0.8))
+    router.serve(EXP, "model", m, successes=round(m * model_rate), failures=m - round(m * model_rate))
+
+
+def test_ramps_stage_by_stage_and_records_every_decision(routers, config_path, store):
+    ctl = make(routers, config_path, store)
+    traffic(routers[0], 0.01, 60_000)
+    traffic(routers[1], 0.01, 60_000)
+    first = ctl.step()
+    assert first.decision == "ramp" and first.applied, first.reason
+    assert load_config(config_path).weights == {"legacy": 0.95, "model": 0.05}
+    assert first.weights_before == {"legacy": 0.99, "model": 0.01} and first.weights_after == {"legacy": 0.95, "model": 0.05}
+    assert first.stage_percent == 1 and first.applied_by == "ctl-a"
+    assert first.counts["model"]["exposures"] == 1200 and first.statistics["decision"] == "ramp"
+    assert first.statistics["difference"]["method"].startswith("Mantel-Haenszel")
+
+    second = ctl.step()  # no new traffic in the 5% stage yet
+    assert second.decision == "hold" and not second.applied
+    assert "0 of 50 model-arm exposures" in second.reason
+
+    traffic(routers[0], 0.05, 20_000)
+    third = ctl.step()
+    assert third.decision == "ramp" and third.applied, third.reason
+    assert load_config(config_path).weights == {"legacy": 0.0, "model": 1.0}
+    traffic(routers[1], 1.0, 2_000)
+    fourth = ctl.step()
+    assert fourth.decision == "ship" and not fourth.applied and "weights already in force" in fourth.reason
+    assert [d.decision for d in store.decisions(EXP)] == ["ramp", "hold", "ramp", "ship"]
+    assert len(store.looks(EXP)) == 4
+
+
+def test_rolls_back_a_worse_model(routers, config_path, store):
+    traffic(routers[0], 0.01, 100_000, model_rate=0.5)
+    record = make(routers, config_path, store).step()
+    assert record.decision == "rollback" and record.applied
+    assert "significantly worse" in record.reason
+    assert load_config(config_path).weights == {"legacy": 1.0, "model": 0.0}
+
+
+def test_dry_run_decides_but_writes_nothing(routers, config_path, store):
+    text = config_path.read_text()
+    traffic(routers[0], 0.01, 100_000)
+    record = make(routers, config_path, store, dry_run=True).step()
+    assert record.decision == "ramp" and not record.applied
+    assert "dry run: would write" in record.reason and record.applied_by == "dry-run:ctl-a"
+    assert config_path.read_text() == text
+
+
+def test_unreachable_routers_hold(routers, config_path, store):
+    ctl = make([], config_path, store, source=RouterMetricsSource([f"http://127.0.0.1:{free_port()}"]))
+    record = ctl.step()
+    assert record.decision == "hold" and "cannot read counters" in record.reason and "unreachable" in record.reason
+    assert store.looks(EXP) == []
+
+
+def test_prometheus_down_holds(config_path, store):
+    source = PrometheusSource(f"http://127.0.0.1:{free_port()}", timeout=2)
+    record = make([], config_path, store, source=source).step()
+    source.close()
+    assert record.decision == "hold"
+    assert "cannot read counters: Prometheus at" in record.reason and "is unreachable" in record.reason
+
+
+def test_empty_counters_hold(routers, config_path, store):
+    routers[0].serve("another-experiment", "model", 100, successes=100)
+    record = make(routers, config_path, store).step()
+    assert record.decision == "hold" and "no counters for experiment" in record.reason
+
+
+def test_router_restart_holds_once_then_continues(routers, config_path, store):
+    ctl = make(routers, config_path, store)
+    routers[0].serve(EXP, "legacy", 990, successes=800, failures=190)
+    routers[0].serve(EXP, "model", 10, successes=8, failures=2)
+    routers[1].serve(EXP, "legacy", 990, successes=800, failures=190)
+    routers[1].serve(EXP, "model", 10, successes=8, failures=2)
+    assert ctl.step().decision == "hold"  # too few samples
+    routers[1].restart()
+    traffic(routers[1], 0.01, 100_000)
+    reset = ctl.step()
+    assert reset.decision == "hold" and "counters reset on" in reset.reason and routers[1].url in reset.reason
+    assert "analysis said ramp" in reset.reason
+    assert load_config(config_path).weights["model"] == 0.01
+    after = ctl.step()
+    assert after.decision == "ramp" and after.applied
+    # The history kept growing: 20 model exposures before the restart, 1,000 after.
+    assert store.looks(EXP)[-1].look["arms"]["model"]["exposures"] == 1020
+
+
+def test_second_controller_only_watches(routers, config_path, store):
+    traffic(routers[0], 0.01, 100_000)
+    clock = Clock()
+    a = make(routers, config_path, store, holder="ctl-a", clock=clock)
+    b = make(routers, config_path, store, holder="ctl-b", clock=clock)
+    assert a.step().decision == "ramp"
+    watched = b.step()
+    assert watched.decision == "hold" and not watched.applied
+    assert "another controller holds the lease: ctl-a until" in watched.reason
+    assert len(store.looks(EXP)) == 1  # the watcher adds nothing to the history
+
+
+def test_lost_lease_before_applying_holds(routers, config_path, store):
+    traffic(routers[0], 0.01, 100_000)
+    clock = Clock()
+    real = RouterMetricsSource([r.url for r in routers])
+
+    class Paused:
+        """Reads the routers, but the controller 'pauses' past its lease and ctl-b takes over."""
+
+        description = real.description
+
+        def read(self, experiment, now=None):
+            reading = real.read(experiment, now)
+            clock.now += timedelta(hours=1)
+            assert store.acquire_lease(f"ramp/{EXP}", "ctl-b", 600, clock.now)
+            return reading
+
+    record = make(routers, config_path, store, clock=clock, source=Paused()).step()
+    real.close()
+    assert record.decision == "hold" and "lost the lease before applying ramp" in record.reason
+    assert load_config(config_path).weights["model"] == 0.01
+
+
+def test_weights_changed_under_us_hold(routers, config_path, store):
+    traffic(routers[0], 0.01, 100_000)
+    real = RouterMetricsSource([r.url for r in routers])
+
+    class EditedMeanwhile:
+        description = real.description
+
+        def read(self, experiment, now=None):
+            reading = real.read(experiment, now)
+            FileWeightStore(config_path).apply({"legacy": 0.8, "model": 0.2})  # someone else ramps by hand
+            return reading
+
+    record = make(routers, config_path, store, source=EditedMeanwhile()).step()
+    real.close()
+    assert record.decision == "hold" and "could not apply ramp" in record.reason
+    assert "somebody else changed them" in record.reason
+    assert load_config(config_path).weights["model"] == 0.2
+
+
+def test_analysis_failure_holds(routers, config_path, store, monkeypatch):
+    traffic(routers[0], 0.01, 100_000)
+
+    def broken(*args, **kwargs):
+        raise ZeroDivisionError("division by zero")
+
+    monkeypatch.setattr(controller_module, "analyze", broken)
+    record = make(routers, config_path, store).step()
+    assert record.decision == "hold" and "the analysis failed (ZeroDivisionError" in record.reason
+
+
+def test_a_new_controller_continues_the_stored_history(routers, config_path, store):
+    routers[0].serve(EXP, "legacy", 990, successes=800, failures=190)
+    routers[0].serve(EXP, "model", 10, successes=8, failures=2)
+    clock = Clock()
+    assert make(routers, config_path, store, clock=clock).step().decision == "hold"
+    traffic(routers[0], 0.01, 100_000)
+    ctl = make(routers, config_path, store, holder="ctl-a", clock=clock)  # e.g. after a restart
+    assert ctl.step().decision == "ramp"
+    assert [s.look["arms"]["model"]["exposures"] for s in store.looks(EXP)] == [10, 1010]
+
+
+def test_run_loops_and_releases_the_lease(routers, config_path, store):
+    routers[0].serve(EXP, "model", 5, successes=5)
+    routers[0].serve(EXP, "legacy", 495, successes=400, failures=95)
+    seen = []
+    make(routers, config_path, store).run(interval_seconds=0, max_steps=3, on_step=seen.append)
+    assert [r.decision for r in seen] == ["hold", "hold", "hold"]
+    assert store.lease_holder(f"ramp/{EXP}") is None
+
+
+def test_ramps_from_a_real_prometheus(routers, config_path, store):
+    prometheus = PrometheusServer([r.target for r in routers])
+    try:
+        traffic(routers[0], 0.01, 50_000)
+        traffic(routers[1], 0.01, 50_000)
+        prometheus.wait_for(f'sum(modelramp_requests_total{{experiment="{EXP}"}})',
+                            lambda r: r and float(r[0]["value"][1]) == 100_000, "both routers scraped")
+        with PrometheusSource(prometheus.url) as source:
+            ctl = Controller(source, FileWeightStore(config_path), store, holder="ctl-prom")
+            record = ctl.step()
+    finally:
+        prometheus.stop()
+    assert record.decision == "ramp" and record.applied, record.reason
+    assert record.counts["model"]["exposures"] == 1000
+    assert load_config(config_path).weights == {"legacy": 0.95, "model": 0.05}
+
+
+def test_reading_is_what_the_controller_records():
+    # The raw per-replica counters stored with each look are plain JSON.
+    reading = Reading(T0, {"r1": {"model": {"exposures": 1}}})
+    assert reading.totals()["model"]["exposures"] == 1 and not reading.empty
