@@ -1,0 +1,26 @@
+"""Backends of the router's arms, one file per implementation, and the factory that picks one."""
+
+from __future__ import annotations
+
+from router.backends.base import Backend, BadResponse, ModelMetadata, PredictCall, Prediction, failure_reason
+from router.backends.nop import NopBackend
+
+
+def make_backend(config) -> Backend:
+    """The backend for an arm's `backend:` config (by its `kind`)."""
+    if config.kind == "legacy_http":
+        from router.backends.legacy_http import LegacyHttpBackend
+
+        return LegacyHttpBackend(config)
+    if config.kind == "tfserving_grpc":
+        from router.backends.tfserving_grpc import TfServingGrpcBackend
+
+        return TfServingGrpcBackend(config)
+    if config.kind == "tfserving_rest":
+        from router.backends.tfserving_rest import TfServingRestBackend
+
+        return TfServingRestBackend(config)
+    raise ValueError(f"unknown backend kind {config.kind!r}")
+
+
+__all__ = ["Backend", "BadResponse", "ModelMetadata", "NopBackend", "PredictCall", "Prediction", "failure_reason", "make_backend"]

@@ -1,0 +1,71 @@
+"""TF Serving (or `modelramp serve-model`) over gRPC PredictionService, without TensorFlow."""
+
+from __future__ import annotations
+
+from experiments.config import TfServingGrpcBackend as TfServingGrpcConfig
+from router.backends.base import Backend, ModelMetadata, PredictCall, Prediction
+from router.signature import Signature
+from serving import errors, protos
+from serving.grpc_client import AsyncPredictionClient, parse_predict_response, parse_signature_defs
+from serving.tensors import to_tensor_proto
+
+
+def _fill_spec(spec, name: str, version: int | None, label: str | None, signature_name: str | None = None) -> None:
+    spec.name = name
+    if version is not None:
+        spec.version.value = version
+    elif label is not None:
+        spec.version_label = label
+    if signature_name:
+        spec.signature_name = signature_name
+
+
+class TfServingGrpcBackend(Backend):
+    kind = "tfserving_grpc"
+
+    def __init__(self, config: TfServingGrpcConfig, max_in_flight: int = 256):
+        self.config = config
+        self.timeout = config.timeout_ms / 1000.0
+        self._client: AsyncPredictionClient | None = None
+        self._max_in_flight = max_in_flight
+
+    def client(self) -> AsyncPredictionClient:
+        # Created lazily: grpc.aio channels belong to the running event loop.
+        if self._client is None:
+            self._client = AsyncPredictionClient(self.config.target, timeout=self.timeout, retries=1, max_in_flight=self._max_in_flight)
+        return self._client
+
+    def _spec(self, spec) -> None:
+        c = self.config
+        _fill_spec(spec, c.model_name, c.version, c.version_label, c.signature_name)
+
+    async def predict(self, call: PredictCall, timeout: float) -> Prediction:
+        request = protos.PredictRequest()
+        self._spec(request.model_spec)
+        for name, array in call.inputs.items():
+            request.inputs[name].CopyFrom(to_tensor_proto(array, protos.TensorProto))
+        request.output_filter.extend(call.output_filter)
+        response = await self.client().predict_raw(request, timeout=min(timeout, self.timeout))
+        version = response.model_spec.version.value if response.model_spec.HasField("version") else None
+        return Prediction(parse_predict_response(response), version)
+
+    async def metadata(self, timeout: float) -> ModelMetadata:
+        request = protos.GetModelMetadataRequest()
+        _fill_spec(request.model_spec, self.config.model_name, self.config.version, self.config.version_label)
+        request.metadata_field.append("signature_def")
+        raw = await self.client().get_model_metadata_raw(request, timeout=timeout)
+        version = raw.model_spec.version.value if raw.model_spec.HasField("version") else None
+        signature = Signature.from_metadata(parse_signature_defs(raw), self.config.signature_name, version)
+        return ModelMetadata(signature, raw)
+
+    async def ready(self, timeout: float) -> bool:
+        try:
+            await self.metadata(timeout)
+            return True
+        except errors.UserFacingError:
+            return False
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.close()
+            self._client = None

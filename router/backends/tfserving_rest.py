@@ -1,0 +1,110 @@
+"""TF Serving (or `modelramp serve-model`) over its REST API, for deployments that expose only REST."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import aiohttp
+import numpy as np
+
+from experiments.config import TfServingRestBackend as TfServingRestConfig
+from router.backends.base import Backend, BadResponse, ModelMetadata, PredictCall, Prediction
+from router.signature import Signature
+from serving import errors
+from serving.rest_format import format_predict_response
+from serving.tensors import NUMPY_BY_DTYPE
+
+
+class TfServingRestBackend(Backend):
+    kind = "tfserving_rest"
+
+    def __init__(self, config: TfServingRestConfig, max_connections: int = 256):
+        self.config = config
+        self.timeout = config.timeout_ms / 1000.0
+        base = f"{config.url.rstrip('/')}/v1/models/{config.model_name}"
+        if config.version is not None:
+            base += f"/versions/{config.version}"
+        elif config.version_label is not None:
+            base += f"/labels/{config.version_label}"
+        self._base = base
+        self._max_connections = max_connections
+        self._session: aiohttp.ClientSession | None = None
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=self._max_connections))
+        return self._session
+
+    async def _request(self, method: str, url: str, timeout: float, body: bytes | None = None) -> dict:
+        try:
+            async with self._client().request(method, url, data=body, headers={"Content-Type": "application/json"},
+                                              timeout=aiohttp.ClientTimeout(total=timeout)) as response:
+                payload, status = await response.read(), response.status
+        except (asyncio.TimeoutError, TimeoutError):
+            raise errors.DeadlineExceeded("model server (REST) did not answer in time") from None
+        except aiohttp.ClientError as err:
+            raise errors.Unavailable(f"model server (REST) unreachable: {err}") from None
+        try:
+            answer = json.loads(payload)
+        except ValueError:
+            raise BadResponse(f"model server (REST) answered HTTP {status} with a body that is not JSON") from None
+        if status != 200:
+            raise errors.from_http_status(status, f"model server: {answer.get('error', '') if isinstance(answer, dict) else answer}")
+        if not isinstance(answer, dict):
+            raise BadResponse("model server (REST) answered a JSON value that is not an object")
+        return answer
+
+    async def predict(self, call: PredictCall, timeout: float) -> Prediction:
+        # Columnar format: one list per input, so one JSON array per feature instead of per row.
+        columns = format_predict_response(dict(call.inputs), row_format=False)["outputs"]
+        if not isinstance(columns, dict):
+            columns = {next(iter(call.inputs)): columns}
+        body = {"signature_name": self.config.signature_name, "inputs": columns}
+        answer = await self._request("POST", f"{self._base}:predict", min(timeout, self.timeout), json.dumps(body).encode())
+        outputs = answer.get("outputs")
+        if outputs is None:
+            raise BadResponse("model server (REST) answer has no 'outputs'")
+        if not isinstance(outputs, dict):
+            if call.outputs is None or len(call.outputs) != 1:
+                raise BadResponse("model server (REST) answered one unnamed output; the signature is unknown")
+            outputs = {next(iter(call.outputs)): outputs}
+        specs = call.outputs or {}
+        try:
+            return Prediction({name: np.asarray(value, dtype=NUMPY_BY_DTYPE.get(specs[name].dtype) if name in specs else None)
+                               for name, value in outputs.items()})
+        except (TypeError, ValueError) as err:
+            raise BadResponse(f"model server (REST) outputs do not fit the signature: {err}") from None
+
+    async def metadata(self, timeout: float) -> ModelMetadata:
+        answer = await self._request("GET", f"{self._base}/metadata", timeout)
+        try:
+            version = int(answer["model_spec"]["version"]) if answer.get("model_spec", {}).get("version") else None
+            defs = answer["metadata"]["signature_def"]["signature_def"]
+            parsed = {name: {"inputs": _tensors(sig.get("inputs", {})), "outputs": _tensors(sig.get("outputs", {}))}
+                      for name, sig in defs.items()}
+        except (KeyError, TypeError, ValueError) as err:
+            raise BadResponse(f"model server (REST) metadata is not TF Serving's: {err!r}") from None
+        return ModelMetadata(Signature.from_metadata(parsed, self.config.signature_name, version))
+
+    async def ready(self, timeout: float) -> bool:
+        try:
+            await self.metadata(timeout)
+            return True
+        except errors.UserFacingError:
+            return False
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
+def _tensors(infos: dict) -> dict:
+    """TF Serving's JSON TensorInfo map -> {name: {"dtype": "DT_FLOAT", "shape": [-1] or None}}."""
+    out = {}
+    for name, info in infos.items():
+        shape = info.get("tensor_shape", {})
+        dims = None if shape.get("unknown_rank") else [int(d.get("size", 0)) for d in shape.get("dim", [])]
+        out[name] = {"dtype": info["dtype"], "shape": dims}
+    return out

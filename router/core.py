@@ -1,0 +1,297 @@
+"""The router's decision logic, free of HTTP and gRPC: assign, validate, answer, fall back, count.
+
+Fronts (`router.http`, `router.grpc`) parse their protocol into a `decode` callable, call
+`Router.predict`, and format the `Served` result or the `serving.errors` error it raises.
+Requests read one immutable `ExperimentState` snapshot, so a configuration change in the middle
+of a request never mixes two configurations.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from experiments.config import ExperimentConfig
+from router.assignment import assign
+from router.backends import Backend, ModelMetadata, PredictCall, Prediction, failure_reason, make_backend
+from router.breaker import CircuitBreaker
+from router.features import FeatureSink
+from router.metrics import RouterMetrics, status_code
+from router.outcomes import OutcomeIntake
+from router.shadow import Shadow
+from router.signature import Signature, check_inputs
+from router.signing import Signer
+from serving import errors
+
+log = logging.getLogger("router")
+
+MODEL, LEGACY = "model", "legacy"
+METADATA_REFRESH_S = 30.0
+
+
+@dataclass
+class Served:
+    """A successful answer: the assigned arm, its signed request id, outputs, and who answered."""
+
+    arm: str
+    request_id: str
+    prediction: Prediction
+    served_by: str
+    model_name: str
+    signature_name: str
+
+
+@dataclass
+class ExperimentState:
+    """One applied configuration with its backends and breaker (replaced whole on every change)."""
+
+    config: ExperimentConfig
+    backends: dict[str, Backend]
+    breaker: CircuitBreaker
+    counts: dict[str, dict[str, int]] = field(default_factory=lambda: {a: {"requests": 0, "fallbacks": 0} for a in (LEGACY, MODEL)})
+
+    @property
+    def weights(self) -> dict[str, float]:
+        return self.config.weights
+
+
+class Router:
+    """One experiment's router: shared by both fronts of a process."""
+
+    def __init__(self, config: ExperimentConfig, *, signer: Signer | None = None, metrics: RouterMetrics | None = None,
+                 sinks: Iterable[FeatureSink] = (), backend_factory: Callable[[object], Backend] = make_backend,
+                 rng: random.Random | None = None):
+        self.metrics = metrics or RouterMetrics()
+        self.signer = signer or Signer(ttl_seconds=config.router.outcome_ttl_seconds)
+        self.signer.ttl_seconds = config.router.outcome_ttl_seconds
+        self.outcomes = OutcomeIntake(self.signer, self.metrics, config.router.outcome_dedup_entries)
+        self.sinks = list(sinks)
+        self._factory = backend_factory
+        self._rng = rng or random.Random()
+        self.metadata: ModelMetadata | None = None
+        self.state = self._build(config, previous=None)
+        self.shadow = Shadow(self.metrics, config.router.shadow_max_in_flight)
+        self._tasks: set[asyncio.Task] = set()
+        self._publish(self.state, None)
+
+    # ---- configuration -------------------------------------------------------------------
+    def _build(self, config: ExperimentConfig, previous: ExperimentState | None) -> ExperimentState:
+        backends = {}
+        for arm in (LEGACY, MODEL):
+            old = previous.config.arms[arm].backend if previous else None
+            new = config.arms[arm].backend
+            # Keep warm connections when an arm's backend did not change (the common case: weights).
+            backends[arm] = previous.backends[arm] if previous and old == new else self._factory(new)
+        return ExperimentState(config, backends, CircuitBreaker(config.fallback.circuit_breaker, MODEL))
+
+    def _publish(self, state: ExperimentState, old: ExperimentState | None) -> None:
+        if old is not None and old.config.name != state.config.name:
+            self.metrics.forget_experiment(old.config.name, (LEGACY, MODEL))
+        self.metrics.set_weights(state.config.name, state.weights)
+        for arm in (LEGACY, MODEL):
+            self.metrics.circuit_open.labels(state.config.name, arm).set(0)
+
+    def apply(self, config: ExperimentConfig, source: str) -> bool:
+        """Put a validated configuration in force; logs old -> new. Returns False if nothing changed."""
+        old = self.state
+        if config == old.config:
+            return False
+        new = self._build(config, old)
+        if old.config.model_name != config.model_name or old.config.arms[MODEL].backend != config.arms[MODEL].backend:
+            self.metadata = None  # another model: its signature must be fetched again
+        if old.breaker.open:
+            log.warning("circuit breaker for the model arm closed by a new configuration (%s)", source)
+        self.state = new
+        self.signer.ttl_seconds = config.router.outcome_ttl_seconds
+        self.outcomes.seen.max_entries = config.router.outcome_dedup_entries
+        self.shadow.max_in_flight = config.router.shadow_max_in_flight
+        self._publish(new, old)
+        self.metrics.config_reloads.labels(source, "applied").inc()
+        log.info("configuration changed (%s): %s", source, describe_change(old.config, config))
+        for arm, backend in old.backends.items():
+            if new.backends[arm] is not backend:
+                self._spawn(self._close_later(backend, old.config))
+        if self.metadata is None:
+            self._spawn(self.refresh_metadata())
+        return True
+
+    def reject(self, source: str, reason: str) -> None:
+        """Record a configuration that failed validation; the one in force stays."""
+        self.metrics.config_reloads.labels(source, "rejected").inc()
+        log.error("configuration change rejected (%s), keeping the one in force: %s", source, reason)
+
+    async def _close_later(self, backend: Backend, config: ExperimentConfig) -> None:
+        # Requests that started on the old state may still use it: wait out their deadline.
+        await asyncio.sleep(config.router.request_timeout_ms / 1000.0 + 1.0)
+        await backend.close()
+
+    # ---- the model's signature -----------------------------------------------------------
+    @property
+    def signature(self) -> Signature | None:
+        return self.metadata.signature if self.metadata else None
+
+    async def refresh_metadata(self, timeout: float = 2.0) -> bool:
+        """Fetch the model arm's signature (GetModelMetadata); keeps the last one on failure."""
+        state = self.state
+        try:
+            metadata = await state.backends[MODEL].metadata(timeout)
+        except errors.UserFacingError as err:
+            log.debug("model metadata not available yet: %s", err)
+            return False
+        if metadata is not None and self.state is state:
+            if self.metadata is None or self.metadata.signature != metadata.signature:
+                log.info("model signature %r (version %s): inputs %s", metadata.signature.name,
+                         metadata.signature.model_version, sorted(metadata.signature.inputs))
+            self.metadata = metadata
+        return metadata is not None
+
+    async def keep_metadata_fresh(self) -> None:
+        """Background loop: fetch the signature until it is known, then refresh it now and then."""
+        while True:
+            ok = await self.refresh_metadata()
+            await asyncio.sleep(METADATA_REFRESH_S if ok else 0.5)
+
+    # ---- requests ------------------------------------------------------------------------
+    def assign(self, unit_id: str | None) -> str:
+        cfg = self.state.config
+        return assign(cfg.salt, unit_id, cfg.weights, self._rng)
+
+    async def predict(self, model_name: str, unit_id: str | None, decode: Callable[[Signature | None], PredictCall],
+                      protocol: str, timeout: float | None = None) -> Served:
+        """Answer one predict request; raises a `serving.errors` error for the front to map."""
+        start = time.perf_counter()
+        state = self.state
+        cfg = state.config
+        arm = assign(cfg.salt, unit_id, cfg.weights, self._rng)
+        error: BaseException | None = None
+        try:
+            if model_name != cfg.model_name:
+                raise errors.NotFound(f"unknown model {model_name!r}; this router serves {cfg.model_name!r}")
+            signature = self.signature
+            call = decode(signature)
+            check_inputs(call.inputs, signature, cfg.router.max_batch_size)
+            if signature is not None:
+                call.outputs = signature.outputs
+            budget = timeout if timeout is not None else cfg.router.request_timeout_ms / 1000.0
+            prediction, served_by = await self._answer(state, arm, call, start + budget)
+            served = Served(arm, self.signer.issue(cfg.name, arm), prediction, served_by, model_name,
+                            call.signature_name or cfg.arms[MODEL].backend.signature_name)
+            self._after(state, arm, call, served)
+            return served
+        except errors.UserFacingError as err:
+            error = err
+            raise
+        except Exception as err:  # noqa: BLE001 - a bug must not leak a traceback to the client
+            error = err
+            log.exception("unexpected error answering a predict request")
+            raise errors.UserFacingError("internal error in the router") from None
+        finally:
+            self.metrics.requests.labels(cfg.name, arm, protocol, status_code(protocol, error)).inc()
+            self.metrics.duration.labels(cfg.name, arm, protocol).observe(time.perf_counter() - start)
+            state.counts[arm]["requests"] += 1
+
+    async def _answer(self, state: ExperimentState, arm: str, call: PredictCall, deadline: float) -> tuple[Prediction, str]:
+        cfg = state.config
+        if arm == MODEL:
+            if state.breaker.allow():
+                # Half of what remains at most, so the legacy fallback still fits in the deadline.
+                budget = (deadline - time.perf_counter()) / 2
+                try:
+                    prediction = await state.backends[MODEL].predict(call, budget)
+                    state.breaker.record(True)
+                    if prediction.model_version is None and self.signature is not None:
+                        prediction.model_version = self.signature.model_version
+                    return prediction, MODEL
+                except errors.UserFacingError as err:
+                    self._backend_failed(state, MODEL, err)
+                    if cfg.fallback.policy != "legacy":
+                        raise
+            self.metrics.fallbacks.labels(cfg.name, MODEL).inc()
+            state.counts[MODEL]["fallbacks"] += 1
+        try:
+            prediction = await state.backends[LEGACY].predict(call, max(deadline - time.perf_counter(), 0.001))
+        except errors.InvalidArgument:
+            raise  # the client's input, not the legacy system's failure
+        except errors.UserFacingError as err:
+            self._backend_failed(state, LEGACY, err)
+            raise
+        # Same shape as the model's answer: legacy responses claim the model version they stand in for.
+        prediction.model_version = self.signature.model_version if self.signature else None
+        return prediction, LEGACY
+
+    def _backend_failed(self, state: ExperimentState, arm: str, err: errors.UserFacingError) -> None:
+        cfg = state.config
+        self.metrics.backend_errors.labels(cfg.name, arm, failure_reason(err)).inc()
+        log.warning("%s arm backend failed (%s): %s", arm, failure_reason(err), err)
+        if arm == MODEL and state.breaker.record(False):
+            self.metrics.circuit_open.labels(cfg.name, MODEL).set(1)
+
+    def _after(self, state: ExperimentState, arm: str, call: PredictCall, served: Served) -> None:
+        """Work that must not delay the response: feature sampling and shadow calls."""
+        cfg = state.config
+        if self.sinks and cfg.router.feature_sample_share > 0 and self._rng.random() < cfg.router.feature_sample_share:
+            for sink in self.sinks:
+                try:
+                    sink.observe(cfg.name, arm, call.inputs)
+                except Exception:  # noqa: BLE001 - a sink must never fail a request
+                    log.exception("feature sink %r failed", sink)
+        if (arm == LEGACY and cfg.shadow.enabled and cfg.shadow.share > 0
+                and self._rng.random() < cfg.shadow.share):
+            task = self.shadow.start(cfg.name, state.backends[MODEL], call, served.prediction,
+                                     cfg.arms[MODEL].backend.timeout_ms / 1000.0)
+            if task is not None:
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+
+    def _spawn(self, coro) -> None:
+        try:
+            task = asyncio.get_running_loop().create_task(coro)
+        except RuntimeError:  # no loop (configuration applied from a plain test): run nothing
+            coro.close()
+            return
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # ---- inspection ----------------------------------------------------------------------
+    async def readiness(self, timeout: float = 1.0) -> dict:
+        """Ready when the legacy system answers and the model's signature is known (see `router.http`)."""
+        state = self.state
+        legacy_ok, model_ok = await asyncio.gather(state.backends[LEGACY].ready(timeout), state.backends[MODEL].ready(timeout))
+        if model_ok and self.metadata is None:
+            await self.refresh_metadata(timeout)
+        return {"ready": bool(legacy_ok and self.metadata is not None),
+                "backends": {LEGACY: legacy_ok, MODEL: model_ok}, "signature_known": self.metadata is not None}
+
+    def describe(self) -> dict:
+        """The experiment as `GET /v1/experiments/{name}` shows it: config, weights, live counts."""
+        state = self.state
+        return {"name": state.config.name, "model_name": state.config.model_name, "weights": state.weights,
+                "circuit_breaker": state.breaker.stats(), "counts": state.counts,
+                "signature": None if self.signature is None else {"name": self.signature.name, "model_version": self.signature.model_version,
+                                                                  "inputs": sorted(self.signature.inputs)},
+                "config": state.config.model_dump(mode="json")}
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        for backend in self.state.backends.values():
+            await backend.close()
+
+
+def describe_change(old: ExperimentConfig, new: ExperimentConfig) -> str:
+    """A one-line account of what changed, weights first: 'weights legacy 0.99->0.95, model 0.01->0.05'."""
+    parts = []
+    if old.weights != new.weights:
+        parts.append("weights " + ", ".join(f"{a} {old.weights[a]:g}->{new.weights[a]:g}" for a in (LEGACY, MODEL)))
+    a, b = old.model_dump(mode="json"), new.model_dump(mode="json")
+    for key in a:
+        if key != "arms" and a[key] != b[key]:
+            parts.append(f"{key} {a[key]}->{b[key]}")
+    for arm in (LEGACY, MODEL):
+        if a["arms"][arm]["backend"] != b["arms"][arm]["backend"]:
+            parts.append(f"arms.{arm}.backend {a['arms'][arm]['backend']}->{b['arms'][arm]['backend']}")
+    return "; ".join(parts) or "no effective change"

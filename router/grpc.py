@@ -1,0 +1,119 @@
+"""The router's gRPC front: TF Serving's PredictionService (Predict, GetModelMetadata) without TensorFlow.
+
+Generic handlers with the `serving.protos` serializers, so the wire format is TF Serving's and
+any TF Serving client works unchanged. Unit id in request metadata `x-unit-id`; the assigned arm
+and the signed request id come back in trailing metadata (`x-modelramp-arm`, `x-request-id`).
+"""
+
+from __future__ import annotations
+
+import grpc
+
+from router.backends import PredictCall
+from router.core import Router
+from router.signature import Signature
+from serving import errors, protos
+from serving.tensors import from_tensor_proto, to_tensor_proto
+
+SERVICE = "tensorflow.serving.PredictionService"
+
+
+def _unit_id(context: grpc.aio.ServicerContext) -> str | None:
+    for key, value in context.invocation_metadata() or ():
+        if key == "x-unit-id":
+            return value
+    return None
+
+
+class PredictionService:
+    """Predict and GetModelMetadata for one router."""
+
+    def __init__(self, router: Router):
+        self.router = router
+
+    async def predict(self, request, context: grpc.aio.ServicerContext):
+        router = self.router
+        cfg = router.state.config
+        configured = cfg.arms["model"].backend.signature_name
+        limit = cfg.router.max_body_bytes
+
+        def decode(signature: Signature | None) -> PredictCall:
+            if request.ByteSize() > limit:
+                raise errors.PayloadTooLarge(f"request is larger than the limit of {limit} bytes")
+            if request.model_spec.signature_name not in ("", configured):
+                raise errors.NotFound(f"unknown signature {request.model_spec.signature_name!r}; the model serves {configured!r}")
+            inputs = {name: from_tensor_proto(tensor) for name, tensor in request.inputs.items()}
+            return PredictCall(inputs, signature_name=configured, output_filter=list(request.output_filter))
+
+        remaining = context.time_remaining()
+        try:
+            served = await router.predict(request.model_spec.name, _unit_id(context), decode, "grpc", remaining)
+        except errors.UserFacingError as err:
+            await context.abort(err.grpc_code, str(err))
+        response = protos.PredictResponse()
+        response.model_spec.name = served.model_name
+        response.model_spec.signature_name = served.signature_name
+        if served.prediction.model_version is not None:
+            response.model_spec.version.value = served.prediction.model_version
+        for name, array in served.prediction.outputs.items():
+            response.outputs[name].CopyFrom(to_tensor_proto(array, protos.TensorProto))
+        context.set_trailing_metadata((("x-modelramp-arm", served.arm), ("x-request-id", served.request_id)))
+        return response
+
+    async def get_model_metadata(self, request, context: grpc.aio.ServicerContext):
+        router = self.router
+        name = router.state.config.model_name
+        if request.model_spec.name != name:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"unknown model {request.model_spec.name!r}; this router serves {name!r}")
+        if router.metadata is None and not await router.refresh_metadata():
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "the model's signature is not known yet")
+        metadata = router.metadata
+        response = protos.GetModelMetadataResponse()
+        if metadata.raw is not None:
+            response.CopyFrom(metadata.raw)
+        else:
+            response.metadata["signature_def"].Pack(signature_def_map(metadata.signature))
+            if metadata.signature.model_version is not None:
+                response.model_spec.version.value = metadata.signature.model_version
+        response.model_spec.name = name  # the name clients use, whatever the backend calls it
+        return response
+
+
+def signature_def_map(signature: Signature):
+    """A SignatureDefMap holding the one signature the experiment serves."""
+    sig_map = protos.SignatureDefMap()
+    sig = sig_map.signature_def[signature.name]
+    sig.method_name = "tensorflow/serving/predict"
+    for target, specs in ((sig.inputs, signature.inputs), (sig.outputs, signature.outputs)):
+        for name, spec in specs.items():
+            info = target[name]
+            info.name = name
+            info.dtype = spec.dtype
+            if spec.shape is None:
+                info.tensor_shape.unknown_rank = True
+            else:
+                for size in spec.shape:
+                    info.tensor_shape.dim.add().size = size
+    return sig_map
+
+
+def create_server(router: Router, address: str) -> tuple[grpc.aio.Server, int]:
+    """A grpc.aio server with the PredictionService on `address`; returns (server, bound port)."""
+    service = PredictionService(router)
+    limit = router.state.config.router.max_body_bytes
+    # gRPC's own limit is looser than ours, so an oversized request reaches the handler and is
+    # answered INVALID_ARGUMENT and counted, like every other bad input.
+    server = grpc.aio.server(options=[("grpc.max_receive_message_length", max(4 * limit, 4 * 1024 * 1024))])
+    handlers = {
+        "Predict": grpc.unary_unary_rpc_method_handler(
+            service.predict, request_deserializer=protos.PredictRequest.FromString,
+            response_serializer=protos.PredictResponse.SerializeToString),
+        "GetModelMetadata": grpc.unary_unary_rpc_method_handler(
+            service.get_model_metadata, request_deserializer=protos.GetModelMetadataRequest.FromString,
+            response_serializer=protos.GetModelMetadataResponse.SerializeToString),
+    }
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
+    port = server.add_insecure_port(address)
+    if port == 0:
+        raise OSError(f"cannot listen for gRPC on {address}")
+    return server, port

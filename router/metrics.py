@@ -1,0 +1,92 @@
+"""The router's Prometheus metrics (names and labels fixed by ARCHITECTURE.md), one registry per router.
+
+One process per replica: each router process is a replica with its own registry, scraped on its
+own `/metrics`; Prometheus (or the analyzer's router-metrics source) sums over replicas. We do
+not run several workers per process with prometheus_client's multiprocess mode: it cannot keep
+live gauges such as the traffic weight or the breaker state, writes an mmap file per metric per
+worker, and the router's per-process state (breaker window, outcome de-duplication) would split
+between workers anyway. Scale out with replicas (Kubernetes) instead; one process uses one core.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from serving.errors import UserFacingError
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+# The router adds well under a millisecond; backends take a few. Buckets resolve both.
+DURATION_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+PROTOCOLS = ("http", "grpc")
+
+
+def status_code(protocol: str, error: BaseException | None) -> str:
+    """The `code` label: the HTTP status for REST, the gRPC status name for gRPC."""
+    if protocol == "grpc":
+        if error is None:
+            return "OK"
+        return error.grpc_code.name if isinstance(error, UserFacingError) else "INTERNAL"
+    if error is None:
+        return "200"
+    return str(error.http_status) if isinstance(error, UserFacingError) else "500"
+
+
+class RouterMetrics:
+    """Every router metric; `registry` is what `/metrics` exposes."""
+
+    def __init__(self, registry: CollectorRegistry | None = None):
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "modelramp_requests_total", "Predict requests answered, by assigned arm, protocol and status code.",
+            ["experiment", "arm", "protocol", "code"], registry=r)
+        self.duration = Histogram(
+            "modelramp_request_duration_seconds", "Time from request received to response ready, by assigned arm.",
+            ["experiment", "arm", "protocol"], buckets=DURATION_BUCKETS, registry=r)
+        self.backend_errors = Counter(
+            "modelramp_backend_errors_total", "Failed backend calls, by arm whose backend failed and reason.",
+            ["experiment", "arm", "reason"], registry=r)
+        self.fallbacks = Counter(
+            "modelramp_fallbacks_total", "Requests assigned to an arm but answered by the legacy fallback.",
+            ["experiment", "arm"], registry=r)
+        self.outcomes = Counter(
+            "modelramp_outcomes_total", "Outcomes reported for signed request ids, counted once per id.",
+            ["experiment", "arm", "outcome"], registry=r)
+        self.weight = Gauge(
+            "modelramp_traffic_weight", "Configured share of units per arm (0 to 1).",
+            ["experiment", "arm"], registry=r)
+        # Beyond ARCHITECTURE.md's table: state people must see when something goes wrong.
+        self.circuit_open = Gauge(
+            "modelramp_circuit_open", "1 while the circuit breaker keeps the arm's traffic on the fallback.",
+            ["experiment", "arm"], registry=r)
+        self.outcomes_rejected = Counter(
+            "modelramp_outcomes_rejected_total", "Outcome reports rejected (malformed, forged, expired) or repeated.",
+            ["reason"], registry=r)
+        self.shadow_requests = Counter(
+            "modelramp_shadow_requests_total", "Background shadow calls to the model, by result (ok, error, dropped).",
+            ["experiment", "result"], registry=r)
+        self.shadow_agreements = Counter(
+            "modelramp_shadow_agreements_total", "Shadow answers compared with the legacy answer, by agreement.",
+            ["experiment", "agree"], registry=r)
+        self.shadow_duration = Histogram(
+            "modelramp_shadow_duration_seconds", "Duration of shadow calls to the model.",
+            ["experiment"], buckets=DURATION_BUCKETS, registry=r)
+        self.config_reloads = Counter(
+            "modelramp_config_reloads_total", "Configuration changes, by source (file, api) and result (applied, rejected).",
+            ["source", "result"], registry=r)
+
+    def set_weights(self, experiment: str, weights: dict[str, float]) -> None:
+        for arm, w in weights.items():
+            self.weight.labels(experiment, arm).set(w)
+
+    def forget_experiment(self, experiment: str, arms) -> None:
+        """Drop the gauges of an experiment that is no longer configured (its counters stay)."""
+        for arm in arms:
+            for gauge in (self.weight, self.circuit_open):
+                try:
+                    gauge.remove(experiment, arm)
+                except KeyError:
+                    pass
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)

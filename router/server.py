@@ -1,0 +1,102 @@
+"""One router process: HTTP and gRPC fronts on one event loop, the config watcher, and clean shutdown.
+
+One process is one replica (see `router.metrics` for why not several workers per process).
+SIGTERM or Ctrl-C stops accepting, lets requests in flight finish, then closes backends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+
+import uvicorn
+
+from experiments.config import EXAMPLE_CONFIG
+from router.core import Router
+from router.features import FeatureSink
+from router.grpc import create_server
+from router.http import create_app
+from router.reload import ConfigFile, with_addresses
+from router.signing import Signer, load_key
+
+log = logging.getLogger("router")
+
+
+@dataclass(frozen=True)
+class RouterSettings:
+    """Process settings of one router replica (the experiment itself lives in the YAML file)."""
+
+    config: Path = EXAMPLE_CONFIG
+    host: str = "0.0.0.0"
+    http_port: int = 8080  # ARCHITECTURE.md ports
+    grpc_port: int = 8090
+    legacy_url: str | None = None  # overrides the file's legacy backend address
+    model_target: str | None = None  # overrides the file's model backend address
+    signing_key_file: Path | None = None  # else $MODELRAMP_SIGNING_KEY, else a random key (one replica only)
+    admin_token_file: Path | None = None  # else $MODELRAMP_ADMIN_TOKEN, else the weights API is off
+    watch_interval: float = 1.0  # seconds between looks at the config file
+
+
+class _Uvicorn(uvicorn.Server):
+    # We own the signals (both fronts stop together); uvicorn would re-raise them and kill the process mid-cleanup.
+    @contextlib.contextmanager
+    def capture_signals(self):
+        yield
+
+
+def build_router(settings: RouterSettings, sinks: tuple[FeatureSink, ...] = ()) -> tuple[Router, ConfigFile]:
+    """The router and its config file, from settings (raises ConfigError on a bad file)."""
+    source = ConfigFile(settings.config, lambda c: with_addresses(c, settings.legacy_url, settings.model_target))
+    config = source.load()
+    key = load_key(settings.signing_key_file)
+    if key is None:
+        log.warning("no signing key (file or $MODELRAMP_SIGNING_KEY): using a random one; "
+                    "outcomes are accepted only by this process")
+    return Router(config, signer=Signer(key, config.router.outcome_ttl_seconds), sinks=sinks), source
+
+
+async def serve(settings: RouterSettings, admin_token: str | None, sinks: tuple[FeatureSink, ...] = ()) -> None:
+    """Run one router until SIGTERM/SIGINT."""
+    router, source = build_router(settings, sinks)
+    grpc_server, grpc_port = create_server(router, f"{settings.host}:{settings.grpc_port}")
+    http = _Uvicorn(uvicorn.Config(create_app(router, admin_token), host=settings.host, port=settings.http_port,
+                                   log_level="warning", access_log=False, lifespan="off", loop="none",
+                                   http="httptools", timeout_graceful_shutdown=5))
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await grpc_server.start()
+    background = [asyncio.create_task(router.keep_metadata_fresh()),
+                  asyncio.create_task(source.watch(router, settings.watch_interval))]
+    http_task = asyncio.create_task(http.serve())
+    await asyncio.sleep(0)
+    cfg = router.state.config
+    log.info("router for experiment %r (model %r, weights %s): HTTP on %s:%d, gRPC on %s:%d",
+             cfg.name, cfg.model_name, cfg.weights, settings.host, settings.http_port, settings.host, grpc_port)
+    done, _ = await asyncio.wait([http_task, asyncio.create_task(stop.wait())], return_when=asyncio.FIRST_COMPLETED)
+    if http_task in done and http_task.exception() is None and not stop.is_set():
+        log.error("HTTP server stopped on its own (port %d in use?)", settings.http_port)
+    log.info("router stopping")
+    http.should_exit = True
+    await asyncio.gather(http_task, grpc_server.stop(grace=5), return_exceptions=True)
+    for task in background:
+        task.cancel()
+    await router.close()
+    log.info("router stopped")
+
+
+def run(settings: RouterSettings, admin_token: str | None) -> int:
+    """Blocking entry point (uses uvloop when installed)."""
+    try:
+        import uvloop
+
+        runner = uvloop.run
+    except ImportError:  # pragma: no cover - uvicorn[standard] brings it
+        runner = asyncio.run
+    runner(serve(settings, admin_token))
+    return 0

@@ -1,0 +1,95 @@
+"""The model's signature (from GetModelMetadata) and validation of decoded inputs against it.
+
+The router validates every request against the signature the model server reports, so a bad
+input is answered with 400 / INVALID_ARGUMENT by the router itself, whichever arm it was
+assigned to, instead of reaching a backend.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from serving import protos
+from serving.errors import InvalidArgument
+from serving.tensors import DT_STRING, NUMPY_BY_DTYPE, dtype_name
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One named tensor of a signature: DataType number and shape (-1 = any; None = any rank)."""
+
+    dtype: int
+    shape: tuple[int, ...] | None
+
+
+@dataclass(frozen=True)
+class Signature:
+    """What the model accepts and returns, as its server reported it."""
+
+    name: str
+    inputs: Mapping[str, TensorSpec]
+    outputs: Mapping[str, TensorSpec]
+    model_version: int | None = None
+
+    @property
+    def input_dtypes(self) -> dict[str, int]:
+        return {name: spec.dtype for name, spec in self.inputs.items()}
+
+    @classmethod
+    def from_metadata(cls, signature_defs: Mapping[str, dict], signature_name: str, model_version: int | None = None) -> "Signature":
+        """From `serving.grpc_client.parse_signature_defs` output (dtype names like "DT_FLOAT")."""
+        if signature_name not in signature_defs:
+            raise InvalidArgument(f"model has no signature {signature_name!r}; it has {sorted(signature_defs)}")
+        sig = signature_defs[signature_name]
+
+        def specs(tensors: Mapping[str, dict]) -> dict[str, TensorSpec]:
+            return {
+                name: TensorSpec(protos.DataType.values_by_name[t["dtype"]].number,
+                                 None if t["shape"] is None else tuple(int(d) for d in t["shape"]))
+                for name, t in tensors.items()
+            }
+
+        return cls(signature_name, specs(sig["inputs"]), specs(sig["outputs"]), model_version)
+
+
+def check_inputs(inputs: Mapping[str, np.ndarray], signature: Signature | None, max_batch_size: int) -> int:
+    """Validate names, dtypes, shapes and batch size; return the batch size or raise InvalidArgument."""
+    if not inputs:
+        raise InvalidArgument("the request has no inputs")
+    if signature is not None:
+        missing = sorted(set(signature.inputs) - set(inputs))
+        extra = sorted(set(inputs) - set(signature.inputs))
+        if extra:
+            raise InvalidArgument(f"unknown input(s) {extra}; the signature's inputs are {sorted(signature.inputs)}")
+        if missing:
+            raise InvalidArgument(f"missing input(s) {missing}; the signature's inputs are {sorted(signature.inputs)}")
+    batch_sizes = set()
+    for name, array in inputs.items():
+        if signature is not None:
+            _check_tensor(name, array, signature.inputs[name])
+        batch_sizes.add(int(array.shape[0]) if array.ndim else 1)
+    if len(batch_sizes) != 1:
+        raise InvalidArgument(f"inputs have different batch sizes {sorted(batch_sizes)}; every input needs one value per example")
+    batch = batch_sizes.pop()
+    if batch > max_batch_size:
+        raise InvalidArgument(f"batch of {batch} examples is larger than the limit of {max_batch_size}")
+    if batch == 0:
+        raise InvalidArgument("the request has an empty batch")
+    return batch
+
+
+def _check_tensor(name: str, array: np.ndarray, spec: TensorSpec) -> None:
+    if spec.dtype == DT_STRING:
+        if array.dtype != object or any(not isinstance(v, bytes) for v in array.ravel()):
+            raise InvalidArgument(f"input '{name}' expects strings (DT_STRING), got {array.dtype}")
+    elif array.dtype != NUMPY_BY_DTYPE.get(spec.dtype):
+        raise InvalidArgument(f"input '{name}' expects {dtype_name(spec.dtype)}, got {array.dtype}")
+    if spec.shape is not None:
+        if array.ndim != len(spec.shape):
+            raise InvalidArgument(f"input '{name}' expects shape {list(spec.shape)}, got {list(array.shape)}")
+        for want, got in zip(spec.shape, array.shape):
+            if want >= 0 and want != got:
+                raise InvalidArgument(f"input '{name}' expects shape {list(spec.shape)}, got {list(array.shape)}")
