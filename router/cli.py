@@ -6,7 +6,7 @@ import argparse
 import os
 from pathlib import Path
 
-ADMIN_TOKEN_ENV = "MODELRAMP_ADMIN_TOKEN"
+ADMIN_TOKEN_ENV = "MODELRAMP_WEIGHTS_TOKEN"
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -37,7 +37,7 @@ class RouterSettings:
     legacy_url: str | None = None  # overrides the file's legacy backend address
     model_target: str | None = None  # overrides the file's model backend address
     signing_key_file: Path | None = None  # else $MODELRAMP_SIGNING_KEY, else a random key (one replica only)
-    admin_token_file: Path | None = None  # else $MODELRAMP_ADMIN_TOKEN, else the weights API is off
+    admin_token_file: Path | None = None  # else $MODELRAMP_WEIGHTS_TOKEN, else the weights API is off
     watch_interval: float = 1.0  # seconds between looks at the config file
 
 

@@ -77,9 +77,9 @@ def run_stack(args: Namespace) -> int:
                   "legacy system (--legacy-port)": args.legacy_port, "router HTTP (--router-port)": args.router_port,
                   "router gRPC (--router-grpc-port)": args.router_grpc_port}, host)
     model_target = (f"{host}:{args.model_port}" if model_backend.kind == "tfserving_grpc" else f"http://{host}:{args.model_rest_port}")
-    token = os.environ.get("MODELRAMP_ADMIN_TOKEN") or secrets.token_urlsafe(24)
+    token = os.environ.get("MODELRAMP_WEIGHTS_TOKEN") or secrets.token_urlsafe(24)
     router_env = {"MODELRAMP_SIGNING_KEY": os.environ.get("MODELRAMP_SIGNING_KEY") or secrets.token_urlsafe(32),
-                  "MODELRAMP_ADMIN_TOKEN": token}
+                  "MODELRAMP_WEIGHTS_TOKEN": token}
 
     stopping = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stopping.set()) for sig in (signal.SIGINT, signal.SIGTERM)}

@@ -1,0 +1,91 @@
+"""The gRPC front in-process against in-test backends, called with TensorFlow-free TF Serving protos."""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+import numpy as np
+import pytest
+
+from router.core import Router
+from router.grpc import create_server
+from router.signing import Signer
+from serving import protos
+from serving.grpc_client import build_predict_request, parse_predict_response, parse_signature_defs
+from serving.tensors import to_tensor_proto
+from tests.router.fakes import columns, fake_factory, make_config
+
+
+async def with_server(body, **config):
+    router = Router(make_config(0.5, **config), signer=Signer(b"k"), backend_factory=fake_factory)
+    await router.refresh_metadata()
+    server, port = create_server(router, "127.0.0.1:0")
+    await server.start()
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    predict = channel.unary_unary(protos.PREDICT_METHOD, request_serializer=protos.PredictRequest.SerializeToString,
+                                  response_deserializer=protos.PredictResponse.FromString)
+    metadata = channel.unary_unary(protos.GET_MODEL_METADATA_METHOD, request_serializer=protos.GetModelMetadataRequest.SerializeToString,
+                                   response_deserializer=protos.GetModelMetadataResponse.FromString)
+    try:
+        return await body(router, predict, metadata)
+    finally:
+        await channel.close()
+        await server.stop(0)
+
+
+def test_predict_with_unit_id_and_trailing_metadata():
+    async def body(router, predict, _):
+        call = predict(build_predict_request("churn", columns(3)), metadata=(("x-unit-id", "user-9"),), timeout=5)
+        response = await call
+        trailing = dict(await call.trailing_metadata())
+        return router, response, trailing
+
+    router, response, trailing = asyncio.run(with_server(body))
+    arm = router.assign("user-9")
+    assert trailing["x-modelramp-arm"] == arm
+    assert router.signer.verify(trailing["x-request-id"]).arm == arm
+    out = parse_predict_response(response)["probability"]
+    assert out.dtype == np.float32 and out.shape == (3,)
+    assert response.model_spec.name == "churn" and response.model_spec.version.value == 2
+
+
+@pytest.mark.parametrize("mutate, code", [
+    (lambda r: r.inputs.pop("state"), grpc.StatusCode.INVALID_ARGUMENT),
+    (lambda r: r.inputs["total_day_minutes"].CopyFrom(to_tensor_proto(np.zeros(1, np.float64), protos.TensorProto)), grpc.StatusCode.INVALID_ARGUMENT),
+    (lambda r: r.inputs["bogus"].CopyFrom(to_tensor_proto(np.zeros(1, np.float32), protos.TensorProto)), grpc.StatusCode.INVALID_ARGUMENT),
+    (lambda r: r.inputs["state"].tensor_shape.dim[0].__setattr__("size", 5), grpc.StatusCode.INVALID_ARGUMENT),
+    (lambda r: r.inputs["state"].string_val.extend([b"x" * 4000]), grpc.StatusCode.INVALID_ARGUMENT),
+    (lambda r: setattr(r.model_spec, "name", "nope"), grpc.StatusCode.NOT_FOUND),
+    (lambda r: setattr(r.model_spec, "signature_name", "nope"), grpc.StatusCode.NOT_FOUND),
+])
+def test_bad_requests_get_status_codes_and_are_counted(mutate, code):
+    async def body(router, predict, _):
+        request = build_predict_request("churn", columns(1))
+        mutate(request)
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await predict(request, timeout=5)
+        return router, err.value.code()
+
+    router, got = asyncio.run(with_server(body, router={"max_body_bytes": 2048}))
+    assert got == code
+    total = sum(router.metrics.registry.get_sample_value("modelramp_requests_total",
+                {"experiment": "churn-test", "arm": a, "protocol": "grpc", "code": code.name}) or 0 for a in ("legacy", "model"))
+    assert total == 1
+
+
+def test_get_model_metadata():
+    async def body(router, _, metadata):
+        request = protos.GetModelMetadataRequest()
+        request.model_spec.name = "churn"
+        request.metadata_field.append("signature_def")
+        response = await metadata(request, timeout=5)
+        request.model_spec.name = "other"
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await metadata(request, timeout=5)
+        return response, err.value.code()
+
+    response, code = asyncio.run(with_server(body))
+    sig = parse_signature_defs(response)["serving_default"]
+    assert sig["inputs"]["state"] == {"dtype": "DT_STRING", "shape": [-1]}
+    assert response.model_spec.version.value == 2 and code == grpc.StatusCode.NOT_FOUND

@@ -1,0 +1,122 @@
+"""The HTTP front in-process against in-test backends: TF Serving bodies, headers, errors, outcomes, weights API."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import pytest
+from starlette.exceptions import StarletteDeprecationWarning
+
+with warnings.catch_warnings():
+    # Starlette now prefers the `httpx2` package for its TestClient; httpx still works and is what we ship.
+    warnings.simplefilter("ignore", StarletteDeprecationWarning)
+    from fastapi.testclient import TestClient
+
+from router.core import Router
+from router.http import create_app
+from router.signing import Signer
+from tests.router.fakes import fake_factory, make_config
+
+TOKEN = "s3cret"
+ROW = {"state": "KS", "total_day_minutes": 120.5}
+
+
+@pytest.fixture()
+def client():
+    router = Router(make_config(0.5, router={"max_body_bytes": 2048, "max_batch_size": 8}), signer=Signer(b"k"), backend_factory=fake_factory)
+    with TestClient(create_app(router, TOKEN)) as c:
+        c.router_ = router
+        c.get("/readyz")  # fetches the signature
+        yield c
+
+
+def test_predict_row_and_columnar_formats(client):
+    for path in ("/v1/models/churn:predict", "/v1/models/churn/versions/2:predict", "/v1/models/churn/labels/stable:predict"):
+        r = client.post(path, json={"instances": [ROW, ROW]}, headers={"X-Unit-Id": "user-7"})
+        assert r.status_code == 200, r.text
+        arm = r.headers["X-Modelramp-Arm"]
+        assert arm == client.router_.assign("user-7")
+        assert r.json() == {"predictions": [0.25, 0.25] if arm == "model" else [1.0, 1.0]}
+        assert client.router_.signer.verify(r.headers["X-Request-Id"]).arm == arm
+    r = client.post("/v1/models/churn:predict", json={"inputs": {"state": ["KS"], "total_day_minutes": [1.0]}})
+    assert r.status_code == 200 and list(r.json()) == ["outputs"]
+
+
+def test_both_arms_answer_in_the_same_shape(client):
+    shapes = {}
+    for i in range(40):
+        r = client.post("/v1/models/churn:predict", json={"instances": [ROW]}, headers={"X-Unit-Id": f"u{i}"})
+        shapes[r.headers["X-Modelramp-Arm"]] = (sorted(r.json()), type(r.json()["predictions"][0]), sorted(r.headers.keys()))
+    assert len(shapes) == 2 and shapes["legacy"] == shapes["model"]
+
+
+@pytest.mark.parametrize("body, status, message", [
+    (b"{not json", 400, "malformed JSON"),
+    (b"[1, 2]", 400, "JSON object"),
+    (json.dumps({"instances": [{"state": "KS"}]}).encode(), 400, "missing input"),
+    (json.dumps({"instances": [{**ROW, "color": "red"}]}).encode(), 400, "unknown input"),
+    (json.dumps({"instances": [{**ROW, "total_day_minutes": "lots"}]}).encode(), 400, "expects numbers"),
+    (json.dumps({"instances": [{**ROW, "state": 5}]}).encode(), 400, "expects strings"),
+    (json.dumps({"instances": [ROW] * 9}).encode(), 400, "larger than the limit of 8"),
+    (json.dumps({"instances": []}).encode(), 400, "non-empty"),
+    (json.dumps({"instances": [ROW], "signature_name": "other"}).encode(), 404, "unknown signature"),
+    (json.dumps({"instances": [ROW] * 2, "pad": "x" * 3000}).encode(), 413, "larger than the limit of 2048"),
+])
+def test_bad_inputs_get_4xx_and_are_counted(client, body, status, message):
+    r = client.post("/v1/models/churn:predict", content=body, headers={"Content-Type": "application/json", "X-Unit-Id": "u1"})
+    assert r.status_code == status and message in r.json()["error"]
+    metrics = client.get("/metrics").text
+    assert f'protocol="http"' in metrics and f'code="{status}"' in metrics
+
+
+def test_unknown_model_is_404(client):
+    assert client.post("/v1/models/nope:predict", json={"instances": [ROW]}).status_code == 404
+
+
+def test_outcomes_accept_signed_and_reject_forged(client):
+    rid = client.post("/v1/models/churn:predict", json={"instances": [ROW]}).headers["X-Request-Id"]
+    assert client.post("/v1/outcomes", json={"request_id": rid, "success": True}).json() == {"accepted": 1, "duplicates": 0}
+    assert client.post("/v1/outcomes", json=[{"request_id": rid, "success": True}]).json() == {"accepted": 0, "duplicates": 1}
+    tampered = rid.replace(".model.", ".legacy.") if ".model." in rid else rid.replace(".legacy.", ".model.")
+    assert client.post("/v1/outcomes", json={"request_id": tampered, "success": True}).status_code == 403
+    assert client.post("/v1/outcomes", json={"request_id": "made-up", "success": True}).status_code == 400
+    assert client.post("/v1/outcomes", content=b"nope").status_code == 400
+
+
+def test_weights_api_needs_the_token_and_validates(client):
+    url = "/v1/experiments/churn-test/weights"
+    assert client.put(url, json={"weights": {"model": 0.2}}).status_code == 401
+    assert client.put(url, json={"weights": {"model": 0.2}}, headers={"Authorization": "Bearer wrong"}).status_code == 401
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    assert client.put(url, json={"weights": {"model": 1.5}}, headers=auth).status_code == 400
+    assert client.put(url, json={"weights": {"legacy": 0.5, "model": 0.6}}, headers=auth).status_code == 400
+    assert client.put("/v1/experiments/other/weights", json={"weights": {"model": 0.2}}, headers=auth).status_code == 404
+    r = client.put(url, json={"weights": {"model": 0.2}}, headers=auth)
+    assert r.status_code == 200 and r.json()["weights"] == {"legacy": 0.8, "model": 0.2}
+    assert client.get("/v1/experiments/churn-test").json()["weights"]["model"] == 0.2
+    assert 'modelramp_traffic_weight{arm="model",experiment="churn-test"} 0.2' in client.get("/metrics").text
+
+
+def test_weights_api_off_without_token():
+    router = Router(make_config(0.5), signer=Signer(b"k"), backend_factory=fake_factory)
+    with TestClient(create_app(router, None)) as c:
+        assert c.put("/v1/experiments/churn-test/weights", json={"weights": {"model": 0.2}}, headers={"Authorization": "Bearer x"}).status_code == 403
+
+
+def test_experiments_probes_docs_metadata(client):
+    listing = client.get("/v1/experiments").json()["experiments"]
+    assert listing[0]["name"] == "churn-test" and "counts" in listing[0] and "config" in listing[0]
+    assert client.get("/v1/experiments/nope").status_code == 404
+    assert client.get("/healthz").json() == {"status": "ok"}
+    ready = client.get("/readyz")
+    assert ready.status_code == 200 and ready.json()["signature_known"]
+    assert "/v1/models/{name}:predict" in client.get("/openapi.json").json()["paths"]
+    meta = client.get("/v1/models/churn/metadata").json()
+    assert meta["model_spec"]["version"] == "2"
+    assert meta["metadata"]["signature_def"]["signature_def"]["serving_default"]["inputs"]["state"]["dtype"] == "DT_STRING"
+
+
+def test_not_ready_while_legacy_is_down(client):
+    client.router_.state.backends["legacy"].fail = RuntimeError("down")
+    assert client.get("/readyz").status_code == 503

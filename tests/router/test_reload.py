@@ -1,0 +1,68 @@
+"""Config reload: file changes applied without restart, invalid files rejected (last good stays), address overrides."""
+
+from __future__ import annotations
+
+import os
+
+import yaml
+
+from router.core import Router
+from router.reload import ConfigFile, put_weights, with_addresses
+from router.signing import Signer
+from tests.router.fakes import config_dict, fake_factory
+
+
+def write(path, doc) -> None:
+    text = yaml.safe_dump(doc)
+    path.write_text(text)
+    # Same-second rewrites of equal size still differ in content: the fingerprint hashes it.
+    os.utime(path, ns=(os.stat(path).st_atime_ns, os.stat(path).st_mtime_ns + 1))
+
+
+def test_file_change_is_applied_and_bad_file_rejected(tmp_path, caplog):
+    path = tmp_path / "exp.yaml"
+    write(path, config_dict(0.01))
+    source = ConfigFile(path)
+    router = Router(source.load(), signer=Signer(b"k"), backend_factory=fake_factory)
+    assert not source.check(router), "unchanged file: nothing to do"
+
+    write(path, config_dict(0.05))
+    caplog.set_level("INFO", logger="router")
+    assert source.check(router)
+    assert router.state.weights == {"legacy": 0.95, "model": 0.05}
+    assert "model 0.01->0.05" in caplog.text
+
+    write(path, config_dict(0.2) | {"salt": ""})  # invalid: empty salt
+    assert not source.check(router)
+    assert router.state.weights["model"] == 0.05, "the last good config stays"
+    assert "rejected" in caplog.text and "salt" in caplog.text
+    path.write_text("arms: [unclosed")
+    assert not source.check(router)
+    path.unlink()
+    assert not source.check(router)
+    assert router.metrics.registry.get_sample_value("modelramp_config_reloads_total", {"source": "file", "result": "rejected"}) == 3
+
+
+def test_put_weights_then_file_wins_on_its_next_change(tmp_path):
+    path = tmp_path / "exp.yaml"
+    write(path, config_dict(0.01))
+    source = ConfigFile(path)
+    router = Router(source.load(), signer=Signer(b"k"), backend_factory=fake_factory)
+    put_weights(router, "churn-test", {"weights": {"model": 0.2}})
+    assert router.state.weights == {"legacy": 0.8, "model": 0.2}
+    assert not source.check(router), "the file did not change, the API's weights stay"
+    write(path, config_dict(0.5))
+    assert source.check(router) and router.state.weights["model"] == 0.5
+
+
+def test_address_overrides_survive_reloads(tmp_path):
+    path = tmp_path / "exp.yaml"
+    write(path, config_dict(0.01))
+    source = ConfigFile(path, lambda c: with_addresses(c, "http://127.0.0.1:1234", "127.0.0.1:4321"))
+    cfg = source.load()
+    assert cfg.arms["legacy"].backend.url == "http://127.0.0.1:1234"
+    assert cfg.arms["model"].backend.target == "127.0.0.1:4321"
+    router = Router(cfg, signer=Signer(b"k"), backend_factory=fake_factory)
+    write(path, config_dict(0.05))
+    source.check(router)
+    assert router.state.config.arms["model"].backend.target == "127.0.0.1:4321"
