@@ -6,6 +6,8 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from experiments import live_commands
+
 if TYPE_CHECKING:
     from experiments.config import ExperimentConfig
     from experiments.history import History
@@ -13,7 +15,8 @@ if TYPE_CHECKING:
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add this package's subcommands to the `modelramp` parser."""
-    _add_analyze(sub)
+    live_commands.add_live_analyze_options(_add_analyze(sub), _run_analyze)
+    live_commands.add_ramp(sub)
 
 
 # --- analyze ------------------------------------------------------------------------------------
@@ -55,8 +58,12 @@ def _analyze_history(args: argparse.Namespace) -> "History":
     """The history to analyse; live sources (Prometheus, routers' /metrics) plug in here."""
     from experiments.history import load_history
 
+    if live_commands.is_live(args):
+        if args.history is not None:
+            raise ValueError("give --history FILE or a live source, not both")
+        return live_commands.live_history(args, _analyze_config(args)[0])
     if args.history is None:
-        raise ValueError("no data source: give --history FILE")
+        raise ValueError("no data source: give --history FILE, --prometheus URL or --metrics-url URL")
     # A reset is analysed (blocked, with the reason), not refused as a bad file.
     return load_history(args.history, allow_resets=True)
 
