@@ -1,0 +1,39 @@
+"""The legacy system: a sensible rule, served over HTTP with clear 4xx errors."""
+
+import httpx
+import numpy as np
+import pytest
+
+from serving import dataset, legacy_rule
+
+
+def test_rule_is_a_real_baseline(models_dir):
+    val = dataset.read_split(models_dir / "data", "validation")
+    flagged = np.array([legacy_rule.predict(r)["churn"] for r in dataset.to_instances(val)])
+    accuracy = (flagged == val[dataset.LABEL].astype(bool)).mean()
+    majority = 1 - val[dataset.LABEL].mean()
+    assert accuracy > majority + 0.01  # better than always answering "no churn"
+    assert legacy_rule.predict(dict(number_customer_service_calls=5, total_day_minutes=100, international_plan="no",
+                                    total_intl_minutes=5))["reasons"] == ["5 customer service calls (>= 4)"]
+
+
+def test_service_answers_and_rejects_bad_input(legacy_server, models_dir):
+    rows = dataset.to_instances(dataset.read_split(models_dir / "data", "live").head(3))
+    with httpx.Client(base_url=legacy_server.url, timeout=5) as http:
+        assert http.get("/healthz").json() == {"status": "ok"}
+        preds = http.post("/v1/predict", json={"instances": rows}).json()["predictions"]
+        assert [p["churn"] for p in preds] == [legacy_rule.predict(r)["churn"] for r in rows]
+        assert all(p["probability"] in (0.0, 1.0) for p in preds)
+        for body, words in [
+            (b"{", "not valid JSON"),
+            (b'{"instances": []}', "at least one"),
+            (b'{"instances": [5]}', "instance 0"),
+            (b'{"instances": [{"total_day_minutes": 1}]}', "missing feature"),
+        ]:
+            r = http.post("/v1/predict", content=body)
+            assert r.status_code == 400 and words in r.json()["error"], r.text
+        bad = dict(rows[0], number_customer_service_calls="many")
+        r = http.post("/v1/predict", json={"instances": [rows[0], bad]})
+        assert r.status_code == 400 and "instance 1" in r.json()["error"] and "number_customer_service_calls" in r.json()["error"]
+        r = http.post("/v1/predict", content=b" " * (5 * 1024 * 1024))
+        assert r.status_code == 413
