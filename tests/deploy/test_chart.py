@@ -1,0 +1,205 @@
+"""The Helm chart, rendered by Helm's own engine for the defaults and every option set in helm/modelramp/ci."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import helm_python
+import pytest
+import yaml
+from helm_python import Chart
+
+from experiments.config import parse_config
+from tests.deploy.manifests import (
+    CHART, OPTION_SETS, find, option_values, pod_specs, render, security_violations, validate,
+)
+
+CASES = [pytest.param({}, id="defaults")] + [pytest.param(option_values(p), id=p.stem) for p in OPTION_SETS]
+
+
+@pytest.fixture(scope="module", params=CASES)
+def rendered(request) -> list[dict]:
+    return render(request.param, namespace="modelramp")
+
+
+@pytest.mark.parametrize("values", CASES)
+def test_helm_lint_finds_nothing_above_info(values):
+    report = helm_python.lint(CHART, values, strict=True, kube_version="v1.37.0")
+    serious = [m for m in report["messages"] if m["severity"] >= 2]
+    assert not serious and not report["errors"], report
+
+
+def test_every_rendered_object_matches_its_kubernetes_or_crd_schema(rendered):
+    for obj in rendered:
+        validate(obj)
+
+
+def test_every_container_follows_the_security_and_resource_rules(rendered):
+    workloads = [o for o in rendered if any(pod_specs(o))]
+    assert workloads
+    problems = [p for o in workloads for p in security_violations(o)]
+    assert not problems, "\n".join(problems)
+
+
+def test_run_to_completion_looks_are_bounded_instead_of_probed(rendered):
+    for cron in (o for o in rendered if o["kind"] == "CronJob"):
+        job = cron["spec"]["jobTemplate"]["spec"]
+        assert job["activeDeadlineSeconds"] > 0 and cron["spec"]["concurrencyPolicy"] == "Forbid"
+
+
+def test_experiment_configmap_is_a_valid_experiment_config_mounted_as_a_directory(rendered):
+    cm = find(rendered, "ConfigMap", "modelramp-experiment")
+    config = parse_config(yaml.safe_load(cm["data"]["experiment.yaml"]))  # the router's own validation
+    assert sum(config.weights.values()) == pytest.approx(1.0)
+    router = find(rendered, "Deployment", "modelramp-router")
+    container = router["spec"]["template"]["spec"]["containers"][0]
+    assert container["args"] == ["router", "--config", "/etc/modelramp/experiment.yaml"]
+    mount = next(m for m in container["volumeMounts"] if m["mountPath"] == "/etc/modelramp")
+    # A subPath mount never sees ConfigMap updates: the router could not reload its weights.
+    assert "subPath" not in mount
+
+
+def test_router_service_exposes_http_8080_and_grpc_8090(rendered):
+    ports = {p["name"]: p["port"] for p in find(rendered, "Service", "modelramp-router")["spec"]["ports"]}
+    assert ports == {"http": 8080, "grpc": 8090}
+    router = find(rendered, "Deployment", "modelramp-router")["spec"]["template"]["spec"]
+    assert {p["containerPort"] for p in router["containers"][0]["ports"]} == {8080, 8090}
+    assert router["automountServiceAccountToken"] is False
+
+
+def test_ramp_controller_may_get_and_patch_only_the_experiment_configmap(rendered):
+    roles = [o for o in rendered if o["kind"] in ("Role", "ClusterRole")]
+    if not any(o["kind"] in ("CronJob", "Deployment") and o["metadata"]["name"].endswith("ramp-controller") for o in rendered):
+        assert not roles
+        return
+    (role,) = roles
+    assert role["kind"] == "Role" and role["rules"] == [{
+        "apiGroups": [""], "resources": ["configmaps"], "resourceNames": ["modelramp-experiment"], "verbs": ["get", "patch"]}]
+    binding = find(rendered, "RoleBinding", role["metadata"]["name"])
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "modelramp-ramp-controller", "namespace": "modelramp"}]
+
+
+def test_defaults_deploy_every_component():
+    objs = {(o["kind"], o["metadata"]["name"]) for o in render()}
+    assert {
+        ("Deployment", "modelramp-tfserving"), ("Service", "modelramp-tfserving"),
+        ("Deployment", "modelramp-router"), ("Service", "modelramp-router"),
+        ("HorizontalPodAutoscaler", "modelramp-router"), ("PodDisruptionBudget", "modelramp-router"),
+        ("ConfigMap", "modelramp-experiment"), ("Secret", "modelramp-router"),
+        ("ServiceAccount", "modelramp-router"), ("ServiceAccount", "modelramp-ramp-controller"),
+        ("Role", "modelramp-ramp-controller"), ("RoleBinding", "modelramp-ramp-controller"),
+        ("Deployment", "modelramp-legacy"), ("Service", "modelramp-legacy"),
+        ("CronJob", "modelramp-ramp-controller"), ("PersistentVolumeClaim", "modelramp-ramp-audit"),
+        ("ServiceMonitor", "modelramp-router"), ("PrometheusRule", "modelramp"),
+        ("ConfigMap", "modelramp-dashboard-experiment"), ("ConfigMap", "modelramp-dashboard-serving"),
+        ("ConfigMap", "modelramp-dashboard-skew"),
+    } <= objs
+
+
+def test_tf_serving_uses_the_official_image_and_is_ready_only_with_the_model_loaded():
+    objs = render()
+    pod = find(objs, "Deployment", "modelramp-tfserving")["spec"]["template"]["spec"]
+    (server,) = pod["containers"]
+    assert server["image"].startswith("tensorflow/serving:")
+    assert "--model_base_path=/models/churn" in server["args"]
+    assert server["readinessProbe"]["httpGet"]["path"] == "/v1/models/churn/metadata"
+    (copy,) = pod["initContainers"]  # model image -> emptyDir
+    assert copy["command"] == ["cp", "-R", "/models/churn", "/models/"]
+    pvc = render({"tfserving": {"model": {"source": "pvc", "pvc": {"claimName": "models"}}}})
+    pod = find(pvc, "Deployment", "modelramp-tfserving")["spec"]["template"]["spec"]
+    assert "initContainers" not in pod
+    assert {"name": "models", "persistentVolumeClaim": {"claimName": "models", "readOnly": True}} in pod["volumes"]
+
+
+def test_legacy_arm_points_at_the_external_url_when_the_local_one_is_off():
+    objs = render({"legacy": {"local": {"enabled": False}, "externalUrl": "https://legacy.example.com"}})
+    config = yaml.safe_load(find(objs, "ConfigMap", "modelramp-experiment")["data"]["experiment.yaml"])
+    assert config["arms"]["legacy"]["backend"]["url"] == "https://legacy.example.com"
+    assert not [o for o in objs if "legacy" in o["metadata"]["name"]]
+
+
+def test_dashboards_configmaps_are_labelled_for_the_grafana_sidecar_and_hold_the_committed_json():
+    objs = render()
+    for name in ("experiment", "serving", "skew"):
+        cm = find(objs, "ConfigMap", f"modelramp-dashboard-{name}")
+        assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
+        committed = json.loads((CHART.parents[1] / "k8s" / "dashboards" / f"modelramp-{name}.json").read_text())
+        assert json.loads(cm["data"][f"modelramp-{name}.json"]) == committed
+
+
+def test_alert_thresholds_follow_the_experiment_guardrails():
+    objs = render({"experiment": {"guardrails": {"maxErrorRate": 0.02, "maxP99LatencyMs": 120, "maxFallbackRate": 0.03}}})
+    rules = {r["alert"]: r["expr"] for g in find(objs, "PrometheusRule", "modelramp")["spec"]["groups"] for r in g["rules"]}
+    assert ") > 0.02\n" in rules["ModelrampModelArmErrorRate"]
+    assert "> 0.12\n" in rules["ModelrampModelArmLatencyP99"]
+    assert ") > 0.03\n" in rules["ModelrampFallbackRate"]
+
+
+BAD_VALUES = [
+    ({"experiment": {"modelWeight": 1.5}}, "/experiment/modelWeight", "maximum"),
+    ({"experiment": {"name": "Churn_V2"}}, "/experiment/name", "does not match pattern"),
+    ({"experiment": {"criteria": {"alpha": 0.7}}}, "/experiment/criteria/alpha", "exclusiveMaximum"),
+    ({"experiment": {"modelBackend": {"protocol": "thrift"}}}, "/experiment/modelBackend/protocol", "grpc"),
+    ({"experiment": {"ramp": {"stages": []}}}, "/experiment/ramp/stages", "minItems"),
+    ({"experiment": {"ramp": {"stages": [{"percent": 150, "minDurationSeconds": 0, "minSamples": 0}]}}}, "/experiment/ramp/stages/0/percent", "maximum"),
+    ({"router": {"replicas": 0}}, "/router/replicas", "minimum"),
+    ({"router": {"service": {"httpPort": 70000}}}, "/router/service/httpPort", "maximum"),
+    ({"router": {"resources": {"limits": None}}}, "/router/resources", "limits"),  # null deletes a default in Helm
+    ({"router": {"replica": 3}}, "/router", "replica"),
+    ({"router": {"secret": {"outcomeSigningKey": "short"}}}, "/router/secret/outcomeSigningKey", "minLength"),
+    ({"legacy": {"local": {"enabled": False}}}, "/legacy/externalUrl", "minLength"),
+    ({"legacy": {"externalUrl": "legacy:8081"}}, "/legacy/externalUrl", "pattern"),
+    ({"tfserving": {"model": {"source": "pvc"}}}, "/tfserving/model/pvc/claimName", "minLength"),
+    ({"tfserving": {"runAsUser": 0}}, "/tfserving/runAsUser", "minimum"),
+    ({"rampController": {"mode": "daemon"}}, "/rampController/mode", "cronjob"),
+    ({"rampController": {"audit": {"type": "postgres"}}}, "/rampController/audit/postgres/existingSecret", "minLength"),
+    ({"monitoring": {"serviceMonitor": {"interval": "15 seconds"}}}, "/monitoring/serviceMonitor/interval", "pattern"),
+    ({"image": {"pullPolicy": "Sometimes"}}, "/image/pullPolicy", "IfNotPresent"),
+]
+
+
+@pytest.mark.parametrize("values, where, what", BAD_VALUES, ids=[w for _, w, _ in BAD_VALUES])
+def test_schema_rejects_bad_values_naming_the_key(values, where, what):
+    with Chart.load(CHART) as chart:
+        with pytest.raises(helm_python.HelmValuesError) as err:
+            chart.render(values, name="modelramp", namespace="modelramp")
+    message = str(err.value)
+    assert f"at '{where}'" in message and what in message, message
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"experiment": {"ramp": {"stages": [{"percent": 20, "minDurationSeconds": 0, "minSamples": 0},
+                                         {"percent": 5, "minDurationSeconds": 0, "minSamples": 0}]}}},
+     "experiment.ramp.stages: percent must increase strictly"),
+    ({"router": {"autoscaling": {"minReplicas": 5, "maxReplicas": 2}}}, "minReplicas (5) must not exceed maxReplicas (2)"),
+    ({"tfserving": {"enabled": False}}, "experiment.modelBackend.externalTarget is required"),
+])
+def test_rules_a_schema_cannot_express_fail_the_render_with_a_clear_message(values, message):
+    with Chart.load(CHART) as chart:
+        with pytest.raises(helm_python.HelmRenderError) as err:
+            chart.render(values, name="modelramp", namespace="modelramp")
+    assert message in str(err.value)
+
+
+def test_values_yaml_documents_every_value():
+    """Every key has a comment above it (one comment may cover adjacent sibling keys, as nodeSelector/tolerations/affinity)."""
+    lines = (CHART / "values.yaml").read_text().splitlines()
+    indent = lambda text: len(text) - len(text.lstrip())
+    undocumented = []
+    for i, line in enumerate(lines):
+        text = line.strip()
+        if not text or text.startswith(("#", "-")) or text.endswith(":"):
+            continue  # comments, list items and sections (whose children are checked)
+        j = i - 1
+        while j >= 0 and lines[j].strip() and not lines[j].strip().startswith("#") and indent(lines[j]) == indent(line) \
+                and not lines[j].strip().endswith(":"):
+            j -= 1  # walk over undocumented siblings to the comment that covers the group
+        while j >= 0 and lines[j].strip().startswith("- "):
+            j -= 1
+        if j >= 0 and lines[j].strip().endswith(":") and indent(lines[j]) < indent(line):
+            j -= 1  # a direct child of a section: the section's comment documents it
+        if j < 0 or not lines[j].strip().startswith("#"):
+            undocumented.append(f"line {i + 1}: {text}")
+    assert not undocumented, "\n".join(undocumented)
+    assert (CHART / "README.md").exists()
