@@ -11,7 +11,7 @@ from statsmodels.stats.proportion import proportions_ztest
 
 from experiments.analysis import DECISIONS, analyze
 from experiments.config import load_config
-from experiments.history import History, load_history
+from experiments.history import ArmCounts, History, Look, load_history
 
 DATA = Path(__file__).parents[1] / "data" / "histories"
 CONFIG = load_config(DATA / "experiment.yaml")
@@ -112,3 +112,13 @@ def test_replaying_looks_moves_through_the_stages() -> None:
     decisions = [analyze(history.upto(n), CONFIG).decision for n in range(1, len(history.looks) + 1)]
     assert decisions[-1] == "ship"
     assert "ramp" in decisions and "rollback" not in decisions
+
+
+def test_one_unlucky_request_is_not_evidence() -> None:
+    t0 = load_history(DATA / "hold.json").looks[0].time
+    weights = {"legacy": 0.99, "model": 0.01}
+    looks = [Look(t0, weights, {"legacy": ArmCounts(99, 90), "model": ArmCounts(1, 0)}),
+             Look(t0 + timedelta(hours=2), weights, {"legacy": ArmCounts(198, 180), "model": ArmCounts(2, 1)})]
+    result = analyze(History("clf-v2-vs-legacy", tuple(looks)), CONFIG)
+    assert result.decision == "hold"
+    assert result.difference.ci == (float("-inf"), float("inf"))

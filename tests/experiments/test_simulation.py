@@ -74,6 +74,14 @@ def test_aa_under_a_drifting_base_rate() -> None:
     assert naive.mean() > 0.5
 
 
+def test_aa_with_rare_failures_and_a_small_model_arm() -> None:
+    # 50 model-arm units per look at 1% and a 3% failure rate: early looks often see no failure at
+    # all, where a plug-in normal test would call the model significantly better.
+    runs = 4000
+    sequential, _ = simulate_aa(runs, 5_000, np.full(len(SHARES) * LOOKS_PER_STAGE, 0.97), np.random.default_rng(5))
+    assert sequential.mean() <= mc_limit(ALPHA, runs)
+
+
 def config() -> ExperimentConfig:
     return ExperimentConfig(
         name="sim",

@@ -10,12 +10,21 @@ from scipy.stats import norm
 from experiments.stats.stratified import stratified_difference
 
 
-def test_one_stratum_is_the_plain_wald_difference() -> None:
-    est = stratified_difference([91], [99], [8712], [9901])
-    lo, hi = confint_proportions_2indep(91, 99, 8712, 9901, method="wald")
-    half = norm.isf(0.025) * np.sqrt(est.variance)
-    assert (est.difference - half, est.difference + half) == pytest.approx((lo, hi), abs=1e-12)
-    assert est.effective_sample == pytest.approx(99 * 9901 / 10000)
+@pytest.mark.parametrize(("s1", "n1", "s2", "n2"), [(91, 99, 8712, 9901), (0, 1, 90, 99), (400, 500, 7000, 8000)])
+def test_one_stratum_is_the_raw_difference_with_agresti_caffo_variance(s1: int, n1: int, s2: int, n2: int) -> None:
+    est = stratified_difference([s1], [n1], [s2], [n2], min_expected=0)
+    assert est.difference == pytest.approx(s1 / n1 - s2 / n2, abs=1e-12)
+    lo, hi = confint_proportions_2indep(s1, n1, s2, n2, method="agresti-caffo")
+    assert norm.isf(0.025) * np.sqrt(est.variance) == pytest.approx((hi - lo) / 2, rel=1e-10)
+    assert est.effective_sample == pytest.approx(n1 * n2 / (n1 + n2))
+
+
+def test_no_variance_until_each_arm_expects_five_successes_and_failures() -> None:
+    # Pooled failure rate 10%: 40 model-arm units expect 4 failures (too few), 60 expect 6.
+    assert np.isnan(stratified_difference([36], [40], [900], [1000]).variance)
+    assert np.isfinite(stratified_difference([54], [60], [900], [1000]).variance)
+    # A model failing everything is judged once its arm is large enough, not held back by its own zero.
+    assert np.isfinite(stratified_difference([0], [60], [900], [1000]).variance)
 
 
 def test_strata_without_both_arms_are_ignored() -> None:
