@@ -6,6 +6,7 @@
 | `two_proportions` | two-proportion z-test and confidence interval of the difference (model - legacy) |
 | `power` | power at the minimum detectable effect and the sample it needs |
 | `srm` | sample ratio mismatch: chi-square of exposures against configured weights |
+| `guardrails` | is a model-arm error or fallback rate above its limit (Wilson lower bound) |
 | `stratified` | Mantel-Haenszel risk difference over periods of constant weights (no Simpson's paradox) |
 | `sequential` | normal-mixture SPRT: always-valid p-values and confidence sequences (peeking allowed) |
 
