@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -257,3 +258,47 @@ def test_reading_is_what_the_controller_records():
     # The raw per-replica counters stored with each look are plain JSON.
     reading = Reading(T0, {"r1": {"model": {"exposures": 1}}})
     assert reading.totals()["model"]["exposures"] == 1 and not reading.empty
+
+
+# The CLI, as real processes ----------------------------------------------------------------------
+
+
+def _modelramp(*args: str):
+    import subprocess
+    import sys
+
+    from tests.support.processes import REPO
+
+    return subprocess.run([sys.executable, "-m", "experiments.cli", *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=120)
+
+
+def test_ramp_cli_once_then_log(routers, config_path, tmp_path):
+    traffic(routers[0], 0.01, 100_000)
+    db = str(tmp_path / "cli.db")
+    dry = _modelramp("ramp", "--config", str(config_path), "--metrics-url", routers[0].url, "--db", db, "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert "ramp" in dry.stdout and "not applied" in dry.stdout and "dry run: would write" in dry.stdout
+    assert load_config(config_path).weights["model"] == 0.01
+    once = _modelramp("ramp", "--config", str(config_path), "--metrics-url", routers[0].url, "--db", db, "--once",
+                      "--who", "ci-bot")
+    assert once.returncode == 0, once.stderr
+    assert load_config(config_path).weights["model"] == 0.05
+    log = _modelramp("ramp", "--config", str(config_path), "--db", db, "--log")
+    assert "2 decision(s)" in log.stdout and "by ci-bot" in log.stdout and "by dry-run:" in log.stdout
+    rows = [json.loads(line) for line in _modelramp("ramp", "--config", str(config_path), "--db", db, "--log", "--json").stdout.splitlines()]
+    assert [(r["decision"], r["applied"]) for r in rows] == [("ramp", False), ("ramp", True)]
+    assert rows[1]["weights_after"] == {"legacy": 0.95, "model": 0.05} and rows[1]["statistics"]["srm"]["mismatch"] is False
+
+
+def test_ramp_cli_errors_are_one_line(config_path, tmp_path):
+    missing = _modelramp("ramp", "--config", str(tmp_path / "nope.yaml"), "--db", str(tmp_path / "a.db"))
+    assert missing.returncode == 2 and "Traceback" not in missing.stderr
+    assert "modelramp ramp: error: cannot read experiment config" in missing.stderr
+    bad_db = _modelramp("ramp", "--config", str(config_path), "--db", str(tmp_path / "no" / "dir" / "a.db"))
+    assert bad_db.returncode == 2 and "cannot open the audit database" in bad_db.stderr and "Traceback" not in bad_db.stderr
+    neither = _modelramp("ramp")
+    assert neither.returncode == 2 and "needs --config FILE" in neither.stderr
+    down = _modelramp("ramp", "--config", str(config_path), "--metrics-url", f"http://127.0.0.1:{free_port()}",
+                      "--db", str(tmp_path / "b.db"))
+    assert down.returncode == 0 and "hold" in down.stdout and "unreachable" in down.stdout
