@@ -32,6 +32,7 @@ from experiments.promql import QUERIES
 REPO = Path(__file__).resolve().parents[1]
 OUTPUT_DIRS = (REPO / "k8s" / "dashboards", REPO / "helm" / "modelramp" / "dashboards")
 DATASOURCE = DataSourceRef(type_val="prometheus", uid="${datasource}")
+LOOK_COUNTS = ("exposures", "successes", "failures", "backend_errors", "fallbacks")  # one look of the analyzer
 PREDICTION_FEATURE = "__prediction__"  # the `feature` label of the model's output score (alerts agree)
 Z95 = 1.959964  # two-sided 95% normal quantile
 
@@ -68,13 +69,14 @@ def _series(title: str, description: str, pos: tuple[int, int, int, int], target
     return panel
 
 
-def _stat(title: str, description: str, pos: tuple[int, int, int, int], expr: str, legend: str,
-          unit: str = "short", limit: float | None = None) -> stat.Panel:
+def _stat(title: str, description: str, pos: tuple[int, int, int, int], expr: str | list[tuple[str, str]],
+          legend: str = "", unit: str = "short", limit: float | None = None) -> stat.Panel:
     panel = (stat.Panel().title(title).description(description).datasource(DATASOURCE)
              .grid_pos(GridPos(h=pos[0], w=pos[1], x=pos[2], y=pos[3])).unit(unit)
              .reduce_options(common_b.ReduceDataOptions().calcs(["lastNotNull"]).values(False))
-             .graph_mode(common.BigValueGraphMode.NONE)
-             .with_target(_target(expr, legend, "A", instant=True)))
+             .graph_mode(common.BigValueGraphMode.NONE))
+    for i, (e, leg) in enumerate([(expr, legend)] if isinstance(expr, str) else expr):
+        panel = panel.with_target(_target(e, leg, chr(ord("A") + i), instant=True))
     if limit is not None:
         panel = panel.thresholds(_thresholds((None, "green"), (limit, "red")))
     else:
@@ -127,21 +129,24 @@ def experiment_dashboard() -> dash.Dashboard:
                             unit="percentunit"))
         .with_panel(_stat("Exposures per arm", "Requests served per arm since the routers started: the analyzer's exposures.",
                           (8, 8, 16, 1), q("exposures"), "{{arm}}"))
+        .with_panel(_stat("What the analyzer reads (per arm, since the routers started)",
+                          "The cumulative counts of one look of the analyzer, from the same named queries.",
+                          (5, 24, 0, 9), [(q(name), f"{{{{arm}}}} {name}") for name in LOOK_COUNTS]))
         .with_row(dash.Row("Outcomes"))
         .with_panel(_series("Success rate per arm (95% Wilson interval)",
                             "Reported successes over reported outcomes since the routers started (the analyzer's counts), with the 95% Wilson score interval of each arm.",
-                            (9, 16, 0, 10), [(success, "{{arm}}"),
+                            (9, 16, 0, 15), [(success, "{{arm}}"),
                                              (wilson(q("successes"), trials, "-"), "{{arm}} lower 95%"),
                                              (wilson(q("successes"), trials, "+"), "{{arm}} upper 95%")],
                             unit="percentunit"))
         .with_panel(_series("Success rate per arm (windowed)", "Share of outcomes reported as success over the rate window.",
-                            (9, 8, 16, 10), [(q("success_rate"), "{{arm}}")], unit="percentunit"))
+                            (9, 8, 16, 15), [(q("success_rate"), "{{arm}}")], unit="percentunit"))
         .with_row(dash.Row("Decisions"))
         .with_panel(_series("Decisions: model share over time",
                             "Every ramp-up or rollback the ramp controller applies changes the model arm's weight: each step is a decision (the audit log has its reason).",
-                            (8, 16, 0, 20), [(weight_model, "model share")], unit="percentunit", step=True))
+                            (8, 16, 0, 25), [(weight_model, "model share")], unit="percentunit", step=True))
         .with_panel(_stat("Replica weight disagreement", "Max minus min weight across router replicas; non-zero only while a ConfigMap change propagates.",
-                          (8, 8, 16, 20), q("traffic_weight_spread"), "{{arm}}", unit="percentunit", limit=0.0001))
+                          (8, 8, 16, 25), q("traffic_weight_spread"), "{{arm}}", unit="percentunit", limit=0.0001))
     )
 
 

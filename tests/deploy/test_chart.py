@@ -203,3 +203,23 @@ def test_values_yaml_documents_every_value():
             undocumented.append(f"line {i + 1}: {text}")
     assert not undocumented, "\n".join(undocumented)
     assert (CHART / "README.md").exists()
+
+
+def test_modelramp_containers_call_the_real_command_line(rendered):
+    """Every modelramp container's args parse with the `modelramp` console script's own parser."""
+    from experiments.cli import build_parser
+
+    parser = build_parser()
+    for obj in rendered:
+        for pod in pod_specs(obj):
+            for c in pod["containers"]:
+                if not c["image"].startswith("ghcr.io/modelramp/modelramp:"):
+                    continue
+                # What the kubelet does with $(VAR) references to the container's env.
+                args = [a.replace("$(POD_NAMESPACE)", "ns").replace("$(POD_NAME)", "pod")
+                        .replace("$(MODELRAMP_AUDIT_DB)", "sqlite:////tmp/audit.db") for a in c["args"]]
+                try:
+                    parsed = parser.parse_args(args)
+                except SystemExit:
+                    pytest.fail(f"{obj['kind']}/{obj['metadata']['name']}: `modelramp {' '.join(args)}` does not parse")
+                assert parsed.command == args[0]

@@ -1,0 +1,87 @@
+"""The Prometheus alert rules (issue 5): promtool checks them and runs their unit tests."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.deploy.manifests import CHART, K8S, OPTION_SETS, find, option_values, render
+from tests.support.binaries import require_binary
+
+RULES = K8S / "rules" / "modelramp.rules.yaml"
+UNIT_TESTS = sorted((K8S / "rules" / "tests").glob("*.test.yaml"))
+ALERTS = {
+    "ModelrampFeatureDrift", "ModelrampPredictionDrift", "ModelrampFeatureAnomalyRate",
+    "ModelrampModelArmErrorRate", "ModelrampModelArmLatencyP99", "ModelrampFallbackRate",
+}
+
+
+def promtool(*args: str | Path) -> subprocess.CompletedProcess:
+    return subprocess.run([require_binary("promtool"), *map(str, args)], capture_output=True, text=True, timeout=60)
+
+
+def test_promtool_check_rules_accepts_the_rule_file():
+    done = promtool("check", "rules", RULES)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "SUCCESS: 6 rules found" in done.stdout
+
+
+def test_promtool_unit_tests_pass():
+    assert UNIT_TESTS
+    done = promtool("test", "rules", *UNIT_TESTS)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_every_alert_has_a_firing_unit_test():
+    fired = set()
+    for path in UNIT_TESTS:
+        for case in yaml.safe_load(path.read_text())["tests"]:
+            fired |= {t["alertname"] for t in case.get("alert_rule_test", []) if t.get("exp_alerts")}
+    assert fired == ALERTS
+
+
+def test_unit_tests_catch_a_wrong_expectation(tmp_path):
+    """promtool really compares: a test expecting another value fails."""
+    broken = UNIT_TESTS[0].read_text().replace("497.5ms", "400ms").replace("../modelramp.rules.yaml", str(RULES))
+    assert broken != UNIT_TESTS[0].read_text()
+    (tmp_path / "broken.test.yaml").write_text(broken)
+    done = promtool("test", "rules", tmp_path / "broken.test.yaml")
+    assert done.returncode != 0 and "497.5ms" in done.stdout + done.stderr
+
+
+def test_rule_file_is_the_prometheusrule_of_kustomize_and_of_the_chart():
+    plain = yaml.safe_load(RULES.read_text())["groups"]
+    crd = yaml.safe_load((K8S / "rules" / "prometheusrule.yaml").read_text())
+    assert crd["spec"]["groups"] == plain
+    assert find(render(), "PrometheusRule", "modelramp")["spec"]["groups"] == plain
+    assert {r["alert"] for g in plain for r in g["rules"]} == ALERTS
+
+
+@pytest.mark.parametrize("path", OPTION_SETS, ids=[p.stem for p in OPTION_SETS])
+def test_rules_rendered_with_other_values_pass_promtool(path, tmp_path):
+    rules = [o for o in render(option_values(path)) if o["kind"] == "PrometheusRule"]
+    if not rules:
+        pytest.skip(f"{path.name} switches the PrometheusRule off")
+    (tmp_path / "rules.yaml").write_text(yaml.safe_dump({"groups": rules[0]["spec"]["groups"]}))
+    done = promtool("check", "rules", tmp_path / "rules.yaml")
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_guardrail_alerts_ignore_low_traffic_and_use_the_model_arm():
+    for group in yaml.safe_load(RULES.read_text())["groups"]:
+        for rule in group["rules"]:
+            if group["name"] == "modelramp.guardrails":
+                assert 'arm="model"' in rule["expr"] and ">= 20" in rule["expr"], rule["alert"]
+                assert rule["labels"]["severity"] == "critical"
+            assert rule["annotations"]["summary"] and rule["annotations"]["description"]
+
+
+def test_chart_templates_escape_prometheus_templating():
+    """Alert annotations reach Prometheus with their {{ $labels.x }} intact, not eaten by Helm."""
+    text = (CHART / "templates" / "prometheusrule.yaml").read_text()
+    assert "{{ $labels.feature }}" in text
+    rendered = find(render(), "PrometheusRule", "modelramp")["spec"]["groups"][0]["rules"][0]
+    assert "{{ $labels.feature }}" in rendered["annotations"]["summary"]
