@@ -65,7 +65,7 @@ def start_model_server(models_dir: Path, log_dir: Path, *extra: str, both_versio
     grpc_port, rest_port = free_port(), free_port()
     if both_versions:
         config = log_dir / f"models-{grpc_port}.config"
-        config.write_text(MODEL_CONFIG % (models_dir / MODEL_NAME))
+        config.write_text(MODEL_CONFIG % (models_dir / MODEL_NAME).resolve())
         model_flags = ["--model_config_file", str(config)]
     else:
         model_flags = ["--model_name", MODEL_NAME, "--model_base_path", str(models_dir / MODEL_NAME)]

@@ -1,0 +1,123 @@
+"""Benchmark: the model server's Predict latency and throughput, beside the in-process call.
+
+    python loadtests/bench_model_server.py --models models [--requests 2000] [--json out.json]
+
+Measured in one run on loopback, one row per request: the SavedModel signature called in this
+process (the limit), then `modelramp serve-model` over gRPC and REST with 1 and 8 concurrent
+clients (threads with blocking clients). Goal: gRPC round trip within 1 ms of the in-process
+call at p50. Shared, noisy 2-core machines: compare the rows of one run, not runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import httpx  # noqa: E402
+import numpy as np  # noqa: E402
+
+from serving import dataset  # noqa: E402
+from serving.grpc_client import PredictionClient, build_predict_request  # noqa: E402
+from tests.conftest import start_model_server  # noqa: E402
+
+GOAL_GRPC_P50_OVERHEAD_MS = 1.0
+
+
+def percentiles(samples_s: list[float]) -> dict:
+    ms = np.array(samples_s) * 1000
+    return {"p50_ms": float(np.percentile(ms, 50)), "p99_ms": float(np.percentile(ms, 99)), "n": len(ms)}
+
+
+def run_clients(make_call, clients: int, requests: int) -> dict:
+    """`clients` threads share `requests` calls; returns latency percentiles and requests/s."""
+    per_client = requests // clients
+    latencies: list[list[float]] = [[] for _ in range(clients)]
+    calls = [make_call() for _ in range(clients)]
+    for call in calls:  # warm up connections and code paths
+        for _ in range(20):
+            call()
+
+    def worker(i: int) -> None:
+        call, out = calls[i], latencies[i]
+        for _ in range(per_client):
+            t0 = time.perf_counter()
+            call()
+            out.append(time.perf_counter() - t0)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(clients)]
+    started = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - started
+    flat = [x for lat in latencies for x in lat]
+    return {**percentiles(flat), "rps": len(flat) / elapsed, "clients": clients}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", type=Path, default=Path("models"))
+    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--json", type=Path, default=Path("loadtests/results/model_server.json"))
+    args = parser.parse_args()
+    if not (args.models / "churn" / "2" / "saved_model.pb").exists():
+        parser.error(f"no trained model under {args.models}; run `modelramp train --out {args.models} --all-versions`")
+
+    import tensorflow as tf  # noqa: PLC0415
+
+    row = dataset.read_split(args.models / "data", "live").head(1)
+    columns = dataset.to_columns(row)
+    instance = dataset.to_instances(row)
+    signature = tf.saved_model.load(str(args.models / "churn" / "2")).signatures["serving_default"]
+    # The limit: this process holds the row as numpy arrays and calls the signature directly.
+    in_process = lambda: signature(**{k: tf.constant(v.astype(bytes) if v.dtype == object else v) for k, v in columns.items()})  # noqa: E731
+    results = {"in_process": run_clients(lambda: in_process, 1, args.requests)}
+    print(f"in-process signature call: p50 {results['in_process']['p50_ms']:.3f} ms", flush=True)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        server = start_model_server(args.models, Path(tmp))
+        try:
+            request = build_predict_request("churn", columns)
+
+            def grpc_call():
+                client = PredictionClient(server.grpc_target, timeout=5)
+                return lambda: client.predict_raw(request)
+
+            def rest_call():
+                http = httpx.Client(base_url=server.rest_url, timeout=5)
+                body = json.dumps({"instances": instance}).encode()
+                return lambda: http.post("/v1/models/churn:predict", content=body).raise_for_status()
+
+            for name, make in (("grpc", grpc_call), ("rest", rest_call)):
+                for clients in (1, 8):
+                    key = f"{name}_{clients}_clients"
+                    results[key] = run_clients(make, clients, args.requests)
+                    r = results[key]
+                    print(f"{key:>16}: p50 {r['p50_ms']:.3f} ms  p99 {r['p99_ms']:.3f} ms  {r['rps']:.0f} req/s", flush=True)
+        finally:
+            server.process.stop()
+
+    overhead = results["grpc_1_clients"]["p50_ms"] - results["in_process"]["p50_ms"]
+    results["grpc_p50_overhead_ms"] = overhead
+    results["goal_met"] = overhead <= GOAL_GRPC_P50_OVERHEAD_MS
+    print(f"gRPC p50 round trip minus in-process p50: {overhead:.3f} ms (goal <= {GOAL_GRPC_P50_OVERHEAD_MS} ms): "
+          f"{'met' if results['goal_met'] else 'NOT met'}")
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"saved {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
