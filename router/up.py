@@ -86,9 +86,9 @@ def run_stack(args: Namespace) -> int:
     children: list[Child] = []
     try:
         model = Child("model server", ["serve-model", "--port", str(args.model_port), "--rest_api_port", str(args.model_rest_port),
-                                       "--model_name", model_backend.model_name, "--model_base_path", str(model_dir.resolve())])
+                                       "--model_name", model_backend.model_name, "--model_base_path", str(model_dir.resolve()), "--host", host])
         children.append(model)
-        legacy = Child("legacy system", ["legacy", "--port", str(args.legacy_port)])
+        legacy = Child("legacy system", ["legacy", "--port", str(args.legacy_port), "--host", host])
         children.append(legacy)
         model_status = f"http://{host}:{args.model_rest_port}/v1/models/{model_backend.model_name}"
         model.wait_ready(lambda: _model_available(model_status), args.timeout, stopping)
