@@ -183,6 +183,9 @@ def serving_dashboard(guardrails: Guardrails = Guardrails()) -> dash.Dashboard:
                           q("model_fallback_rate"), "model", unit="percentunit", limit=guardrails.max_fallback_rate))
         .with_panel(_stat("Model p99 latency (since start)", "What the analyzer checks against the guardrail.", (4, 4, 20, 27),
                           q("model_p99_latency_seconds"), "model", unit="s", limit=guardrails.max_p99_latency_ms / 1000))
+        .with_panel(_series("Circuit breaker open", "1 while the router's circuit breaker keeps the arm's traffic on the legacy fallback.",
+                            (4, 12, 12, 31), [('max by (arm) (modelramp_circuit_open{experiment="$experiment"})', "{{arm}}")],
+                            step=True))
     )
 
 

@@ -71,12 +71,13 @@ def test_dashboards_reuse_the_analyzers_named_queries():
 
 
 class SkewExporter(RouterExporter):
-    """The router's metrics plus the skew monitors' (modelramp_feature_drift, modelramp_feature_anomalies_total)."""
+    """The router's metrics plus its breaker gauge and the skew monitors' (modelramp_feature_drift, modelramp_feature_anomalies_total)."""
 
     def _make_metrics(self) -> None:
         super()._make_metrics()
         self.drift = Gauge("modelramp_feature_drift", "Drift", ["model", "feature", "statistic"], registry=self.registry)
         self.anomalies = Counter("modelramp_feature_anomalies", "Anomalies", ["model", "feature", "kind"], registry=self.registry)
+        self.circuit_open = Gauge("modelramp_circuit_open", "Breaker open", ["experiment", "arm"], registry=self.registry)
 
     def traffic(self) -> None:
         """One burst of both arms' traffic, outcomes, errors, fallbacks and anomalies."""
@@ -90,6 +91,8 @@ class SkewExporter(RouterExporter):
 def prometheus():
     exporter = SkewExporter()
     exporter.set_weights(EXPERIMENT, {"legacy": 0.99, "model": 0.01})
+    for arm in ("legacy", "model"):
+        exporter.circuit_open.labels(EXPERIMENT, arm).set(0)
     for i, feature in enumerate(FEATURES):
         for statistic in ("psi", "js_distance", "linf"):
             exporter.drift.labels(MODEL, feature, statistic).set(0.01 * (i + 1))
