@@ -6,6 +6,7 @@ import json
 from datetime import datetime, timedelta, timezone
 
 import pytest
+import yaml
 
 from experiments import controller as controller_module
 from experiments.config import load_config
@@ -302,3 +303,42 @@ def test_ramp_cli_errors_are_one_line(config_path, tmp_path):
     down = _modelramp("ramp", "--config", str(config_path), "--metrics-url", f"http://127.0.0.1:{free_port()}",
                       "--db", str(tmp_path / "b.db"))
     assert down.returncode == 0 and "hold" in down.stdout and "unreachable" in down.stdout
+
+
+def test_ramp_cli_writes_a_configmap_through_kubeconfig(routers, tmp_path):
+    """`ramp --configmap` with the official client, pointed by a kubeconfig at the stand-in API server."""
+    from tests.support.experiment import config_dict
+    from tests.support.kube_standin import KubeStandin
+
+    kube = KubeStandin(token="t0ken")
+    try:
+        kube.put_configmap("prod", "modelramp-experiment",
+                           {"experiment.yaml": yaml.safe_dump(config_dict(EXP, 0.01, ramp=STAGES, criteria=CRITERIA))})
+        kubeconfig = tmp_path / "kubeconfig"
+        kubeconfig.write_text(yaml.safe_dump({
+            "apiVersion": "v1", "kind": "Config", "current-context": "standin",
+            "clusters": [{"name": "standin", "cluster": {"server": kube.url}}],
+            "users": [{"name": "ramp", "user": {"token": "t0ken"}}],
+            "contexts": [{"name": "standin", "context": {"cluster": "standin", "user": "ramp"}}],
+        }))
+        traffic(routers[0], 0.01, 100_000)
+        import os
+        import subprocess
+        import sys
+
+        from tests.support.processes import REPO
+
+        done = subprocess.run(
+            [sys.executable, "-m", "experiments.cli", "ramp", "--configmap", "prod/modelramp-experiment",
+             "--metrics-url", routers[0].url, "--db", str(tmp_path / "k.db")],
+            cwd=REPO, capture_output=True, text=True, timeout=120,
+            # Not in a pod: without KUBERNETES_* the client falls back to the kubeconfig.
+            env={**{k: v for k, v in os.environ.items() if not k.startswith("KUBERNETES_")}, "KUBECONFIG": str(kubeconfig)},
+        )
+        assert done.returncode == 0, done.stderr
+        assert "ramp" in done.stdout and "not applied" not in done.stdout
+        stored = yaml.safe_load(kube.configmaps[("prod", "modelramp-experiment")]["data"]["experiment.yaml"])
+        assert stored["arms"]["model"]["weight"] == 0.05
+        assert [r["method"] for r in kube.requests].count("PATCH") == 1
+    finally:
+        kube.close()
