@@ -223,3 +223,36 @@ def test_modelramp_containers_call_the_real_command_line(rendered):
                 except SystemExit:
                     pytest.fail(f"{obj['kind']}/{obj['metadata']['name']}: `modelramp {' '.join(args)}` does not parse")
                 assert parsed.command == args[0]
+
+
+def test_service_monitors_select_a_service_with_the_named_port(rendered):
+    services = [o for o in rendered if o["kind"] == "Service"]
+    for monitor in (o for o in rendered if o["kind"] == "ServiceMonitor"):
+        wanted = monitor["spec"]["selector"]["matchLabels"]
+        (service,) = [s for s in services if wanted.items() <= s["metadata"]["labels"].items()]
+        ports = {p["name"] for p in service["spec"]["ports"]}
+        for endpoint in monitor["spec"]["endpoints"]:
+            assert endpoint["port"] in ports, (monitor["metadata"]["name"], endpoint["port"], ports)
+
+
+def test_schema_checks_catch_broken_objects():
+    """The validators are not vacuous: an unknown field, a wrong type and a CRD typo all fail."""
+    from tests.deploy.manifests import validation_error_types
+
+    objs = render()
+    broken = []
+    deployment = json.loads(json.dumps(find(objs, "Deployment", "modelramp-router")))
+    deployment["spec"]["template"]["spec"]["containers"][0]["livenessProbe"]["httpGet"]["paht"] = "/healthz"
+    broken.append(deployment)
+    service = json.loads(json.dumps(find(objs, "Service", "modelramp-router")))
+    service["spec"]["ports"][0]["port"] = "eighty"
+    broken.append(service)
+    monitor = json.loads(json.dumps(find(objs, "ServiceMonitor", "modelramp-router")))
+    monitor["spec"]["endpoints"][0]["intervall"] = "15s"
+    broken.append(monitor)
+    rule = json.loads(json.dumps(find(objs, "PrometheusRule", "modelramp")))
+    del rule["spec"]["groups"][0]["name"]
+    broken.append(rule)
+    for obj in broken:
+        with pytest.raises(validation_error_types()):
+            validate(obj)
