@@ -67,6 +67,8 @@ def _weight_store(args: argparse.Namespace):
 
 
 def run_ramp(args: argparse.Namespace) -> int:
+    from sqlalchemy.exc import SQLAlchemyError
+
     from experiments.controller import Controller
     from experiments.sources import SourceError, make_source
     from experiments.store import DEFAULT_DB, Store, StoreError
@@ -93,6 +95,8 @@ def run_ramp(args: argparse.Namespace) -> int:
                 ctl.run(args.interval, on_step=_print_decision)
     except (StoreError, WeightStoreError, SourceError) as err:
         return _fail("ramp", err)
+    except SQLAlchemyError as err:  # the database went away mid-run
+        return _fail("ramp", f"audit database: {getattr(err, 'orig', None) or err}")
     return 0
 
 
