@@ -23,7 +23,7 @@ from router.features import FeatureSink
 from router.metrics import RouterMetrics, status_code
 from router.outcomes import OutcomeIntake
 from router.shadow import Shadow
-from router.signature import Signature, check_inputs
+from router.signature import Signature, validate_call
 from router.signing import Signer
 from serving import errors
 
@@ -76,6 +76,7 @@ class Router:
         self.state = self._build(config, previous=None)
         self.shadow = Shadow(self.metrics, config.router.shadow_max_in_flight)
         self._tasks: set[asyncio.Task] = set()
+        self._children: dict[tuple, tuple] = {}
         self._publish(self.state, None)
 
     # ---- configuration -------------------------------------------------------------------
@@ -173,9 +174,7 @@ class Router:
                 raise errors.NotFound(f"unknown model {model_name!r}; this router serves {cfg.model_name!r}")
             signature = self.signature
             call = decode(signature)
-            check_inputs(call.inputs, signature, cfg.router.max_batch_size)
-            if signature is not None:
-                call.outputs = signature.outputs
+            validate_call(call, signature, cfg.router.max_batch_size)
             budget = timeout if timeout is not None else cfg.router.request_timeout_ms / 1000.0
             prediction, served_by = await self._answer(state, arm, call, start + budget)
             served = Served(arm, self.signer.issue(cfg.name, arm), prediction, served_by, model_name,
@@ -190,9 +189,18 @@ class Router:
             log.exception("unexpected error answering a predict request")
             raise errors.UserFacingError("internal error in the router") from None
         finally:
-            self.metrics.requests.labels(cfg.name, arm, protocol, status_code(protocol, error)).inc()
-            self.metrics.duration.labels(cfg.name, arm, protocol).observe(time.perf_counter() - start)
+            self._count(cfg.name, arm, protocol, status_code(protocol, error), time.perf_counter() - start)
             state.counts[arm]["requests"] += 1
+
+    def _count(self, experiment: str, arm: str, protocol: str, code: str, seconds: float) -> None:
+        # prometheus_client's labels() takes a lock and builds a key on every call; the children
+        # of a label set never change, so keep them (a few dozen label sets at most).
+        key = (experiment, arm, protocol, code)
+        children = self._children.get(key)
+        if children is None:
+            children = self._children[key] = (self.metrics.requests.labels(*key), self.metrics.duration.labels(*key[:3]))
+        children[0].inc()
+        children[1].observe(seconds)
 
     async def _answer(self, state: ExperimentState, arm: str, call: PredictCall, deadline: float) -> tuple[Prediction, str]:
         cfg = state.config

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hmac
 import json
+import re
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
@@ -16,7 +17,7 @@ from router.backends import PredictCall
 from router.core import Router, Served
 from router.metrics import CONTENT_TYPE
 from router.reload import put_weights
-from router.signature import Signature
+from router.signature import Signature, rows_fit
 from serving import errors
 from serving.rest_format import format_predict_response, parse_predict_body
 
@@ -60,6 +61,14 @@ def rest_decoder(body: bytes | None, limit: int, configured_signature: str, seen
 
     def decode(signature: Signature | None) -> PredictCall:
         document = parse_json(body, limit)
+        # Fast path: plain row format that fits the signature keeps its rows (no numpy; see PredictCall).
+        if (signature is not None and type(document) is dict and "instances" in document
+                and document.keys() <= {"instances", "signature_name"}
+                and document.get("signature_name") in (None, "", configured_signature)
+                and type(document["instances"]) is list and document["instances"]
+                and rows_fit(document["instances"], signature)):
+            seen["row_format"] = True
+            return PredictCall(rows=document["instances"], signature_name=configured_signature)
         name, inputs, seen["row_format"] = parse_predict_body(document, None if signature is None else signature.input_dtypes)
         if name not in (None, "", configured_signature):
             raise errors.NotFound(f"unknown signature {name!r}; the model serves {configured_signature!r}")
@@ -68,25 +77,79 @@ def rest_decoder(body: bytes | None, limit: int, configured_signature: str, seen
     return decode
 
 
-def create_app(router: Router, admin_token: str | None = None) -> FastAPI:
-    """The FastAPI application for one router; `admin_token` guards the weights API (None disables it)."""
+_PREDICT_PATH = re.compile(r"^/v1/models/([^/:]+)(?:/versions/\d+|/labels/[^/:]+)?:predict$")
+
+
+async def answer_predict(router: Router, name: str, unit_id: str | None, body: bytes | None) -> tuple[int, bytes, dict[str, str]]:
+    """One REST predict: (status, JSON body, extra headers). Shared by the fast path and the FastAPI routes."""
+    cfg = router.state.config
+    seen: dict = {}
+    decode = rest_decoder(body, cfg.router.max_body_bytes, cfg.arms["model"].backend.signature_name, seen)
+    try:
+        served: Served = await router.predict(name, unit_id, decode, "http")
+    except errors.UserFacingError as err:
+        return err.http_status, json.dumps({"error": str(err)}).encode(), {}
+    content = json.dumps(format_predict_response(served.prediction.outputs, seen["row_format"]), separators=(",", ":")).encode()
+    return 200, content, {"X-Modelramp-Arm": served.arm, "X-Request-Id": served.request_id}
+
+
+class PredictFastPath:
+    """ASGI wrapper that answers `POST /v1/models/...:predict` itself and passes everything else to FastAPI.
+
+    The predict routes are also declared in FastAPI (OpenAPI docs, same handler), but FastAPI's
+    routing, dependency solving and Request/Response objects cost about as much CPU as the rest
+    of a forwarded request together, and predict is the only hot path.
+    """
+
+    def __init__(self, app: FastAPI, router: Router):
+        self.app = app
+        self.router = router
+
+    async def __call__(self, scope, receive, send) -> None:
+        match = _PREDICT_PATH.match(scope["path"]) if scope["type"] == "http" and scope["method"] == "POST" else None
+        if match is None:
+            await self.app(scope, receive, send)
+            return
+        unit_id = declared = None
+        for key, value in scope["headers"]:
+            if key == b"x-unit-id":
+                unit_id = value.decode("latin-1")
+            elif key == b"content-length":
+                declared = value
+        limit = self.router.state.config.router.max_body_bytes
+        body = None if declared is not None and declared.isdigit() and int(declared) > limit else await _receive_body(receive, limit)
+        status, content, extra = await answer_predict(self.router, match.group(1), unit_id, body)
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(content)).encode())]
+        headers.extend((k.lower().encode(), v.encode()) for k, v in extra.items())
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": content})
+
+
+async def _receive_body(receive, limit: int) -> bytes | None:
+    chunks, size = [], 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return b""
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            return None  # stop reading: an oversized body is refused, not buffered
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def create_app(router: Router, admin_token: str | None = None) -> PredictFastPath:
+    """The router's ASGI application; `admin_token` guards the weights API (None disables it)."""
     app = FastAPI(title="modelramp router", version="1",
                   description="TF-Serving-compatible traffic splitter between a legacy system and a model.")
     app.state.router = router
 
     async def predict(request: Request, name: str) -> Response:
-        cfg = router.state.config
-        limit = cfg.router.max_body_bytes
-        body = await read_body(request, limit)
-        seen: dict = {}
-        decode = rest_decoder(body, limit, cfg.arms["model"].backend.signature_name, seen)
-        try:
-            served: Served = await router.predict(name, request.headers.get("x-unit-id"), decode, "http")
-        except errors.UserFacingError as err:
-            return _error(err)
-        content = json.dumps(format_predict_response(served.prediction.outputs, seen["row_format"]), separators=(",", ":"))
-        return Response(content, media_type="application/json",
-                        headers={"X-Modelramp-Arm": served.arm, "X-Request-Id": served.request_id})
+        body = await read_body(request, router.state.config.router.max_body_bytes)
+        status, content, headers = await answer_predict(router, name, request.headers.get("x-unit-id"), body)
+        return Response(content, status_code=status, media_type="application/json", headers=headers)
 
     @app.post("/v1/models/{name}:predict", tags=["predict"], openapi_extra=_PREDICT_BODY,
               summary="Predict (TF Serving REST), assigned to an arm by X-Unit-Id")
@@ -163,7 +226,7 @@ def create_app(router: Router, admin_token: str | None = None) -> FastAPI:
         status = await router.readiness()
         return JSONResponse(status, status_code=200 if status["ready"] else 503)
 
-    return app
+    return PredictFastPath(app, router)
 
 
 def rest_metadata(name: str, signature: Signature) -> dict:

@@ -65,7 +65,8 @@ async def serve(settings: RouterSettings, admin_token: str | None, sinks: tuple[
     grpc_server, grpc_port = create_server(router, f"{settings.host}:{settings.grpc_port}")
     http = _Uvicorn(uvicorn.Config(create_app(router, admin_token), host=settings.host, port=settings.http_port,
                                    log_level="warning", access_log=False, lifespan="off", loop="none",
-                                   http="httptools", timeout_graceful_shutdown=5))
+                                   http="httptools", timeout_graceful_shutdown=5,
+                                   proxy_headers=False, server_header=False, date_header=False))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

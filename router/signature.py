@@ -55,6 +55,52 @@ class Signature:
         return cls(signature_name, specs(sig["inputs"]), specs(sig["outputs"]), model_version)
 
 
+_NUMERIC = (int, float)
+
+
+def validate_call(call, signature: Signature | None, max_batch_size: int) -> None:
+    """Check a PredictCall against the signature (names, dtypes, shapes, batch size) or raise InvalidArgument."""
+    if signature is not None:
+        call.input_specs, call.outputs = signature.inputs, signature.outputs
+    if call.rows is not None:
+        # Fronts pass rows only when `rows_fit` accepted them; checking again costs microseconds.
+        if signature is None or not rows_fit(call.rows, signature):
+            raise InvalidArgument("request rows do not fit the model's signature")
+        if len(call.rows) > max_batch_size:
+            raise InvalidArgument(f"batch of {len(call.rows)} examples is larger than the limit of {max_batch_size}")
+        if not call.rows:
+            raise InvalidArgument("the request has an empty batch")
+    else:
+        check_inputs(call.inputs, signature, max_batch_size)
+    call.validated = True
+
+
+def rows_fit(rows: list, signature: Signature) -> bool:
+    """True if every row holds exactly the signature's inputs, each one scalar of the right kind.
+
+    Pure Python, no numpy: the common case of rank-1 inputs ([-1]) and plain JSON scalars. Any
+    other case (b64 strings, ranked inputs, mistakes) returns False, and the array path decides
+    with a precise message.
+    """
+    names = signature.inputs.keys()
+    kinds = []
+    for name, spec in signature.inputs.items():
+        if spec.shape is None or len(spec.shape) != 1:
+            return False
+        kinds.append((name, spec.dtype == DT_STRING))
+    for row in rows:
+        if type(row) is not dict or row.keys() != names:
+            return False
+        for name, is_string in kinds:
+            value = row[name]
+            if is_string:
+                if type(value) is not str:
+                    return False
+            elif type(value) not in _NUMERIC:  # `type`, not isinstance: bools are not numbers here
+                return False
+    return True
+
+
 def check_inputs(inputs: Mapping[str, np.ndarray], signature: Signature | None, max_batch_size: int) -> int:
     """Validate names, dtypes, shapes and batch size; return the batch size or raise InvalidArgument."""
     if not inputs:

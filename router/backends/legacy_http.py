@@ -47,9 +47,11 @@ class LegacyHttpBackend(Backend):
         return self._session
 
     async def predict(self, call: PredictCall, timeout: float) -> Prediction:
-        names = list(call.inputs)
-        columns = [_column(call.inputs[n]) for n in names]
-        rows = [dict(zip(names, values)) for values in zip(*columns)]
+        rows = call.rows
+        if rows is None:
+            names = list(call.inputs)
+            columns = [_column(call.inputs[n]) for n in names]
+            rows = [dict(zip(names, values)) for values in zip(*columns)]
         body = json.dumps({"instances": rows}, separators=(",", ":")).encode()
         try:
             async with self._client().post(f"{self.url}/v1/predict", data=body, headers=_JSON,

@@ -1,0 +1,183 @@
+"""Benchmark: what the router adds, measured against the legacy system directly, in one run.
+
+    python loadtests/bench_router.py --models models [--rps 500] [--seconds 20] [--json out.json]
+
+Starts `modelramp legacy`, `modelramp serve-model` and one `modelramp router` (model weight 1%,
+so nearly every request is forwarded to the legacy system, the production case at stage 1) on
+free loopback ports, then drives the SAME open-loop load (constant arrival rate, one new
+request every 1/rps seconds whatever the answers do, so slow answers cannot hide as fewer
+requests) with the same rows first at the legacy system and then through the router:
+
+- added latency at p50, p90, p99 (router minus direct, same percentile);
+- router CPU-seconds per 1,000 requests (from the router process's own CPU counters) and RSS;
+- throughput of one router process at saturation (closed loop, `--saturate` clients).
+
+Goals (issue 3): added p50 <= 0.5 ms, added p99 <= 2 ms at 500 rps, <= 0.3 CPU-s per 1,000
+forwarded requests, RSS < 150 MB. On a shared 2-core machine the load generator, the legacy
+system and the router compete for the cores: compare the rows of one run, not runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import aiohttp  # noqa: E402
+import psutil  # noqa: E402
+import yaml  # noqa: E402
+
+from tests.router.stack import ROW  # noqa: E402
+from tests.support.processes import Process, free_port, wait_until  # noqa: E402
+
+GOALS = {"added_p50_ms": 0.5, "added_p99_ms": 2.0, "cpu_s_per_1000": 0.3, "rss_mb": 150.0}
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def open_loop(url: str, body: bytes, rps: float, seconds: float, unit_header: bool) -> dict:
+    """Send `rps` requests per second for `seconds`; latency of each, errors counted."""
+    latencies: list[float] = []
+    errors = 0
+    connector = aiohttp.TCPConnector(limit=512)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        async def one(i: int) -> None:
+            nonlocal errors
+            headers = {"Content-Type": "application/json"}
+            if unit_header:
+                headers["X-Unit-Id"] = f"bench-{i}"
+            start = time.perf_counter()
+            try:
+                async with session.post(url, data=body, headers=headers) as response:
+                    await response.read()
+                    ok = response.status == 200
+            except aiohttp.ClientError:
+                ok = False
+            if ok:
+                latencies.append(time.perf_counter() - start)
+            else:
+                errors += 1
+
+        tasks = []
+        start = time.perf_counter()
+        n = int(rps * seconds)
+        for i in range(n):
+            delay = start + i / rps - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(one(i)))
+        await asyncio.gather(*tasks)
+        elapsed = time.perf_counter() - start
+    return {"requests": n, "errors": errors, "achieved_rps": n / elapsed,
+            **{f"p{int(q * 100)}_ms": percentile(latencies, q) * 1000 for q in (0.5, 0.9, 0.99)}}
+
+
+async def closed_loop(url: str, body: bytes, clients: int, seconds: float) -> float:
+    """Requests per second with `clients` always waiting for an answer (saturation)."""
+    done = 0
+    stop = time.perf_counter() + seconds
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=clients)) as session:
+        async def client(c: int) -> None:
+            nonlocal done
+            i = 0
+            while time.perf_counter() < stop:
+                async with session.post(url, data=body, headers={"Content-Type": "application/json", "X-Unit-Id": f"s{c}-{i}"}) as r:
+                    await r.read()
+                done += 1
+                i += 1
+
+        start = time.perf_counter()
+        await asyncio.gather(*(client(c) for c in range(clients)))
+    return done / (time.perf_counter() - start)
+
+
+def start_stack(models: Path, workdir: Path) -> tuple[list[Process], str, str, int]:
+    legacy_port, model_port, rest_port, http_port, grpc_port = (free_port() for _ in range(5))
+    config = {"name": "bench", "salt": "bench", "model_name": "churn", "arms": {
+        "legacy": {"weight": 0.99, "backend": {"kind": "legacy_http", "url": f"http://127.0.0.1:{legacy_port}"}},
+        "model": {"weight": 0.01, "backend": {"kind": "tfserving_grpc", "target": f"127.0.0.1:{model_port}", "model_name": "churn"}}}}
+    (workdir / "bench.yaml").write_text(yaml.safe_dump(config))
+    legacy = Process(["legacy", "--host", "127.0.0.1", "--port", str(legacy_port)], workdir / "legacy.log")
+    model = Process(["serve-model", "--host", "127.0.0.1", "--port", str(model_port), "--rest_api_port", str(rest_port),
+                     "--model_name", "churn", "--model_base_path", str(models.resolve() / "churn")], workdir / "model.log")
+    router = Process(["router", "--config", str(workdir / "bench.yaml"), "--host", "127.0.0.1",
+                      "--http-port", str(http_port), "--grpc-port", str(grpc_port)], workdir / "router.log",
+                     env={"MODELRAMP_SIGNING_KEY": "bench"})
+    procs = [router, legacy, model]
+    import urllib.request
+
+    def ok(url: str) -> bool:
+        with urllib.request.urlopen(url, timeout=1) as r:
+            return r.status == 200
+
+    wait_until(lambda: ok(f"http://127.0.0.1:{legacy_port}/healthz"), 60, "legacy ready", legacy.proc)
+    wait_until(lambda: ok(f"http://127.0.0.1:{http_port}/readyz"), 120, "router ready (model signature known)", router.proc)
+    return procs, f"http://127.0.0.1:{legacy_port}/v1/predict", f"http://127.0.0.1:{http_port}/v1/models/churn:predict", router.proc.pid
+
+
+async def bench(args: argparse.Namespace) -> dict:
+    workdir = Path(tempfile.mkdtemp(prefix="bench-router-"))
+    procs, direct_url, router_url, router_pid = start_stack(args.models, workdir)
+    body = json.dumps({"instances": [ROW]}).encode()  # the same row; the legacy API and TF Serving's share this body shape
+    router_proc = psutil.Process(router_pid)
+    try:
+        await open_loop(direct_url, body, args.rps, 3, False)  # warm-up both paths: connections, caches
+        await open_loop(router_url, body, args.rps, 3, True)
+        direct = await open_loop(direct_url, body, args.rps, args.seconds, False)
+        cpu_before = sum(router_proc.cpu_times()[:2])
+        routed = await open_loop(router_url, body, args.rps, args.seconds, True)
+        cpu_seconds = sum(router_proc.cpu_times()[:2]) - cpu_before
+        rss_mb = router_proc.memory_info().rss / 2**20
+        saturation = await closed_loop(router_url, body, args.saturate, min(args.seconds, 10)) if args.saturate else None
+        rss_after_saturation = router_proc.memory_info().rss / 2**20
+    finally:
+        for p in procs:
+            p.stop()
+    result = {
+        "rps": args.rps, "seconds": args.seconds, "direct": direct, "router": routed,
+        "added_p50_ms": routed["p50_ms"] - direct["p50_ms"], "added_p90_ms": routed["p90_ms"] - direct["p90_ms"],
+        "added_p99_ms": routed["p99_ms"] - direct["p99_ms"],
+        "cpu_s_per_1000": cpu_seconds / routed["requests"] * 1000, "rss_mb": max(rss_mb, rss_after_saturation),
+        "router_saturation_rps": saturation, "saturation_clients": args.saturate,
+    }
+    result["goals_met"] = {k: result[k] <= v for k, v in GOALS.items()}
+    return result
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", type=Path, default=Path("models"), help="exported models (modelramp train --all-versions)")
+    parser.add_argument("--rps", type=float, default=500.0, help="open-loop arrival rate (default 500)")
+    parser.add_argument("--seconds", type=float, default=20.0, help="length of each measured phase (default 20)")
+    parser.add_argument("--saturate", type=int, default=32, help="closed-loop clients for the throughput phase; 0 skips it")
+    parser.add_argument("--json", type=Path, default=None, help="also write the result here")
+    args = parser.parse_args()
+    result = asyncio.run(bench(args))
+    d, r = result["direct"], result["router"]
+    print(f"load: {args.rps:g} req/s open loop for {args.seconds:g}s each, loopback, one row per request")
+    print(f"{'':10s} {'p50 ms':>8s} {'p90 ms':>8s} {'p99 ms':>8s} {'errors':>7s}")
+    print(f"{'direct':10s} {d['p50_ms']:8.3f} {d['p90_ms']:8.3f} {d['p99_ms']:8.3f} {d['errors']:7d}")
+    print(f"{'router':10s} {r['p50_ms']:8.3f} {r['p90_ms']:8.3f} {r['p99_ms']:8.3f} {r['errors']:7d}")
+    print(f"{'added':10s} {result['added_p50_ms']:8.3f} {result['added_p90_ms']:8.3f} {result['added_p99_ms']:8.3f}")
+    print(f"router CPU: {result['cpu_s_per_1000']:.3f} CPU-s per 1,000 requests; RSS {result['rss_mb']:.0f} MB")
+    if result["router_saturation_rps"]:
+        print(f"one router process at saturation ({args.saturate} clients, generator and legacy on the same cores): "
+              f"{result['router_saturation_rps']:.0f} req/s")
+    print("goals met:", result["goals_met"])
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
