@@ -17,6 +17,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Add this package's subcommands to the `modelramp` parser."""
     live_commands.add_live_analyze_options(_add_analyze(sub), _run_analyze)
     live_commands.add_ramp(sub)
+    _add_gate(sub)
 
 
 # --- analyze ------------------------------------------------------------------------------------
@@ -88,3 +89,40 @@ def _run_analyze(args: argparse.Namespace) -> int:
     else:
         print_table(result)
     return 0
+
+
+# --- gate ---------------------------------------------------------------------------------------
+
+
+def _add_gate(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """The `gate` parser: the offline launch gate on the pristine test split (experiments/gate.py)."""
+    p = sub.add_parser(
+        "gate", help="offline launch gate: one model version, once, on the pristine test split",
+        description="Score the pristine test split through the model server (gRPC), test accuracy against the "
+                    "config's target (one-sided z-test), show precision/recall/F1/confusion overall and per slice "
+                    "beside the legacy rule, and record the run. A test set is used once; a second run on it is "
+                    "refused. Exit 0 PASS, 1 FAIL, 2 not run.")
+    p.add_argument("--config", type=Path, metavar="FILE",
+                   help="experiment YAML: gate target, alpha, slices, and the model arm as default candidate "
+                        "(default: the example config shipped in the package)")
+    p.add_argument("--models", default="models", metavar="DIR", help="model base folder (default: models)")
+    p.add_argument("--data", metavar="DIR", help="data folder with manifest.json and pristine/test.csv (default: MODELS/data)")
+    p.add_argument("--target", metavar="HOST:PORT",
+                   help="model server gRPC address (default: the config's model arm, else 127.0.0.1:8500)")
+    p.add_argument("--model-name", metavar="NAME", help="model name on the server (default: the config's model arm, else churn)")
+    p.add_argument("--version", type=int, metavar="N", help="model version (default: the config's model arm, else latest)")
+    p.add_argument("--version-label", metavar="LABEL", help="model version label instead of a number")
+    p.add_argument("--db", metavar="URL", help="audit database: SQLite path or SQLAlchemy URL (default: modelramp.db)")
+    p.add_argument("--allow-reuse", action="store_true",
+                   help="evaluate a test set that was used before; the run is recorded as NOT honest")
+    p.add_argument("--start-server", action="store_true",
+                   help="start `modelramp serve-model` on MODELS for this run (on a free port) instead of --target")
+    p.add_argument("--json", action="store_true", help="print the result as one JSON document")
+    p.set_defaults(handler=_run_gate)
+    return p
+
+
+def _run_gate(args: argparse.Namespace) -> int:
+    from experiments.gate_cli import run
+
+    return run(args)

@@ -1,0 +1,181 @@
+"""`modelramp gate`'s front: options resolved against the config, the rich table or JSON, --start-server.
+
+Exit codes: 0 PASS, 1 FAIL, 2 the gate did not run (refused reuse, modified test set, no model
+server, bad config or database), with one line on stderr saying why.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from experiments.gate import GateError
+
+DEFAULT_TARGET = "127.0.0.1:8500"
+SERVER_START_TIMEOUT_S = 180.0  # TensorFlow's import and the SavedModel load take a while on a laptop
+PREDICT_TIMEOUT_S = 10.0
+
+
+def _candidate(args: argparse.Namespace, config) -> tuple[str, str, int | None, str | None]:
+    """Model name, target, version and label: flags first, then the config's model arm (the candidate)."""
+    backend = config.arms["model"].backend if config is not None else None
+    grpc = backend if backend is not None and backend.kind == "tfserving_grpc" else None
+    name = args.model_name or (grpc.model_name if grpc else None) or "churn"
+    target = args.target or (grpc.target if grpc else None) or DEFAULT_TARGET
+    if args.version is not None or args.version_label is not None:
+        return name, target, args.version, args.version_label
+    return name, target, grpc.version if grpc else None, grpc.version_label if grpc else None
+
+
+@contextmanager
+def started_server(models_dir: Path, model_name: str, version: int | None) -> Iterator[str]:
+    """`modelramp serve-model` on a free loopback port for one run; yields its gRPC target."""
+    import socket
+
+    from serving.grpc_client import PredictionClient
+
+    base = (Path(models_dir) / model_name).resolve()
+    if not base.is_dir():
+        raise GateError(f"--start-server: no model folder {base}")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    policy = f"specific {{ versions: {version} }}" if version is not None else "latest { num_versions: 1 }"
+    with tempfile.TemporaryDirectory(prefix="modelramp-gate-") as tmp:
+        config = Path(tmp) / "models.config"
+        config.write_text(f'model_config_list {{ config {{ name: "{model_name}" base_path: "{base}" '
+                          f'model_platform: "tensorflow" model_version_policy {{ {policy} }} }} }}\n')
+        log = Path(tmp) / "serve-model.log"
+        with open(log, "wb") as out:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "experiments.cli", "serve-model", "--host", "127.0.0.1", "--port", str(port),
+                 "--rest_api_port", "0", "--model_config_file", str(config)], stdout=out, stderr=subprocess.STDOUT)
+        target = f"127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + SERVER_START_TIMEOUT_S
+            with PredictionClient(target, timeout=2.0) as client:
+                while True:
+                    if proc.poll() is not None:
+                        tail = log.read_text(errors="replace").strip().splitlines()[-1:]
+                        raise GateError(f"--start-server: serve-model exited with {proc.returncode}: {' '.join(tail)}")
+                    try:
+                        if any(s["state"] == "AVAILABLE" for s in client.get_model_status(model_name)):
+                            break
+                    except Exception:  # noqa: BLE001 - not listening or not loaded yet: keep polling
+                        pass
+                    if time.monotonic() > deadline:
+                        raise GateError(f"--start-server: model server not ready after {SERVER_START_TIMEOUT_S:.0f}s")
+                    time.sleep(0.2)  # polling interval; readiness is decided by the status call
+            yield target
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def run(args: argparse.Namespace) -> int:
+    from experiments.config import EXAMPLE_CONFIG, Gate, load_config
+    from experiments.gate import load_test_set, run_gate
+    from experiments.store import DEFAULT_DB, Store, StoreError
+    from serving.grpc_client import PredictionClient
+
+    if args.version is not None and args.version_label is not None:
+        raise ValueError("give --version N or --version-label L, not both")
+    config_path = args.config or (EXAMPLE_CONFIG if EXAMPLE_CONFIG.exists() else None)
+    config = load_config(config_path) if config_path is not None else None
+    gate = config.gate if config is not None else Gate()
+    name, target, version, label = _candidate(args, config)
+    models = Path(args.models)
+    test_set = load_test_set(Path(args.data) if args.data else models / "data")
+    if args.start_server and label is not None:
+        raise ValueError("--start-server serves version numbers only; give --version N instead of a label")
+    try:
+        store = Store.open(args.db or DEFAULT_DB)
+    except StoreError as err:
+        raise GateError(str(err)) from None
+    try:
+        with (started_server(models, name, version) if args.start_server else _given(target)) as target:
+            with PredictionClient(target, timeout=PREDICT_TIMEOUT_S) as client:
+                result, run_ = run_gate(store, client, test_set, gate, name, version=version, version_label=label,
+                                        allow_reuse=args.allow_reuse, models_dir=models)
+    finally:
+        store.close()
+    if not result["honest"]:
+        print(f"WARNING: --allow-reuse: this test set was already used by {'; '.join(result['earlier_uses'])}. "
+              f"Gate run #{run_.id} is recorded as NOT honest: its accuracy estimate is optimistic.", file=sys.stderr)
+    if args.json:
+        print(json.dumps(result, indent=2, allow_nan=False))
+    else:
+        print_table(result, args.db or DEFAULT_DB)
+    return 0 if result["passed"] else 1
+
+
+@contextmanager
+def _given(target: str) -> Iterator[str]:
+    yield target
+
+
+def _num(value: Any, digits: int = 4) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def _metric_rows(model: dict, base: dict) -> list[tuple[str, str, str]]:
+    def ci(r: dict) -> str:
+        return "n/a" if "accuracy_ci95" not in r else f"{r['accuracy_ci95'][0]:.4f} to {r['accuracy_ci95'][1]:.4f}"
+
+    def confusion(r: dict) -> str:
+        return "{tp}/{fp}/{tn}/{fn}".format(**r["confusion"])
+
+    rows = [("accuracy", f"{_num(model['accuracy'])} ({model['correct']}/{model['n']})",
+             f"{_num(base['accuracy'])} ({base['correct']}/{base['n']})"),
+            ("95% CI (Wilson)", ci(model), ci(base))]
+    rows += [(m, _num(model[m]), _num(base[m])) for m in ("precision", "recall", "f1", "roc_auc")]
+    rows.append(("confusion tp/fp/tn/fn", confusion(model), confusion(base)))
+    return rows
+
+
+def print_table(result: dict, db: str) -> None:
+    """The verdict, overall metrics beside the legacy rule's, and one row per slice."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(soft_wrap=False)
+    t = result["test"]
+    table = Table(title=f"gate: {result['model_name']} version {result['model_version']} on {result['test_set']['rows']} "
+                        f"pristine test rows", show_lines=False)
+    table.add_column("metric", style="bold")
+    table.add_column(f"model v{result['model_version']}", overflow="fold")
+    table.add_column("legacy rule (baseline)", overflow="fold")
+    for row in _metric_rows(result["model"], result["baseline"]):
+        table.add_row(*row)
+    table.add_row("target accuracy", f"{t['target_accuracy']:g} (alpha {t['alpha']:g})", "")
+    table.add_row("z-test", f"z = {t['z']:.3f}, one-sided p = {t['p_value']:.3g}", "")
+    console.print(table)
+    if result["slices"]:
+        slices = Table(title="per slice")
+        for col in ("slice", "rows", "", "accuracy", "precision", "recall", "F1"):
+            slices.add_column(col, overflow="fold")
+        for s in result["slices"]:
+            for label, r in (("model", s["model"]), ("legacy", s["baseline"])):
+                first = label == "model"
+                # The rule goes on the legacy row, so each slice takes two lines, not four.
+                slices.add_row(s["name"] if first else f"[dim]{s['rule']}[/]", str(s["n"]) if first else "", label,
+                               *(_num(r[k], 3) for k in ("accuracy", "precision", "recall", "f1")),
+                               end_section=not first)
+        console.print(slices)
+    colour = "green" if result["passed"] else "red"
+    console.print(f"[bold {colour}]{result['verdict']}[/]: {result['reason']}", soft_wrap=True)
+    honesty = "" if result["honest"] else " [bold red](NOT honest: test set reused)[/]"
+    console.print(f"recorded as gate run #{result['gate_run_id']} in {db} (test set {result['test_set']['fingerprint']})"
+                  f"{honesty}", soft_wrap=True, highlight=False)
