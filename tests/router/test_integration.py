@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -251,3 +252,22 @@ def test_real_router_metrics_footprint_and_no_tensorflow(make_router):
     assert "tensorflow" not in maps, "the router process must not load TensorFlow"
     rss_kb = int(next(line for line in Path(f"/proc/{pid}/status").read_text().splitlines() if line.startswith("VmRSS")).split()[1])
     assert rss_kb < 150 * 1024, f"router RSS {rss_kb / 1024:.0f} MB"
+
+
+@pytest.mark.slow
+def test_locustfile_runs_headless(make_router, tmp_path):
+    """The locust scenario (HTTP and gRPC users, outcome reports) against a real router, as a subprocess (NOTES.md)."""
+    import os
+    import shutil
+
+    locust = shutil.which("locust", path=str(Path(sys.executable).parent)) or shutil.which("locust")
+    if locust is None:
+        pytest.skip("locust is not installed")
+    router = make_router(0.5)
+    result = subprocess.run([locust, "-f", "loadtests/locustfile.py", "--headless", "--host", router.url, "-u", "6", "-r", "6",
+                             "-t", "5s", "--only-summary"], cwd=Path(__file__).parents[2], capture_output=True, text=True,
+                            timeout=120, env={**os.environ, "ROUTER_GRPC": router.grpc_target})
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert router.metric("modelramp_requests_total", protocol="grpc", code="OK") > 0
+    assert router.metric("modelramp_requests_total", protocol="http", code="200") > 0
+    assert router.metric("modelramp_outcomes_total") > 0
