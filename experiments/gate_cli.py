@@ -86,7 +86,7 @@ def started_server(models_dir: Path, model_name: str, version: int | None) -> It
 
 def run(args: argparse.Namespace) -> int:
     from experiments.config import EXAMPLE_CONFIG, Gate, load_config
-    from experiments.gate import load_test_set, run_gate
+    from experiments.gate import check_unused, load_test_set, run_gate
     from experiments.store import DEFAULT_DB, Store, StoreError
     from serving.grpc_client import PredictionClient
 
@@ -100,17 +100,21 @@ def run(args: argparse.Namespace) -> int:
     test_set = load_test_set(Path(args.data) if args.data else models / "data")
     if args.start_server and label is not None:
         raise ValueError("--start-server serves version numbers only; give --version N instead of a label")
+    if args.start_server and args.target:
+        raise ValueError("give --target HOST:PORT or --start-server, not both")
     try:
         store = Store.open(args.db or DEFAULT_DB)
-    except StoreError as err:
+        try:
+            # Refuse a used test set before spending half a minute starting a server; run_gate checks again.
+            check_unused(store, test_set, args.allow_reuse)
+            with (started_server(models, name, version) if args.start_server else _given(target)) as target:
+                with PredictionClient(target, timeout=PREDICT_TIMEOUT_S) as client:
+                    result, run_ = run_gate(store, client, test_set, gate, name, version=version, version_label=label,
+                                            allow_reuse=args.allow_reuse, models_dir=models)
+        finally:
+            store.close()
+    except StoreError as err:  # a RuntimeError, which the CLI would otherwise show as a traceback
         raise GateError(str(err)) from None
-    try:
-        with (started_server(models, name, version) if args.start_server else _given(target)) as target:
-            with PredictionClient(target, timeout=PREDICT_TIMEOUT_S) as client:
-                result, run_ = run_gate(store, client, test_set, gate, name, version=version, version_label=label,
-                                        allow_reuse=args.allow_reuse, models_dir=models)
-    finally:
-        store.close()
     if not result["honest"]:
         print(f"WARNING: --allow-reuse: this test set was already used by {'; '.join(result['earlier_uses'])}. "
               f"Gate run #{run_.id} is recorded as NOT honest: its accuracy estimate is optimistic.", file=sys.stderr)

@@ -195,3 +195,9 @@ def test_start_server_runs_the_gate_without_a_server(capsys, tmp_path, models_di
     assert code in (0, 1), err
     result = json.loads(out)
     assert result["model_version"] == 1 and result["server"].startswith("127.0.0.1:")
+
+
+def test_unusable_database_is_one_clear_line(capsys, tmp_path, models_dir, model_server) -> None:
+    code, out, err = gate_cli(capsys, "--data", str(models_dir / "data"), "--target", model_server.grpc_target,
+                              "--db", str(tmp_path / "missing" / "dir" / "audit.db"))
+    assert code == 2 and out == "" and err.count("\n") == 1 and "audit database" in err
