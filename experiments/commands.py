@@ -17,6 +17,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Add this package's subcommands to the `modelramp` parser."""
     live_commands.add_live_analyze_options(_add_analyze(sub), _run_analyze)
     live_commands.add_ramp(sub)
+    _add_skew(sub)
     _add_gate(sub)
 
 
@@ -124,5 +125,32 @@ def _add_gate(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 def _run_gate(args: argparse.Namespace) -> int:
     from experiments.gate_cli import run
+
+    return run(args)
+
+
+# --- skew ---------------------------------------------------------------------------------------
+
+
+def _add_skew(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """The `skew` parser: live feature sketches judged against the training baseline (experiments.skew)."""
+    p = sub.add_parser("skew", help="drift/skew report of live features against the training baseline",
+                       description="Sum the routers' live feature sketches (or ask Prometheus) and judge each feature "
+                                   "against the model's training baseline with the config's skew thresholds.")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--metrics-url", metavar="URL", action="append", default=[],
+                     help="scrape a router's /metrics (repeat for each replica; default http://127.0.0.1:8080)")
+    src.add_argument("--prometheus", metavar="URL", help="read the sketches from Prometheus's HTTP API at URL")
+    p.add_argument("--window", metavar="DURATION", help="with --prometheus: only the last DURATION (PromQL, e.g. 1h)")
+    p.add_argument("--baseline", metavar="PATH", help="baseline.json of the model version (default: the config's skew.baseline)")
+    p.add_argument("--config", type=Path, metavar="FILE", help="experiment YAML with the skew: section (default: the example config)")
+    p.add_argument("--model", metavar="NAME", help="model label of the metrics (default: the baseline's model)")
+    p.add_argument("--json", action="store_true", help="print one JSON document instead of the table")
+    p.set_defaults(handler=_run_skew)
+    return p
+
+
+def _run_skew(args: argparse.Namespace) -> int:
+    from experiments.skew import run
 
     return run(args)

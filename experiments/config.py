@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Annotated, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, ValidationError, field_validator, model_validator
 
 ARMS = ("legacy", "model")
 DEFAULT_STAGES_PERCENT = (1, 5, 20, 50, 100)
@@ -162,6 +162,40 @@ class RouterOptions(_Strict):
     shadow_max_in_flight: int = Field(64, ge=1, description="Most shadow calls running at once; further shadow calls are dropped (and counted), never queued, so shadowing cannot slow the router.")
 
 
+class Skew(_Strict):
+    """Training-serving skew and drift monitors (issue 5): live feature sketches against the model's baseline.
+
+    The router sketches sampled requests on the baseline's bins and judges each feature every
+    `interval_seconds` over the last `window_seconds` (see `experiments.drift` for the statistics
+    and why a verdict needs `min_sample` values and significance at `alpha` as well as an effect
+    over its threshold). Read once when the router starts; `modelramp skew` reads the same section.
+    Missing values are NaN for numbers and "" for categories (a request that omits an input is
+    rejected by the signature check before any sketch sees it).
+    """
+
+    enabled: bool = Field(True, description="Build the sketches when a baseline is known (this file's `baseline` or `modelramp router --baseline`).")
+    baseline: str | None = Field(None, description="Path of the model version's `modelramp/baseline.json` (relative to the working directory); `--baseline` overrides it.")
+    sample_share: float = Field(1.0, ge=0.0, le=1.0, description="Share of requests sketched, unless `router.feature_sample_share` is set explicitly (that one wins). Default 1: every request; the sketch costs a few microseconds (loadtests/bench_sketches.py).")
+    thresholds: dict[Literal["psi", "js_distance", "linf"], PositiveFloat] = Field(
+        {"psi": 0.2, "js_distance": 0.1, "linf": 0.1},
+        description="Default limit per effect-size statistic (the alert rules use the same numbers); numeric features and the score are judged on psi and js_distance, categorical ones on psi and linf.")
+    features: dict[str, dict[Literal["psi", "js_distance", "linf"], PositiveFloat]] = Field(
+        {}, description="Per-feature limits (feature name, or __prediction__ for the score); naming a statistic also judges the feature on it.")
+    min_sample: int = Field(1000, ge=1, description="Live values in the window before a feature is judged (fewer: verdict too_few, no drift gauge exported).")
+    alpha: float = Field(0.01, gt=0.0, lt=0.5, description="Significance of the chi-square test that must also reject 'same distribution' for a drift verdict.")
+    window_seconds: float = Field(3600.0, gt=0, description="Drift is computed over the values sketched in this trailing window.")
+    interval_seconds: float = Field(15.0, gt=0, description="How often the router folds pending values into the sketches and recomputes drift (off the request path).")
+    max_unseen_categories: int = Field(20, ge=0, description="Unseen category names kept by name per feature; further ones are counted together as __other__.")
+    max_pending: int = Field(100_000, ge=1, description="Sampled requests waiting to be folded in; beyond that new ones are dropped (and counted), so memory stays bounded.")
+    prediction_output: str | None = Field(None, description="The model output holding the score (default: the only output).")
+
+    def thresholds_for(self, feature: str, kind: str) -> dict[str, float]:
+        """The statistics this feature is judged on, with their limits (kind: numeric or categorical)."""
+        from experiments.drift import judged_thresholds  # noqa: PLC0415 - keeps this module free of numpy
+
+        return judged_thresholds(kind, self.thresholds, self.features.get(feature))
+
+
 class ExperimentConfig(_Strict):
     """One experiment: who is compared, how traffic is split, and what decides the launch."""
 
@@ -177,6 +211,18 @@ class ExperimentConfig(_Strict):
     ramp: Ramp = Ramp()
     guardrails: Guardrails = Guardrails()
     router: RouterOptions = RouterOptions()
+    skew: Skew = Skew()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _skew_sampling(cls, data: object) -> object:
+        # The sketches see only sampled requests: unless the file sets router.feature_sample_share
+        # itself, a configured skew monitor takes its own sample_share (default 1, "all at low traffic").
+        if isinstance(data, dict) and isinstance(data.get("skew"), dict) and data["skew"].get("enabled", True):
+            router = data.get("router") or {}
+            if isinstance(router, dict) and "feature_sample_share" not in router:
+                data = {**data, "router": {**router, "feature_sample_share": data["skew"].get("sample_share", 1.0)}}
+        return data
 
     @field_validator("arms")
     @classmethod

@@ -101,6 +101,18 @@ _QUERIES = [
           "Drift statistic per feature of live inputs against the training baseline.", by_arm=False),
     Query("feature_anomaly_rate", 'sum by (feature, kind) (rate(modelramp_feature_anomalies_total{model="$model"}[$window]))',
           "Anomalous feature values per second, by feature and kind.", by_arm=False),
+    # The sketches themselves (`modelramp skew --prometheus`): cumulative per-bin counts of the fleet,
+    # or their increase over a trailing window, judged against the baseline by experiments.drift.
+    Query("feature_values", 'sum by (feature, bin) (modelramp_feature_values_total{model="$model"})',
+          "Sampled feature values per baseline bin, summed over router replicas, since they started.", by_arm=False),
+    Query("feature_values_window", 'sum by (feature, bin) (increase(modelramp_feature_values_total{model="$model"}[$window]))',
+          "Sampled feature values per baseline bin over the window, summed over router replicas.", by_arm=False),
+    Query("feature_anomalies", 'sum by (feature, kind) (modelramp_feature_anomalies_total{model="$model"})',
+          "Anomalous feature values by feature and kind, summed over router replicas, since they started.", by_arm=False),
+    Query("feature_anomalies_window", 'sum by (feature, kind) (increase(modelramp_feature_anomalies_total{model="$model"}[$window]))',
+          "Anomalous feature values by feature and kind over the window.", by_arm=False),
+    Query("feature_drifted", 'max by (feature) (modelramp_feature_drifted{model="$model"})',
+          "1 for a feature some router judges drifted (per-feature thresholds, minimum sample and significance).", by_arm=False),
 ]
 
 QUERIES: dict[str, Query] = {q.name: q for q in _QUERIES}

@@ -22,6 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--signing-key-file", type=Path, default=None, help="HMAC key for request ids (else $MODELRAMP_SIGNING_KEY; all replicas must share it)")
     p.add_argument("--admin-token-file", type=Path, default=None, help=f"bearer token for PUT .../weights (else ${ADMIN_TOKEN_ENV}; none: the API is off)")
     p.add_argument("--watch-interval", type=float, default=1.0, help="seconds between looks at the config file (default 1)")
+    p.add_argument("--baseline", type=Path, default=None, help="feature baseline (models/<name>/<version>/modelramp/baseline.json) for the skew monitors; overrides the config's skew.baseline")
     p.set_defaults(handler=_router)
 
     u = sub.add_parser("up", help="the whole local stack: model server, legacy system and router, in the foreground",
@@ -55,7 +56,8 @@ def _router(args: argparse.Namespace) -> int:
     settings = RouterSettings(
         config=args.config or EXAMPLE_CONFIG, host=args.host, http_port=args.http_port, grpc_port=args.grpc_port,
         legacy_url=args.legacy_url, model_target=args.model_target, signing_key_file=args.signing_key_file,
-        admin_token_file=args.admin_token_file, watch_interval=args.watch_interval)
+        admin_token_file=args.admin_token_file, watch_interval=args.watch_interval,
+        baseline=args.baseline)
     require_free({"router HTTP (--http-port)": args.http_port, "router gRPC (--grpc-port)": args.grpc_port}, args.host)
     return run(settings, _admin_token(args.admin_token_file))
 

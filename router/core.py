@@ -244,7 +244,15 @@ class Router:
         if self.sinks and cfg.router.feature_sample_share > 0 and self._rng.random() < cfg.router.feature_sample_share:
             for sink in self.sinks:
                 try:
-                    sink.observe(cfg.name, arm, call.inputs)
+                    # Optional sink methods (router.features): REST rows as they came (no numpy), model outputs.
+                    observe_rows = getattr(sink, "observe_rows", None)
+                    if observe_rows is not None and call.rows is not None:
+                        observe_rows(cfg.name, arm, call.rows)
+                    else:
+                        sink.observe(cfg.name, arm, call.inputs)
+                    observe_outputs = getattr(sink, "observe_outputs", None)
+                    if observe_outputs is not None and served.served_by == MODEL:
+                        observe_outputs(cfg.name, served.prediction.outputs)
                 except Exception:  # noqa: BLE001 - a sink must never fail a request
                     log.exception("feature sink %r failed", sink)
         if (arm == LEGACY and cfg.shadow.enabled and cfg.shadow.share > 0

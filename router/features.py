@@ -4,6 +4,11 @@ The core calls every sink's `observe` for a sampled share of requests (experimen
 `router.feature_sample_share`) after the response is ready, on the event loop, so a sink must be
 cheap and must not block: update an in-memory sketch, or hand off to a queue. A sink that raises
 is logged and otherwise ignored; a request never fails because of a sink.
+
+Two optional methods, called when a sink has them (`router.skew_sink.SkewSink` does):
+`observe_rows(experiment, arm, rows)` instead of `observe` for REST row-format requests (the rows
+as parsed JSON, so sampling builds no numpy arrays), and `observe_outputs(experiment, outputs)`
+with the model's outputs when the model itself answered (not legacy, not a fallback): prediction drift.
 """
 
 from __future__ import annotations

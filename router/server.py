@@ -20,6 +20,7 @@ from router.core import Router
 from router.features import FeatureSink
 from router.grpc import create_server
 from router.http import create_app
+from router.metrics import RouterMetrics
 from router.reload import ConfigFile, with_addresses
 from router.signing import Signer, load_key
 
@@ -39,6 +40,7 @@ class RouterSettings:
     signing_key_file: Path | None = None  # else $MODELRAMP_SIGNING_KEY, else a random key (one replica only)
     admin_token_file: Path | None = None  # else $MODELRAMP_WEIGHTS_TOKEN, else the weights API is off
     watch_interval: float = 1.0  # seconds between looks at the config file
+    baseline: Path | None = None  # feature baseline for the skew monitors; overrides the file's skew.baseline
 
 
 class _Uvicorn(uvicorn.Server):
@@ -56,7 +58,12 @@ def build_router(settings: RouterSettings, sinks: tuple[FeatureSink, ...] = ()) 
     if key is None:
         log.warning("no signing key (file or $MODELRAMP_SIGNING_KEY): using a random one; "
                     "outcomes are accepted only by this process")
-    return Router(config, signer=Signer(key, config.router.outcome_ttl_seconds), sinks=sinks), source
+    metrics = RouterMetrics()
+    from router.skew_sink import skew_sink_for  # noqa: PLC0415 - issue 5's monitors, built only when configured
+
+    skew = skew_sink_for(config, settings.baseline, metrics.registry)
+    sinks = (*sinks, skew) if skew is not None else sinks
+    return Router(config, signer=Signer(key, config.router.outcome_ttl_seconds), metrics=metrics, sinks=sinks), source
 
 
 async def serve(settings: RouterSettings, admin_token: str | None, sinks: tuple[FeatureSink, ...] = ()) -> None:
@@ -72,6 +79,8 @@ async def serve(settings: RouterSettings, admin_token: str | None, sinks: tuple[
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await grpc_server.start()
+    for sink in router.sinks:  # sinks with a background job (the skew sketches) run it while we serve
+        getattr(sink, "start", lambda: None)()
     background = [asyncio.create_task(router.keep_metadata_fresh()),
                   asyncio.create_task(source.watch(router, settings.watch_interval))]
     http_task = asyncio.create_task(http.serve())
@@ -88,6 +97,8 @@ async def serve(settings: RouterSettings, admin_token: str | None, sinks: tuple[
     for task in background:
         task.cancel()
     await router.close()
+    for sink in router.sinks:
+        getattr(sink, "close", lambda: None)()
     log.info("router stopped")
 
 
