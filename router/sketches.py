@@ -126,10 +126,13 @@ class CategoricalSketch:
             tally = Counter(items)
         except TypeError:  # unhashable values (lists in unvalidated JSON): none of them is a category
             tally = Counter(v if isinstance(v, (str, bytes)) else None for v in items)
+        k = len(self.categories)
         for value, n in tally.items():
             slot = self.index.get(value)
             if slot is None:
                 slot = self._place(value, anomalies, n)
+            elif slot >= k:  # an unseen name met before: still an anomaly every time
+                anomalies["unseen_category"] = anomalies.get("unseen_category", 0) + n
             self.counts[slot] += n
         return anomalies
 
@@ -146,9 +149,12 @@ class CategoricalSketch:
             anomalies["unexpected_type"] = anomalies.get("unexpected_type", 0) + n
             return missing_slot
         anomalies["unseen_category"] = anomalies.get("unseen_category", 0) + n
-        if len(self.unseen) < self.max_unseen:
+        slot = self.index.get(text)  # seen before in the other form (str in rows, bytes in arrays)
+        if slot is None and len(self.unseen) < self.max_unseen:
             slot = len(self.categories) + len(self.unseen)
             self.unseen.append(text)
+            self.index[text] = slot
+        if slot is not None:
             self.index[value] = slot
             return slot
         return other_slot
