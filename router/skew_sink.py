@@ -158,6 +158,10 @@ class SkewSink:
 
 
 def _column(arrays: list[Mapping[str, np.ndarray]], name: str) -> np.ndarray:
+    try:  # the usual case: one 1-D array per request, all present (a ravel per part would double the cost)
+        return np.concatenate([m[name] for m in arrays]).ravel()
+    except (KeyError, ValueError, TypeError):
+        pass
     parts = []
     for m in arrays:
         a = m.get(name)
