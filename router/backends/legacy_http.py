@@ -3,7 +3,9 @@
 HTTP client chosen by measurement (loopback, 2 cores, small JSON bodies, 2026-11-23):
 aiohttp 2,000 req/s at 1 in flight (p50 0.42 ms, 250 us client CPU per request) and 8,700 req/s
 at 16 in flight (110 us CPU); httpx's async pool 580 and 370 req/s (1.4 to 2.5 ms CPU per
-request, p99 over 200 ms at 16 in flight, as reported in encode/httpx#3215). So: aiohttp.
+request, p99 over 200 ms at 16 in flight, as reported in encode/httpx#3215). A minimal
+keep-alive client on httptools (`router.backends.http1`) costs 25-35 us CPU per request, so it
+carries the hot path; everything else (REST model backend, probes elsewhere) uses aiohttp.
 """
 
 from __future__ import annotations
@@ -11,16 +13,13 @@ from __future__ import annotations
 import asyncio
 import json
 
-import aiohttp
 import numpy as np
 
 from experiments.config import LegacyHttpBackend as LegacyHttpConfig
 from router.backends.base import Backend, BadResponse, PredictCall, Prediction
+from router.backends.http1 import Http1Pool
 from serving import errors
 from serving.tensors import NUMPY_BY_DTYPE
-
-_JSON = {"Content-Type": "application/json"}
-
 
 def _column(array: np.ndarray) -> list:
     values = array.tolist()
@@ -36,15 +35,21 @@ class LegacyHttpBackend(Backend):
         self.url = config.url.rstrip("/")
         self.timeout = config.timeout_ms / 1000.0
         self._max_connections = max_connections
-        self._session: aiohttp.ClientSession | None = None
+        self._pool: Http1Pool | None = None
 
-    def _client(self) -> aiohttp.ClientSession:
-        # Created lazily: a session belongs to the running event loop.
-        if self._session is None:
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=self._max_connections, keepalive_timeout=60),
-                json_serialize=json.dumps)
-        return self._session
+    def _client(self) -> Http1Pool:
+        # Created lazily: connections belong to the running event loop.
+        if self._pool is None:
+            self._pool = Http1Pool(self.url, self._max_connections)
+        return self._pool
+
+    async def _call(self, method: str, path: str, body: bytes, timeout: float) -> tuple[int, bytes]:
+        try:
+            return await self._client().request(method, path, body, timeout)
+        except (asyncio.TimeoutError, TimeoutError):
+            raise errors.DeadlineExceeded("legacy system did not answer in time") from None
+        except OSError as err:  # refused, reset, closed (ConnectionError is an OSError)
+            raise errors.Unavailable(f"legacy system unreachable: {err}") from None
 
     async def predict(self, call: PredictCall, timeout: float) -> Prediction:
         rows = call.rows
@@ -53,15 +58,7 @@ class LegacyHttpBackend(Backend):
             columns = [_column(call.inputs[n]) for n in names]
             rows = [dict(zip(names, values)) for values in zip(*columns)]
         body = json.dumps({"instances": rows}, separators=(",", ":")).encode()
-        try:
-            async with self._client().post(f"{self.url}/v1/predict", data=body, headers=_JSON,
-                                           timeout=aiohttp.ClientTimeout(total=min(timeout, self.timeout))) as response:
-                payload = await response.read()
-                status = response.status
-        except (asyncio.TimeoutError, TimeoutError):
-            raise errors.DeadlineExceeded("legacy system did not answer in time") from None
-        except aiohttp.ClientError as err:
-            raise errors.Unavailable(f"legacy system unreachable: {err}") from None
+        status, payload = await self._call("POST", "/v1/predict", body, min(timeout, self.timeout))
         try:
             answer = json.loads(payload)
         except ValueError:
@@ -73,15 +70,15 @@ class LegacyHttpBackend(Backend):
 
     async def ready(self, timeout: float) -> bool:
         try:
-            async with self._client().get(f"{self.url}/healthz", timeout=aiohttp.ClientTimeout(total=timeout)) as response:
-                return response.status == 200
-        except (aiohttp.ClientError, asyncio.TimeoutError, TimeoutError):
+            status, _ = await self._call("GET", "/healthz", b"", timeout)
+        except errors.UserFacingError:
             return False
+        return status == 200
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
 
 
 def _outputs(answer: object, call: PredictCall, batch: int) -> dict[str, np.ndarray]:

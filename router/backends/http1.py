@@ -1,0 +1,112 @@
+"""A minimal keep-alive HTTP/1.1 client for the legacy hot path (asyncio protocol + httptools parser).
+
+Measured on loopback (one request in flight): aiohttp 110-165 us CPU and 195-300 us wall per
+POST, this client 25-35 us CPU and 95-160 us wall. The legacy call is on 99% of requests at
+stage 1, so that difference is most of what the router adds. It does only what the router
+needs: POST/GET with a body, a bounded pool of kept-alive connections, a deadline per call,
+one retry on a fresh connection when a reused one turns out closed before any answer byte.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from urllib.parse import urlsplit
+
+import httptools
+
+
+class _Connection(asyncio.Protocol):
+    def __init__(self) -> None:
+        self.parser = httptools.HttpResponseParser(self)
+        self.transport: asyncio.Transport | None = None
+        self.waiter: asyncio.Future | None = None
+        self.body: list[bytes] = []
+        self.received = False
+        self.closed = False
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.received = True
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError as err:
+            self._fail(ConnectionError(f"bad HTTP response: {err}"))
+            self.transport.close()
+
+    def on_body(self, body: bytes) -> None:
+        self.body.append(body)
+
+    def on_message_complete(self) -> None:
+        waiter, self.waiter = self.waiter, None
+        body, self.body = b"".join(self.body), []
+        if waiter is not None and not waiter.done():
+            waiter.set_result((self.parser.get_status_code(), body, self.parser.should_keep_alive()))
+
+    def connection_lost(self, exc) -> None:
+        self.closed = True
+        self._fail(ConnectionError("connection closed by the server"))
+
+    def _fail(self, err: Exception) -> None:
+        waiter, self.waiter = self.waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(err)
+
+
+class Http1Pool:
+    """Kept-alive connections to one origin (`http://host:port`), at most `max_connections` open."""
+
+    def __init__(self, base_url: str, max_connections: int = 256):
+        parts = urlsplit(base_url)
+        if parts.scheme != "http" or not parts.hostname:
+            raise ValueError(f"only plain http://host:port URLs are supported, got {base_url!r}")
+        self.host, self.port = parts.hostname, parts.port or 80
+        self.prefix = parts.path.rstrip("/")
+        self._host_header = f"{self.host}:{self.port}".encode()
+        self._idle: list[_Connection] = []
+        self._limit = asyncio.Semaphore(max_connections)
+
+    async def request(self, method: str, path: str, body: bytes = b"", timeout: float = 1.0) -> tuple[int, bytes]:
+        """(status, body); raises asyncio.TimeoutError or ConnectionError/OSError."""
+        async with self._limit:
+            return await asyncio.wait_for(self._request(method, path, body), timeout)
+
+    async def _request(self, method: str, path: str, body: bytes) -> tuple[int, bytes]:
+        head = (f"{method} {self.prefix}{path} HTTP/1.1\r\nHost: ".encode() + self._host_header +
+                b"\r\nContent-Type: application/json\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n")
+        for attempt in (0, 1):
+            conn, reused = await self._connection()
+            conn.received = False
+            conn.waiter = asyncio.get_running_loop().create_future()
+            conn.transport.write(head + body)
+            try:
+                status, payload, keep_alive = await conn.waiter
+            except ConnectionError:
+                conn.transport.close()
+                # A kept-alive connection the server closed meanwhile: nothing was processed, try a new one.
+                if reused and not conn.received and attempt == 0:
+                    continue
+                raise
+            except BaseException:
+                conn.transport.close()  # cancelled or timed out mid-answer: the connection's state is unknown
+                raise
+            if keep_alive and not conn.closed:
+                self._idle.append(conn)
+            else:
+                conn.transport.close()
+            return status, payload
+        raise AssertionError("unreachable")
+
+    async def _connection(self) -> tuple[_Connection, bool]:
+        while self._idle:
+            conn = self._idle.pop()
+            if not conn.closed:
+                return conn, True
+        _, conn = await asyncio.get_running_loop().create_connection(_Connection, self.host, self.port)
+        return conn, False
+
+    def close(self) -> None:
+        for conn in self._idle:
+            conn.transport.close()
+        self._idle.clear()

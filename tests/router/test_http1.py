@@ -1,0 +1,85 @@
+"""The legacy hot-path HTTP/1.1 client against an in-test asyncio server: reuse, stale connections, deadlines, refusals."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from router.backends.http1 import Http1Pool
+from tests.support.processes import free_port
+
+
+async def serve(close_after_each: bool = False, delay: float = 0.0):
+    connections = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connections.append(writer)
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = int(next((line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")), b"0"))
+                body = await reader.readexactly(length)
+                await asyncio.sleep(delay)
+                answer = b'{"echo": %d}' % len(body)
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(answer), answer))
+                await writer.drain()
+                if close_after_each:
+                    break
+        except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
+            pass  # the client went away
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(lambda r, w: handle(r, w), "127.0.0.1", 0)
+    return server, server.sockets[0].getsockname()[1], connections
+
+
+async def stop(server, connections) -> None:
+    for writer in connections:
+        writer.close()
+    server.close()
+    await server.wait_closed()
+    await asyncio.sleep(0.01)  # let the handlers' transports finish closing before the loop ends (not synchronisation of the test)
+
+
+def test_reuses_connections_and_recovers_from_a_closed_one():
+    async def go():
+        server, port, connections = await serve()
+        pool = Http1Pool(f"http://127.0.0.1:{port}")
+        for i in range(5):
+            assert await pool.request("POST", "/v1/predict", b"x" * i) == (200, b'{"echo": %d}' % i)
+        assert len(connections) == 1, "one kept-alive connection"
+        connections[0].close()  # the server drops the idle connection
+        assert (await pool.request("POST", "/v1/predict", b"abc"))[0] == 200
+        assert len(connections) == 2
+        pool.close()
+        await stop(server, connections)
+
+    asyncio.run(go())
+
+
+def test_server_closing_after_each_answer():
+    async def go():
+        server, port, connections = await serve(close_after_each=True)
+        pool = Http1Pool(f"http://127.0.0.1:{port}")
+        for _ in range(3):
+            assert (await pool.request("GET", "/healthz"))[0] == 200
+        pool.close()
+        await stop(server, connections)
+
+    asyncio.run(go())
+
+
+def test_deadline_and_refused():
+    async def go():
+        server, port, connections = await serve(delay=1.0)
+        with pytest.raises(asyncio.TimeoutError):
+            await Http1Pool(f"http://127.0.0.1:{port}").request("POST", "/", b"", timeout=0.05)
+        await stop(server, connections)
+        with pytest.raises(OSError):
+            await Http1Pool(f"http://127.0.0.1:{free_port()}").request("POST", "/", b"", timeout=1)
+        with pytest.raises(ValueError):
+            Http1Pool("https://example.invalid")
+
+    asyncio.run(go())
