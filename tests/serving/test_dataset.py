@@ -19,7 +19,7 @@ def test_splits_are_disjoint_cover_everything_and_are_stratified(data_dir):
     frame = dataset.load_frame()
     splits = dataset.split_frame(frame)
     assert sum(len(s) for s in splits.values()) == len(frame) == 5000
-    assert {n: len(s) for n, s in splits.items()} == {"train": 2500, "validation": 500, "test": 750, "live": 1250}
+    assert {n: len(s) for n, s in splits.items()} == {"train": 2500, "validation": 500, "test": 1250, "live": 750}
     # No customer row appears in two splits (rows are unique on all features in this data).
     keys = {n: set(map(tuple, s[list(dataset.FEATURES)].astype(str).to_numpy())) for n, s in splits.items()}
     names = list(keys)
