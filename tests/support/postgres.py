@@ -1,8 +1,8 @@
 """A throwaway PostgreSQL server (Debian's binaries) on a free loopback port, for the store's tests.
 
 PostgreSQL refuses to run as root, so when the suite runs as root the server runs as the
-`postgres` system user through `runuser`. Without the binaries the test is skipped: PostgreSQL is
-not installed by `.ci/run`, SQLite is the tested default.
+`postgres` system user through `runuser`. Without the binaries the test skips on a laptop and fails in CI (`.ci/run`
+installs Debian's `postgresql` and sets MODELRAMP_REQUIRE_BINARIES).
 """
 
 from __future__ import annotations
@@ -34,7 +34,10 @@ def postgres_server() -> Iterator[str]:
     """Start PostgreSQL with trust auth; yields a SQLAlchemy URL; stops and deletes it afterwards."""
     bindir = _bindir()
     if bindir is None:
-        pytest.skip("PostgreSQL binaries (initdb, postgres) are not installed; SQLite is tested instead")
+        reason = "PostgreSQL binaries (initdb, postgres) are not installed (Debian: apt-get install postgresql)"
+        if os.environ.get("MODELRAMP_REQUIRE_BINARIES"):
+            pytest.fail(f"required binary missing in CI: {reason}")
+        pytest.skip(reason)
     try:
         import psycopg  # noqa: F401 - the driver the store's PostgreSQL URL needs
     except ImportError:
