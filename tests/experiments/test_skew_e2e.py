@@ -197,3 +197,13 @@ def test_deliberate_skew_is_caught_on_the_right_features_only(stack):
     assert table.returncode == 0, table.stderr
     lines = {line.split("│")[1].strip(): line for line in table.stdout.splitlines() if line.count("│") > 5}
     assert all("drift" in lines[f] for f in injected) and "drift" not in lines["state"]
+
+
+def test_router_metrics_with_skew_pass_promtool(stack):
+    from tests.support.binaries import require_binary
+
+    promtool = require_binary("promtool")
+    text = httpx.get(f"{stack['routers']['skewed']}/metrics", timeout=5).text
+    assert "modelramp_feature_values_total" in text
+    result = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stdout + result.stderr
