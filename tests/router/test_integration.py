@@ -271,3 +271,21 @@ def test_locustfile_runs_headless(make_router, tmp_path):
     assert router.metric("modelramp_requests_total", protocol="grpc", code="OK") > 0
     assert router.metric("modelramp_requests_total", protocol="http", code="200") > 0
     assert router.metric("modelramp_outcomes_total") > 0
+
+
+def test_model_arm_over_tf_serving_rest(tmp_path, model_server, legacy_server):
+    """The REST model backend: the signature from /metadata, answers from :predict, no fallback needed."""
+    doc = experiment(legacy_server.url, model_server.grpc_target, 1.0)
+    doc["arms"]["model"]["backend"] = {"kind": "tfserving_rest", "url": model_server.rest_url, "model_name": "churn"}
+    router = start_router(tmp_path, doc)
+    try:
+        with httpx.Client(base_url=router.url) as client:
+            r = client.post(PREDICT, json={"instances": [ROW, ROW]}, headers={"X-Unit-Id": "rest-1"})
+            assert r.status_code == 200 and r.headers["X-Modelramp-Arm"] == "model"
+            predictions = r.json()["predictions"]
+            assert len(predictions) == 2 and 0.0 <= predictions[0] <= 1.0 and predictions[0] not in (0.0, 1.0)
+            columnar = client.post(PREDICT, json={"inputs": {k: [v] for k, v in ROW.items()}}).json()
+            assert list(columnar) == ["outputs"]
+        assert router.metric("modelramp_fallbacks_total") == 0
+    finally:
+        router.process.stop()
