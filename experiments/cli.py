@@ -34,6 +34,9 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # Client libraries log every request at INFO: noise next to our own progress lines.
+    for chatty in ("httpx", "httpcore", "kubernetes", "urllib3"):
+        logging.getLogger(chatty).setLevel(logging.DEBUG if args.verbose else logging.WARNING)
     try:
         return int(args.handler(args) or 0)
     except KeyboardInterrupt:

@@ -19,6 +19,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     live_commands.add_ramp(sub)
     _add_skew(sub)
     _add_gate(sub)
+    _add_demo(sub)
 
 
 # --- analyze ------------------------------------------------------------------------------------
@@ -154,3 +155,48 @@ def _run_skew(args: argparse.Namespace) -> int:
     from experiments.skew import run
 
     return run(args)
+
+
+# --- demo ---------------------------------------------------------------------------------------
+
+
+def _add_demo(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("demo", help="the whole job locally: gate, 1% experiment, ramp-up or rollback, report",
+                       description="Start every process locally, drive simulated users, ramp or roll back, write a report.")
+    p.add_argument("--models", type=Path, default=Path("models"), help="exported models (trained here if missing; default models/)")
+    p.add_argument("--candidate", type=int, default=2, choices=[1, 2],
+                   help="model version under test: 2 is better than the legacy rule, 1 is worse (default 2)")
+    p.add_argument("--inject-fault", action="store_true", help="kill the model server once the model gets 5%% of traffic")
+    p.add_argument("--rate", type=float, default=300.0, help="client requests per second (default 300)")
+    p.add_argument("--duration", type=float, default=600.0, help="time limit in seconds for the live part (default 600)")
+    p.add_argument("--stage-seconds", type=float, default=10.0, help="minimum seconds per ramp stage (default 10)")
+    p.add_argument("--stage-samples", type=int, default=100, help="minimum model-arm exposures per early stage (default 100)")
+    p.add_argument("--out", type=Path, default=None, help="run folder for report, history and audit log (default reports/demo-<candidate>)")
+    p.add_argument("--no-prometheus", action="store_true", help="read the router's /metrics even if prometheus is installed")
+    p.add_argument("--port-offset", type=int, default=0, help="add this to every ARCHITECTURE.md port (to run beside `modelramp up`)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the simulated users and the assignment salt")
+    p.set_defaults(handler=_run_demo)
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    from experiments.demo import DemoSettings, run_demo  # noqa: PLC0415
+    from experiments.demo_stack import Ports  # noqa: PLC0415
+
+    base = Ports()
+    ports = Ports(**{k: v + args.port_offset for k, v in vars(base).items()})
+    suffix = f"{args.candidate}{'-fault' if args.inject_fault else ''}"
+    settings = DemoSettings(models=args.models, out=args.out or Path("reports") / f"demo-{suffix}", candidate=args.candidate,
+                            inject_fault=args.inject_fault, rate=args.rate, max_seconds=args.duration,
+                            stage_seconds=args.stage_seconds, stage_samples=args.stage_samples, seed=args.seed,
+                            ports=ports, with_prometheus=not args.no_prometheus)
+    summary = run_demo(settings)
+    decision = summary.get("final_decision")
+    clients = summary.get("clients", {})
+    print(f"\nDemo finished: {decision} (candidate version {args.candidate}{', fault injected' if args.inject_fault else ''}); "
+          f"client requests {clients.get('requests', 0)}, client errors {clients.get('errors', 0)}.")
+    for name, path in (("report", summary.get("report")), ("history", settings.out / "history.json"),
+                       ("audit log", settings.out / "audit_log.json"), ("summary", settings.out / "summary.json"),
+                       ("process logs", settings.out / "logs")):
+        if path:
+            print(f"  {name:<13} {path}")
+    return 0 if decision in ("ship", "rollback") else 1

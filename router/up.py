@@ -18,6 +18,7 @@ import time
 import urllib.request
 from argparse import Namespace
 from collections.abc import Callable
+from pathlib import Path
 
 from experiments.config import EXAMPLE_CONFIG, load_config
 from router.ports import require_free
@@ -37,9 +38,14 @@ def _get(url: str) -> tuple[int, bytes]:
 class Child:
     """One `modelramp` subcommand running as a child process."""
 
-    def __init__(self, role: str, args: list[str], env: dict[str, str] | None = None):
+    def __init__(self, role: str, args: list[str], env: dict[str, str] | None = None, *,
+                 log_path: Path | None = None, executable: str | None = None):
+        """`modelramp <args>` (or `executable <args>`); output to `log_path` if given, else inherited."""
         self.role = role
-        self.proc = subprocess.Popen([sys.executable, "-m", "experiments.cli", *args], env={**os.environ, **(env or {})})
+        command = [executable, *args] if executable else [sys.executable, "-m", "experiments.cli", *args]
+        self._log = open(log_path, "wb") if log_path else None
+        self.proc = subprocess.Popen(command, env={**os.environ, **(env or {})}, stdout=self._log,
+                                     stderr=subprocess.STDOUT if self._log else None)
 
     def wait_ready(self, ready: Callable[[], bool], timeout: float, stopping: threading.Event) -> None:
         deadline = time.monotonic() + timeout
@@ -63,6 +69,8 @@ class Child:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        if self._log:
+            self._log.close()
 
 
 def run_stack(args: Namespace) -> int:
