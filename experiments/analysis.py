@@ -177,10 +177,17 @@ def _counts(history: History, index: int | None) -> np.ndarray:
 
 
 def _strata_by_look(history: History, periods: list[Period]) -> np.ndarray:
-    """Counts per (look, period, arm, [exposures, successes, outcomes]) as known at each look."""
+    """Counts per (look, period, arm, [exposures, successes, outcomes]) as known at each look.
+
+    A period after a weight change starts at its own first look, not at the previous period's
+    last one: the counts gained in between are a transition, mixing traffic split the old way
+    (the routers reload, and scrapes and outcomes lag, by a few seconds) with the new. They are
+    left out of every comparison and of the sample ratio check; dropping a window of time from
+    both arms keeps the comparison randomised.
+    """
     out = np.zeros((len(history.looks), len(periods), 2, 3), dtype=np.int64)
     for j, period in enumerate(periods):
-        base = _counts(history, periods[j - 1].last if j else None)
+        base = _counts(history, period.first if j else None)
         for k in range(period.first, len(history.looks)):
             out[k, j] = _counts(history, min(k, period.last)) - base
     return out

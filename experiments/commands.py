@@ -180,7 +180,7 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
 
 def _run_demo(args: argparse.Namespace) -> int:
     from experiments.demo import DemoSettings, run_demo  # noqa: PLC0415
-    from experiments.demo_stack import Ports  # noqa: PLC0415
+    from experiments.local_stack import Ports  # noqa: PLC0415
 
     base = Ports()
     ports = Ports(**{k: v + args.port_offset for k, v in vars(base).items()})

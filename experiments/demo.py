@@ -27,7 +27,7 @@ from rich.console import Console
 
 from experiments.config import EXAMPLE_CONFIG, ExperimentConfig, dump_config, load_config, parse_config
 from experiments.demo_display import Display
-from experiments.demo_stack import Ports, Stack, start_stack
+from experiments.local_stack import Ports, Stack, start_stack
 from experiments.simulated_users import SimulatedUsers
 
 DEMO_STAGES = (1, 5, 20, 50, 100)
@@ -126,13 +126,17 @@ def run_demo(settings: DemoSettings, console: Console | None = None) -> dict:
         summary["gate"] = {k: gate[k] for k in ("verdict", "passed", "reason")}
         if not gate["passed"]:
             summary["final_decision"] = "gate-failed"
+            store.close()
             return summary
         live = dataset.read_split(settings.models / "data", "live")
         users = SimulatedUsers(stack.router_url, config.model_name, live, settings.rate, seed=settings.seed)
         users.start()
         source = make_source(prometheus=stack.prometheus_url, metrics_urls=[] if stack.prometheus_url else [stack.router_url])
-        controller = Controller(source, FileWeightStore(config_path), store, holder="modelramp-demo")
-        summary.update(_drive(settings, stack, controller, users, console, config.criteria.non_inferiority_margin))
+        try:
+            controller = Controller(source, FileWeightStore(config_path), store, holder="modelramp-demo")
+            summary.update(_drive(settings, stack, controller, users, console, config.criteria.non_inferiority_margin))
+        finally:
+            source.close()
     finally:
         if users:
             users.stop()
@@ -148,6 +152,7 @@ def run_demo(settings: DemoSettings, console: Console | None = None) -> dict:
         summary["report"] = str(write_report(history, load_config(config_path), out / "report"))
     decisions = [d.to_dict() for d in store.decisions(config.name, limit=10_000)]
     (out / "audit_log.json").write_text(json.dumps(decisions, indent=2, default=str) + "\n")
+    store.close()
     summary["finished"] = datetime.now(timezone.utc).isoformat()
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
     return summary

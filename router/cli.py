@@ -36,6 +36,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     u.add_argument("--router-port", type=int, default=8080, help="router HTTP port (default 8080)")
     u.add_argument("--router-grpc-port", type=int, default=8090, help="router gRPC port (default 8090)")
     u.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for each process to be ready (default 180)")
+    u.add_argument("--prometheus-port", type=int, default=9090, help="Prometheus port, when its binary is on the PATH (default 9090)")
+    u.add_argument("--no-prometheus", action="store_true", help="do not start Prometheus even if it is installed")
+    u.add_argument("--ramp-interval", type=float, default=0.0,
+                   help="run the ramp controller every S seconds against the local stack (default 0: off)")
     u.set_defaults(handler=_up)
 
 

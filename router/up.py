@@ -1,38 +1,30 @@
-"""`modelramp up`: the local stack (model server, legacy system, router) as child processes in the foreground.
+"""`modelramp up`: the local stack as child processes in the foreground, and `Child`, one such process.
 
-Each child is a `modelramp` subcommand. We wait until each one is ready (not merely started),
-print the URLs, and on Ctrl-C, SIGTERM or any child exiting, stop all of them: router first,
-so no request is routed to a backend that is already gone.
+The stack (model server, legacy system, router, and Prometheus when its binary is on the PATH) is
+started by `experiments.local_stack`, each process waited for until it answers. `up` prints the
+URLs, optionally runs the ramp controller, and on Ctrl-C, SIGTERM or any child exiting stops all
+of them: router first, so no request is routed to a backend that is already gone.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import secrets
+import shutil
 import signal
 import subprocess
 import sys
 import threading
+import tempfile
 import time
-import urllib.request
 from argparse import Namespace
 from collections.abc import Callable
 from pathlib import Path
 
-from experiments.config import EXAMPLE_CONFIG, load_config
+from experiments.config import EXAMPLE_CONFIG, ExperimentConfig, dump_config, load_config, parse_config
 from router.ports import require_free
 from serving.errors import FailedPrecondition
 
 STOP_TIMEOUT_S = 15.0
-
-
-def _get(url: str) -> tuple[int, bytes]:
-    try:
-        with urllib.request.urlopen(url, timeout=1.0) as response:
-            return response.status, response.read()
-    except urllib.error.HTTPError as err:
-        return err.code, b""
 
 
 class Child:
@@ -74,65 +66,90 @@ class Child:
 
 
 def run_stack(args: Namespace) -> int:
+    """`modelramp up`: the local stack in the foreground until Ctrl-C, SIGTERM or a child exits."""
+    from experiments.local_stack import Ports, start_stack  # noqa: PLC0415 - the stack module imports this one
+
     config_path = args.config or EXAMPLE_CONFIG
     config = load_config(config_path)  # a bad config is one clear error before anything starts
-    model_backend = config.arms["model"].backend
-    model_dir = args.models / model_backend.model_name
+    model_name = config.arms["model"].backend.model_name
+    model_dir = args.models / model_name
     if not model_dir.is_dir():
         raise FailedPrecondition(f"no exported model at {model_dir}; train it first: modelramp train --out {args.models} --all-versions")
-    host = args.host
-    require_free({"model server gRPC (--model-port)": args.model_port, "model server REST (--model-rest-port)": args.model_rest_port,
-                  "legacy system (--legacy-port)": args.legacy_port, "router HTTP (--router-port)": args.router_port,
-                  "router gRPC (--router-grpc-port)": args.router_grpc_port}, host)
-    model_target = (f"{host}:{args.model_port}" if model_backend.kind == "tfserving_grpc" else f"http://{host}:{args.model_rest_port}")
-    token = os.environ.get("MODELRAMP_WEIGHTS_TOKEN") or secrets.token_urlsafe(24)
-    router_env = {"MODELRAMP_SIGNING_KEY": os.environ.get("MODELRAMP_SIGNING_KEY") or secrets.token_urlsafe(32),
-                  "MODELRAMP_WEIGHTS_TOKEN": token}
+    ports = Ports(args.model_port, args.model_rest_port, args.legacy_port, args.router_port, args.router_grpc_port, args.prometheus_port)
+    wanted = {"model server gRPC (--model-port)": ports.model_grpc, "model server REST (--model-rest-port)": ports.model_rest,
+              "legacy system (--legacy-port)": ports.legacy, "router HTTP (--router-port)": ports.router_http,
+              "router gRPC (--router-grpc-port)": ports.router_grpc}
+    if shutil.which("prometheus") and not args.no_prometheus:
+        wanted["Prometheus (--prometheus-port)"] = ports.prometheus
+    require_free(wanted, args.host)
 
+    # The router watches a copy in the run folder: the ramp controller rewrites weights there,
+    # never in the packaged example.
+    run_dir = Path(tempfile.mkdtemp(prefix="modelramp-up-"))
+    local_config = run_dir / "experiment.yaml"
+    local_config.write_text(dump_config(_with_local_backends(config, args.host, ports)))
     stopping = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stopping.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
-    children: list[Child] = []
+    stack = None
     try:
-        model = Child("model server", ["serve-model", "--port", str(args.model_port), "--rest_api_port", str(args.model_rest_port),
-                                       "--model_name", model_backend.model_name, "--model_base_path", str(model_dir.resolve()), "--host", host])
-        children.append(model)
-        legacy = Child("legacy system", ["legacy", "--port", str(args.legacy_port), "--host", host])
-        children.append(legacy)
-        model_status = f"http://{host}:{args.model_rest_port}/v1/models/{model_backend.model_name}"
-        model.wait_ready(lambda: _model_available(model_status), args.timeout, stopping)
-        legacy.wait_ready(lambda: _get(f"http://{host}:{args.legacy_port}/healthz")[0] == 200, args.timeout, stopping)
-        router = Child("router", ["router", "--config", str(config_path), "--host", host, "--http-port", str(args.router_port),
-                                  "--grpc-port", str(args.router_grpc_port), "--legacy-url", f"http://{host}:{args.legacy_port}",
-                                  "--model-target", model_target], router_env)
-        children.append(router)
-        router.wait_ready(lambda: _get(f"http://{host}:{args.router_port}/readyz")[0] == 200, args.timeout, stopping)
-        if not stopping.is_set():
-            print(f"""
+        stack = start_stack(args.models, model_name, local_config, run_dir, host=args.host, ports=ports,
+                            with_prometheus=not args.no_prometheus, timeout=args.timeout, log_to_files=False,
+                            stopping=stopping)
+        controller = _start_controller(stack, local_config, run_dir, args.ramp_interval, stopping) if args.ramp_interval else None
+        host = args.host
+        print(f"""
 modelramp is up (experiment {config.name!r}, weights {config.weights}); Ctrl-C stops everything.
-  router HTTP    http://{host}:{args.router_port}/v1/models/{config.model_name}:predict   (docs: http://{host}:{args.router_port}/docs)
-  router gRPC    {host}:{args.router_grpc_port}
-  metrics        http://{host}:{args.router_port}/metrics
-  model server   gRPC {host}:{args.model_port}, REST http://{host}:{args.model_rest_port}
-  legacy system  http://{host}:{args.legacy_port}
-  weights API    PUT http://{host}:{args.router_port}/v1/experiments/{config.name}/weights  with  Authorization: Bearer {token}
+  router HTTP    {stack.router_url}/v1/models/{config.model_name}:predict   (docs: {stack.router_url}/docs)
+  router gRPC    {host}:{ports.router_grpc}
+  metrics        {stack.router_url}/metrics
+  model server   gRPC {stack.model_target}, REST http://{host}:{ports.model_rest}
+  legacy system  {stack.legacy_url}
+  Prometheus     {stack.prometheus_url or "not running (no prometheus binary on the PATH, or --no-prometheus)"}
+  ramp           {"controller every %gs, audit log %s" % (args.ramp_interval, run_dir / "audit.db") if controller else "off (--ramp-interval S turns it on)"}
+  experiment     {local_config} (watched; weights API: PUT {stack.router_url}/v1/experiments/{config.name}/weights
+                 with  Authorization: Bearer {stack.weights_token})
 """, flush=True)
         while not stopping.is_set():
-            exited = next((c for c in children if c.proc.poll() is not None), None)
+            exited = stack.exited()
             if exited is not None:
-                print(f"modelramp up: {exited.role} exited with code {exited.proc.returncode}; stopping the others", file=sys.stderr)
+                print(f"modelramp up: {exited} exited; stopping the others", file=sys.stderr)
                 return 1
             stopping.wait(0.5)
         return 0
     finally:
-        for child in reversed(children):
-            child.stop()
+        stopping.set()
+        if stack is not None:
+            stack.stop()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
 
 
-def _model_available(url: str) -> bool:
-    status, body = _get(url)
-    if status != 200:
-        return False
-    versions = json.loads(body).get("model_version_status", [])
-    return any(v.get("state") == "AVAILABLE" for v in versions)
+def _with_local_backends(config: ExperimentConfig, host: str, ports) -> ExperimentConfig:
+    """The config with its backends pointed at the local processes (keeping versions and timeouts)."""
+    doc = config.model_dump(mode="json")
+    doc["arms"]["legacy"]["backend"]["url"] = f"http://{host}:{ports.legacy}"
+    model = doc["arms"]["model"]["backend"]
+    if model["kind"] == "tfserving_grpc":
+        model["target"] = f"{host}:{ports.model_grpc}"
+    else:
+        model["url"] = f"http://{host}:{ports.model_rest}"
+    return parse_config(doc)
+
+
+def _start_controller(stack, config_path: Path, run_dir: Path, interval: float, stopping: threading.Event):
+    """The ramp controller in a background thread, reading Prometheus (or the router) and writing `config_path`."""
+    from experiments.controller import Controller  # noqa: PLC0415
+    from experiments.sources import make_source  # noqa: PLC0415
+    from experiments.store import Store  # noqa: PLC0415
+    from experiments.weights import FileWeightStore  # noqa: PLC0415
+
+    source = make_source(prometheus=stack.prometheus_url, metrics_urls=[] if stack.prometheus_url else [stack.router_url])
+    controller = Controller(source, FileWeightStore(config_path), Store.open(str(run_dir / "audit.db")))
+
+    def report(record) -> None:
+        if record.applied:
+            print(f"modelramp up: ramp controller applied {record.decision}: {record.reason}", flush=True)
+
+    threading.Thread(target=controller.run, args=(interval, stopping), kwargs={"on_step": report},
+                     name="ramp-controller", daemon=True).start()
+    return controller

@@ -15,7 +15,8 @@ from tests.support.processes import REPO, Process, free_port, port_open, wait_un
 
 @pytest.mark.slow
 def test_up_starts_everything_and_stops_on_sigterm(models_dir, tmp_path):
-    ports = {flag: free_port() for flag in ("--model-port", "--model-rest-port", "--legacy-port", "--router-port", "--router-grpc-port")}
+    ports = {flag: free_port() for flag in ("--model-port", "--model-rest-port", "--legacy-port", "--router-port", "--router-grpc-port",
+                                                 "--prometheus-port")}
     args = ["up", "--models", str(models_dir), "--timeout", "120"] + [x for flag, port in ports.items() for x in (flag, str(port))]
     proc = Process(args, tmp_path / "up.log")
     try:

@@ -1,9 +1,9 @@
-"""The demo's local stack: model server, legacy system, router and (when installed) Prometheus.
+"""The local stack of `modelramp up` and `modelramp demo`: model server, legacy system, router, Prometheus.
 
 Every process is a real one on loopback: `modelramp serve-model` serving both candidate versions
 (so the experiment can pin either), `modelramp legacy`, `modelramp router` watching the demo's
-experiment file, and Debian's `prometheus` scraping the router every second with its data in the
-run folder. Each is waited for until it answers, and all are stopped, router first, on exit.
+experiment file, and Debian's `prometheus` (when it is on the PATH) scraping the router every
+second with its data in the run folder. Each is waited for until it answers, and all are stopped, router first, on exit.
 """
 
 from __future__ import annotations
@@ -58,6 +58,7 @@ class Stack:
     host: str
     ports: Ports
     run_dir: Path
+    weights_token: str = ""
     children: dict[str, Child] = field(default_factory=dict)
     stopping: threading.Event = field(default_factory=threading.Event)
 
@@ -109,8 +110,12 @@ def _models_available(url: str) -> bool:
 
 
 def start_stack(models_dir: Path, model_name: str, config_path: Path, run_dir: Path, *, host: str = "127.0.0.1",
-                ports: Ports | None = None, with_prometheus: bool = True, timeout: float = 180.0, log=print) -> Stack:
-    """Start every process and wait until each answers; stops what started if any step fails."""
+                ports: Ports | None = None, with_prometheus: bool = True, timeout: float = 180.0, log=print,
+                log_to_files: bool = True, stopping: threading.Event | None = None) -> Stack:
+    """Start every process and wait until each answers; stops what started if any step fails.
+
+    With `log_to_files` each process writes to `run_dir/logs/<role>.log`; otherwise to this terminal.
+    """
     ports = ports or Ports()
     prometheus = shutil.which("prometheus") if with_prometheus else None
     wanted = {"model server gRPC": ports.model_grpc, "model server REST": ports.model_rest,
@@ -119,12 +124,14 @@ def start_stack(models_dir: Path, model_name: str, config_path: Path, run_dir: P
         wanted["Prometheus"] = ports.prometheus
     require_free(wanted, host)
     run_dir.mkdir(parents=True, exist_ok=True)
-    stack = Stack(host, ports, run_dir)
+    stack = Stack(host, ports, run_dir, weights_token=os.environ.get("MODELRAMP_WEIGHTS_TOKEN") or secrets.token_urlsafe(24),
+                  stopping=stopping or threading.Event())
     logs = run_dir / "logs"
     logs.mkdir(exist_ok=True)
 
     def child(role: str, args: list[str], env: dict[str, str] | None = None, executable: str | None = None) -> Child:
-        c = Child(role, args, env, log_path=logs / f"{role.replace(' ', '-')}.log", executable=executable)
+        log_path = logs / f"{role.replace(' ', '-')}.log" if log_to_files else None
+        c = Child(role, args, env, log_path=log_path, executable=executable)
         stack.children[role] = c
         return c
 
@@ -135,9 +142,11 @@ def start_stack(models_dir: Path, model_name: str, config_path: Path, run_dir: P
                                        "--model_config_file", str(model_config), "--host", host])
         legacy = child("legacy system", ["legacy", "--port", str(ports.legacy), "--host", host])
         log("starting the model server (TensorFlow loads in a few seconds) and the legacy system ...")
+        # Waiting on the model server first: it is the slow one, the others start meanwhile.
         model.wait_ready(lambda: _models_available(f"http://{host}:{ports.model_rest}/v1/models/{model_name}"), timeout, stack.stopping)
         legacy.wait_ready(lambda: _get(f"{stack.legacy_url}/healthz")[0] == 200, timeout, stack.stopping)
-        env = {"MODELRAMP_SIGNING_KEY": os.environ.get("MODELRAMP_SIGNING_KEY") or secrets.token_urlsafe(32)}
+        env = {"MODELRAMP_SIGNING_KEY": os.environ.get("MODELRAMP_SIGNING_KEY") or secrets.token_urlsafe(32),
+               "MODELRAMP_WEIGHTS_TOKEN": stack.weights_token}
         router = child("router", ["router", "--config", str(config_path), "--host", host, "--http-port", str(ports.router_http),
                                   "--grpc-port", str(ports.router_grpc), "--watch-interval", "0.25"], env)
         router.wait_ready(lambda: _get(f"{stack.router_url}/readyz")[0] == 200, timeout, stack.stopping)
