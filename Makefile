@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 MODELS ?= models
 
-.PHONY: demo test install model bench loadtest clean
+.PHONY: demo test install model bench bench-router bench-sketches loadtest clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,8 +28,23 @@ demo: $(MODELS)/.trained
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
+# Benchmarks: ratios measured within one run (see loadtests/); results land in loadtests/results/.
 bench: $(MODELS)/.trained
 	$(BIN)/python loadtests/bench_model_server.py --models $(MODELS)
+
+bench-router: $(MODELS)/.trained
+	$(BIN)/python loadtests/bench_router.py --models $(MODELS) --json loadtests/results/router.json
+
+bench-sketches: $(STAMP)
+	$(BIN)/python loadtests/bench_sketches.py
+
+# Locust against a running `modelramp up` (HTTP and gRPC users), headless and bounded in time.
+LOCUST_HOST ?= http://127.0.0.1:8080
+ROUTER_GRPC ?= 127.0.0.1:8090
+loadtest: $(STAMP)
+	mkdir -p loadtests/results
+	ROUTER_GRPC=$(ROUTER_GRPC) $(BIN)/locust -f loadtests/locustfile.py --headless --host $(LOCUST_HOST) \
+		-u 50 -r 10 -t 60s --csv loadtests/results/locust --only-summary
 
 clean:
 	rm -rf $(VENV) $(MODELS) .pytest_cache
