@@ -158,7 +158,7 @@ def start_stack(models_dir: Path, model_name: str, config_path: Path, run_dir: P
                                         f"--web.listen-address={host}:{ports.prometheus}"], executable=prometheus)
             prom.wait_ready(lambda: _router_scraped(f"http://{host}:{ports.prometheus}"), timeout, stack.stopping)
         log(f"stack up: router {stack.router_url}, model server {stack.model_target}, legacy {stack.legacy_url}"
-            + (f", Prometheus {stack.prometheus_url}" if prometheus else " (no prometheus binary: reading the router's /metrics)"))
+            + (f", Prometheus {stack.prometheus_url}" if prometheus else " (no Prometheus: the analyzer reads the router's /metrics)"))
         return stack
     except BaseException:
         stack.stop()
