@@ -65,7 +65,8 @@ def demo_config(base: ExperimentConfig, settings: DemoSettings, stack_ports: Por
     # A 2-core laptop runs clients, router, model server, legacy system and Prometheus at once:
     # latency is the machine's, not the model's, so the latency guardrail is loose here.
     doc["guardrails"]["max_p99_latency_ms"] = 2000
-    doc["router"] = {**doc.get("router", {}), "outcome_ttl_seconds": 3600}
+    # Every request is sketched for the skew monitors (a few microseconds each).
+    doc["router"] = {**doc.get("router", {}), "outcome_ttl_seconds": 3600, "feature_sample_share": 1.0}
     return parse_config(doc)
 
 

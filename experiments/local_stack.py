@@ -147,8 +147,12 @@ def start_stack(models_dir: Path, model_name: str, config_path: Path, run_dir: P
         legacy.wait_ready(lambda: _get(f"{stack.legacy_url}/healthz")[0] == 200, timeout, stack.stopping)
         env = {"MODELRAMP_SIGNING_KEY": os.environ.get("MODELRAMP_SIGNING_KEY") or secrets.token_urlsafe(32),
                "MODELRAMP_WEIGHTS_TOKEN": stack.weights_token}
-        router = child("router", ["router", "--config", str(config_path), "--host", host, "--http-port", str(ports.router_http),
-                                  "--grpc-port", str(ports.router_grpc), "--watch-interval", "0.25"], env)
+        router_args = ["router", "--config", str(config_path), "--host", host, "--http-port", str(ports.router_http),
+                       "--grpc-port", str(ports.router_grpc), "--watch-interval", "0.25"]
+        baseline = baseline_path(models_dir, model_name, config_path)
+        if baseline is not None:  # the skew monitors compare live features with this version's training data
+            router_args += ["--baseline", str(baseline)]
+        router = child("router", router_args, env)
         router.wait_ready(lambda: _get(f"{stack.router_url}/readyz")[0] == 200, timeout, stack.stopping)
         if prometheus:
             prom_dir = run_dir / "prometheus"
@@ -163,6 +167,17 @@ def start_stack(models_dir: Path, model_name: str, config_path: Path, run_dir: P
     except BaseException:
         stack.stop()
         raise
+
+
+def baseline_path(models_dir: Path, model_name: str, config_path: Path) -> Path | None:
+    """The feature baseline of the version the experiment pins (else the newest), if it was exported."""
+    from experiments.config import load_config  # noqa: PLC0415
+
+    pinned = load_config(config_path).arms["model"].backend.version
+    versions = sorted(int(p.name) for p in (models_dir / model_name).iterdir() if p.name.isdigit())
+    version = pinned if pinned is not None else (versions[-1] if versions else None)
+    path = models_dir / model_name / str(version) / "modelramp" / "baseline.json"
+    return path.resolve() if version is not None and path.exists() else None
 
 
 def _router_scraped(prometheus_url: str) -> bool:

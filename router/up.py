@@ -127,6 +127,8 @@ modelramp is up (experiment {config.name!r}, weights {config.weights}); Ctrl-C s
 def _with_local_backends(config: ExperimentConfig, host: str, ports) -> ExperimentConfig:
     """The config with its backends pointed at the local processes (keeping versions and timeouts)."""
     doc = config.model_dump(mode="json")
+    if doc["router"]["feature_sample_share"] == 0:
+        doc["router"]["feature_sample_share"] = 1.0  # `up` passes the model's baseline: sketch every request
     doc["arms"]["legacy"]["backend"]["url"] = f"http://{host}:{ports.legacy}"
     model = doc["arms"]["model"]["backend"]
     if model["kind"] == "tfserving_grpc":
