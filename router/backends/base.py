@@ -90,9 +90,13 @@ class Backend(ABC):
         """The model's signature; None for backends that have none (legacy)."""
         return None
 
-    @abstractmethod
     async def ready(self, timeout: float) -> bool:
-        """True when the backend answers a cheap call now."""
+        """True when the backend answers a cheap call now (by default: its model metadata)."""
+        try:
+            await self.metadata(timeout)
+            return True
+        except errors.UserFacingError:
+            return False
 
     async def close(self) -> None:
         """Release connections."""

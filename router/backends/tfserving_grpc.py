@@ -58,13 +58,6 @@ class TfServingGrpcBackend(Backend):
         signature = Signature.from_metadata(parse_signature_defs(raw), self.config.signature_name, version)
         return ModelMetadata(signature, raw)
 
-    async def ready(self, timeout: float) -> bool:
-        try:
-            await self.metadata(timeout)
-            return True
-        except errors.UserFacingError:
-            return False
-
     async def close(self) -> None:
         if self._client is not None:
             await self._client.close()

@@ -87,13 +87,6 @@ class TfServingRestBackend(Backend):
             raise BadResponse(f"model server (REST) metadata is not TF Serving's: {err!r}") from None
         return ModelMetadata(Signature.from_metadata(parsed, self.config.signature_name, version))
 
-    async def ready(self, timeout: float) -> bool:
-        try:
-            await self.metadata(timeout)
-            return True
-        except errors.UserFacingError:
-            return False
-
     async def close(self) -> None:
         if self._session is not None:
             await self._session.close()
