@@ -5,7 +5,7 @@ from __future__ import annotations
 from experiments.config import TfServingGrpcBackend as TfServingGrpcConfig
 from router.backends.base import Backend, ModelMetadata, PredictCall, Prediction
 from router.signature import Signature
-from serving import errors, protos
+from serving import protos
 from serving.grpc_client import AsyncPredictionClient, parse_predict_response, parse_signature_defs
 from serving.tensors import to_tensor_proto
 
