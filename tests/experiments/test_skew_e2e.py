@@ -207,3 +207,41 @@ def test_router_metrics_with_skew_pass_promtool(stack):
     assert "modelramp_feature_values_total" in text
     result = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True, timeout=30)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_skew_report_from_prometheus_matches_the_router_endpoint(stack):
+    """`modelramp skew --prometheus` reads the same sketches through a real Prometheus scraping the router."""
+    from tests.support.prometheus import PrometheusServer
+
+    url = stack["routers"]["skewed"]
+    rows = [skewed(r) for r in stack["rows"]]
+    def state_total() -> float:
+        return sum(s.value for s in samples(url) if s.name == "modelramp_feature_values_total" and s.labels["feature"] == "state")
+
+    before = state_total()
+    drive(url, rows)  # this test stands alone: it adds its own rows to whatever the router holds
+    wait_until(lambda: state_total() == before + len(rows), timeout=30, what="every row folded into the sketches")
+    prometheus = PrometheusServer([url.removeprefix("http://")])
+    try:
+        final = {}
+
+        def scraped_everything() -> bool:
+            # Both sides must see the same cumulative counts: poll until a scrape of the idle router landed.
+            router_state = state_total()
+            result = prometheus.query('sum(modelramp_feature_values_total{feature="state"})')
+            final["state"] = router_state
+            return bool(result) and float(result[0]["value"][1]) == router_state
+
+        wait_until(scraped_everything, timeout=60, what="Prometheus holds the router's final sketch counts")
+        direct = json.loads(skew_cli(stack, url, "--json").stdout)
+        via = subprocess.run([sys.executable, "-m", "experiments.cli", "skew", "--prometheus", prometheus.url,
+                              "--config", str(stack["config"]), "--baseline", str(stack["baseline"]), "--json"],
+                             cwd=REPO, capture_output=True, text=True, timeout=60)
+        assert via.returncode == 0, via.stderr
+        doc = json.loads(via.stdout)
+        assert set(doc["drifted"]) == set(direct["drifted"]) >= {SCALED, RENAMED, MISSING}
+        n_direct = {f["feature"]: f["n"] for f in direct["features"]}
+        assert {f["feature"]: f["n"] for f in doc["features"]} == n_direct
+        assert n_direct["state"] == final["state"]
+    finally:
+        prometheus.stop()
