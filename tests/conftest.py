@@ -60,9 +60,10 @@ model_config_list {
 """
 
 
-def start_model_server(models_dir: Path, log_dir: Path, *extra: str, both_versions: bool = True) -> Server:
-    """A model server process; by default both versions with labels stable=1, canary=2."""
-    grpc_port, rest_port = free_port(), free_port()
+def start_model_server(models_dir: Path, log_dir: Path, *extra: str, both_versions: bool = True,
+                       ports: tuple[int, int] | None = None) -> Server:
+    """A model server process; by default both versions with labels stable=1, canary=2, on free ports."""
+    grpc_port, rest_port = ports or (free_port(), free_port())
     if both_versions:
         config = log_dir / f"models-{grpc_port}.config"
         config.write_text(MODEL_CONFIG % (models_dir / MODEL_NAME).resolve())

@@ -1,0 +1,80 @@
+"""Fault cases on real processes: the model server dies and comes back mid-load; nothing is lost."""
+
+from __future__ import annotations
+
+import threading
+
+import httpx
+import pytest
+
+from tests.conftest import start_model_server
+from tests.router.stack import ROW, experiment, start_router
+from tests.support.processes import wait_until
+
+PREDICT = "/v1/models/churn:predict"
+
+
+@pytest.mark.slow
+def test_model_server_killed_and_restarted_mid_load_recovers_and_loses_nothing(models_dir, legacy_server, tmp_path):
+    own = start_model_server(models_dir, tmp_path)
+    ports = (own.grpc_port, own.rest_port)
+    # The breaker is off here: this test is about the fallback and the recovery of the channel, not
+    # about the guardrail (which, by design, keeps the arm off until the configuration changes).
+    router = start_router(tmp_path, experiment(legacy_server.url, own.grpc_target, 0.5,
+                                               fallback={"policy": "legacy", "circuit_breaker": {"enabled": False}}))
+    request_ids: list[str] = []
+    failures: list = []
+    stop = threading.Event()
+
+    def user(n: int) -> None:
+        with httpx.Client(base_url=router.url, timeout=5) as client:
+            i = 0
+            while not stop.is_set():
+                r = client.post(PREDICT, json={"instances": [ROW]}, headers={"X-Unit-Id": f"f{n}-{i}"})
+                if r.status_code == 200:
+                    request_ids.append(r.headers["X-Request-Id"])
+                else:
+                    failures.append((r.status_code, r.text[:200]))
+                i += 1
+
+    threads = [threading.Thread(target=user, args=(n,)) for n in range(3)]
+    for t in threads:
+        t.start()
+    try:
+        wait_until(lambda: router.metric("modelramp_requests_total", arm="model") >= 50, timeout=60, what="model-arm traffic")
+        own.process.kill()
+        wait_until(lambda: router.metric("modelramp_fallbacks_total", arm="model") >= 30, timeout=60, what="fallbacks after the kill")
+        own.process.stop()  # already dead: closes its log
+        own = start_model_server(models_dir, tmp_path, ports=ports)  # same address, as a restarted pod
+
+        last = {"fallbacks": -1.0, "model": 0.0}
+
+        def recovered() -> bool:
+            # Recovered when 50 model-arm requests in a row were answered without a single fallback.
+            fallbacks = router.metric("modelramp_fallbacks_total", arm="model")
+            model = router.metric("modelramp_requests_total", arm="model")
+            if fallbacks != last["fallbacks"]:
+                last.update(fallbacks=fallbacks, model=model)
+                return False
+            return model - last["model"] >= 50
+
+        wait_until(recovered, timeout=90, what="model arm answered by the model again")
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+        own.process.stop()
+
+    assert failures == [], failures[:5]
+    # Nothing lost: every answer's outcome is accepted once and counted once.
+    accepted = 0
+    with httpx.Client(base_url=router.url, timeout=10) as client:
+        for start in range(0, len(request_ids), 500):
+            body = [{"request_id": rid, "success": True} for rid in request_ids[start:start + 500]]
+            r = client.post("/v1/outcomes", json=body)
+            assert r.status_code == 200, r.text
+            accepted += r.json()["accepted"]
+    assert accepted == len(request_ids)
+    assert router.metric("modelramp_outcomes_total") == len(request_ids)
+    assert router.metric("modelramp_requests_total") == len(request_ids)
+    router.process.stop()
