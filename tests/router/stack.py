@@ -60,10 +60,11 @@ class RouterProcess:
         return total
 
 
-def start_router(tmp_path: Path, doc: dict) -> RouterProcess:
+def start_router(tmp_path: Path, doc: dict, ports: tuple[int, int] | None = None) -> RouterProcess:
+    """A router process for `doc` on free ports (or `ports`: HTTP, gRPC, e.g. to restart one in place)."""
     config_path = tmp_path / f"experiment-{free_port()}.yaml"
     config_path.write_text(yaml.safe_dump(doc))
-    http_port, grpc_port = free_port(), free_port()
+    http_port, grpc_port = ports or (free_port(), free_port())
     proc = Process(["router", "--config", str(config_path), "--host", "127.0.0.1", "--http-port", str(http_port),
                     "--grpc-port", str(grpc_port), "--watch-interval", "0.1"],
                    tmp_path / f"router-{http_port}.log", env={"MODELRAMP_SIGNING_KEY": SIGNING_KEY, "MODELRAMP_WEIGHTS_TOKEN": TOKEN})

@@ -78,3 +78,50 @@ def test_model_server_killed_and_restarted_mid_load_recovers_and_loses_nothing(m
     assert router.metric("modelramp_outcomes_total") == len(request_ids)
     assert router.metric("modelramp_requests_total") == len(request_ids)
     router.process.stop()
+
+
+def _traffic(router, n: int, prefix: str) -> None:
+    """n requests, each with a reported outcome."""
+    with httpx.Client(base_url=router.url, timeout=5) as client:
+        ids = []
+        for i in range(n):
+            r = client.post(PREDICT, json={"instances": [ROW]}, headers={"X-Unit-Id": f"{prefix}-{i}"})
+            assert r.status_code == 200, r.text
+            ids.append(r.headers["X-Request-Id"])
+        assert client.post("/v1/outcomes", json=[{"request_id": rid, "success": True} for rid in ids]).status_code == 200
+
+
+@pytest.mark.slow
+def test_router_restart_resets_counters_the_controller_holds_and_counts_nothing_twice(model_server, legacy_server, tmp_path):
+    from experiments.controller import Controller
+    from experiments.sources import RouterMetricsSource
+    from experiments.store import Store
+    from experiments.weights import FileWeightStore
+
+    doc = experiment(legacy_server.url, model_server.grpc_target, 0.2)
+    router = start_router(tmp_path, doc)
+    ports = (router.http_port, router.grpc_port)
+    source = RouterMetricsSource([router.url])
+    store = Store.open(str(tmp_path / "audit.db"))
+    controller = Controller(source, FileWeightStore(router.config_path), store)
+    try:
+        _traffic(router, 300, "before")
+        first = controller.step()
+        assert first.counts["legacy"]["exposures"] + first.counts["model"]["exposures"] == 300
+
+        router.process.stop()  # a restart: the new process counts from zero
+        router = start_router(tmp_path, doc, ports=ports)
+        _traffic(router, 200, "after")
+        second = controller.step()
+        assert second.decision == "hold" and "reset" in second.reason, second.reason
+        assert second.counts["legacy"]["exposures"] + second.counts["model"]["exposures"] == 500  # folded, not lost
+
+        _traffic(router, 100, "later")
+        third = controller.step()
+        assert third.counts["legacy"]["exposures"] + third.counts["model"]["exposures"] == 600  # nothing counted twice
+        assert third.counts["legacy"]["successes"] + third.counts["model"]["successes"] == 600
+        assert "reset" not in third.reason
+    finally:
+        source.close()
+        store.close()
+        router.process.stop()
