@@ -1,4 +1,4 @@
-"""Subcommands owned by the experiments package: gate, analyze, ramp, skew, demo."""
+"""Subcommands owned by the experiments package: gate, analyze, ramp, skew, demo, and the model-quality ones."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from experiments import live_commands
+from experiments import live_commands, problem_commands, quality_commands, scorecard
 
 if TYPE_CHECKING:
     from experiments.config import ExperimentConfig
@@ -20,6 +20,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     _add_skew(sub)
     _add_gate(sub)
     _add_demo(sub)
+    problem_commands.register(sub)
+    quality_commands.register(sub)
+    scorecard.register(sub)
 
 
 # --- analyze ------------------------------------------------------------------------------------
@@ -161,7 +164,7 @@ def _run_skew(args: argparse.Namespace) -> int:
 
 
 def _add_demo(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help="the whole job locally: gate, 1% experiment, ramp-up or rollback, report",
+    p = sub.add_parser("demo", help="the whole job locally: gate, 1%% experiment, ramp-up or rollback, report",
                        description="Start every process locally, drive simulated users, ramp or roll back, write a report.")
     p.add_argument("--models", type=Path, default=Path("models"), help="exported models (trained here if missing; default models/)")
     p.add_argument("--candidate", type=int, default=2, choices=[1, 2],
