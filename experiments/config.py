@@ -105,13 +105,33 @@ class Criteria(_Strict):
 
 
 class Slice(_Strict):
-    """A named subset of rows for per-slice metrics: feature ranges and/or categories."""
+    """A named subset of rows for per-slice metrics (the gate and `modelramp slices`).
 
-    name: str
-    feature: str
-    min: float | None = None
-    max: float | None = None
-    values: list[str | int | float] | None = None
+    A feature condition (`values` for categories or numbers, or a numeric range: `min` inclusive,
+    `max` exclusive) and/or a true-label condition (`label: 1`, the churners: the rare class),
+    all of which must hold. The shape is checked here; feature names and kinds are checked against
+    the data schema where slices are applied (experiments.slicing), so this module stays light.
+    """
+
+    name: str = Field(..., min_length=1, description="Shown in tables and plots; unique within the list.")
+    feature: str | None = Field(None, description="The feature the condition is on (a column of the data set).")
+    min: float | None = Field(None, description="Lowest value in the slice (inclusive; numeric features).")
+    max: float | None = Field(None, description="Values below this are in the slice (exclusive; numeric features).")
+    values: list[str | int | float] | None = Field(None, min_length=1, description="The categories or exact numbers in the slice.")
+    label: Literal[0, 1] | None = Field(None, description="Only rows whose true label is this (1: churners, the rare class).")
+
+    @model_validator(mode="after")
+    def _defined(self) -> "Slice":
+        condition = self.values is not None or self.min is not None or self.max is not None
+        if self.feature is None and condition:
+            raise ValueError(f"slice {self.name!r}: values, min and max need a feature")
+        if self.feature is not None and not condition:
+            raise ValueError(f"slice {self.name!r}: feature {self.feature!r} needs values, min or max")
+        if self.feature is None and self.label is None:
+            raise ValueError(f"slice {self.name!r} is empty: give a feature with values, min or max, and/or a label")
+        if self.min is not None and self.max is not None and self.min >= self.max:
+            raise ValueError(f"slice {self.name!r}: min {self.min:g} must be below max {self.max:g} (max is exclusive)")
+        return self
 
 
 class Gate(_Strict):
@@ -119,7 +139,16 @@ class Gate(_Strict):
 
     target_accuracy: float = Field(0.80, gt=0.0, lt=1.0)
     alpha: float = Field(0.05, gt=0.0, lt=0.5)
-    slices: list[Slice] = []
+    slices: list[Slice] = Field([], description="Slices reported by the gate and analysed by `modelramp slices`.")
+
+    @field_validator("slices")
+    @classmethod
+    def _unique_names(cls, slices: list[Slice]) -> list[Slice]:
+        names = [s.name for s in slices]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"slice names must be unique, repeated: {', '.join(twice)}")
+        return slices
 
 
 class Stage(_Strict):

@@ -19,7 +19,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from experiments.config import Gate, Slice
+from experiments.config import Gate
+from experiments.slicing import slice_mask, slice_rule
 from experiments.stats.proportion import one_proportion_ztest, proportion_confint
 from experiments.store import GateRun, Store
 from serving import dataset, errors, legacy_rule
@@ -132,39 +133,6 @@ def score(client: PredictionClient, model_name: str, frame: pd.DataFrame,
 def legacy_scores(frame: pd.DataFrame) -> np.ndarray:
     """The legacy rule's 0/1 answers for every row (in process: it is a pure function)."""
     return np.array([legacy_rule.predict(row)["probability"] for row in dataset.to_instances(frame)])
-
-
-def slice_rule(s: Slice) -> str:
-    parts = []
-    if s.values is not None:
-        parts.append(f"{s.feature} in {{{', '.join(str(v) for v in s.values)}}}")
-    if s.min is not None:
-        parts.append(f"{s.feature} >= {s.min:g}")
-    if s.max is not None:
-        parts.append(f"{s.feature} < {s.max:g}")  # half-open, so adjacent ranges never share a row
-    return " and ".join(parts)
-
-
-def slice_mask(frame: pd.DataFrame, s: Slice) -> np.ndarray:
-    """Rows in the slice: all of its conditions hold (values, min inclusive, max exclusive)."""
-    if s.feature not in dataset.FEATURES:
-        raise GateError(f"gate slice {s.name!r}: unknown feature {s.feature!r}")
-    if s.values is None and s.min is None and s.max is None:
-        raise GateError(f"gate slice {s.name!r} needs values, min or max")
-    column = frame[s.feature]
-    mask = np.ones(len(frame), dtype=bool)
-    if s.values is not None:
-        if s.feature in dataset.CATEGORICAL:
-            mask &= column.isin([str(v) for v in s.values]).to_numpy()
-        else:
-            mask &= column.isin([float(v) for v in s.values]).to_numpy()
-    if (s.min is not None or s.max is not None) and s.feature in dataset.CATEGORICAL:
-        raise GateError(f"gate slice {s.name!r}: {s.feature} is categorical; give values, not min/max")
-    if s.min is not None:
-        mask &= (column >= s.min).to_numpy()
-    if s.max is not None:
-        mask &= (column < s.max).to_numpy()
-    return mask
 
 
 def _report(labels: np.ndarray, scores: np.ndarray) -> dict[str, Any]:
