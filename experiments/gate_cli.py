@@ -36,8 +36,11 @@ def _candidate(args: argparse.Namespace, config) -> tuple[str, str, int | None, 
 
 
 @contextmanager
-def started_server(models_dir: Path, model_name: str, version: int | None) -> Iterator[str]:
-    """`modelramp serve-model` on a free loopback port for one run; yields its gRPC target."""
+def started_server(models_dir: Path, model_name: str, version: int | None, *, all_versions: bool = False) -> Iterator[str]:
+    """`modelramp serve-model` on a free loopback port for one run; yields its gRPC target.
+
+    It serves `version` (default the latest), or with `all_versions` every version in the folder.
+    """
     import socket
 
     from serving.grpc_client import PredictionClient
@@ -48,7 +51,8 @@ def started_server(models_dir: Path, model_name: str, version: int | None) -> It
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    policy = f"specific {{ versions: {version} }}" if version is not None else "latest { num_versions: 1 }"
+    policy = ("all {}" if all_versions else f"specific {{ versions: {version} }}" if version is not None
+              else "latest { num_versions: 1 }")
     with tempfile.TemporaryDirectory(prefix="modelramp-gate-") as tmp:
         config = Path(tmp) / "models.config"
         config.write_text(f'model_config_list {{ config {{ name: "{model_name}" base_path: "{base}" '
@@ -67,7 +71,10 @@ def started_server(models_dir: Path, model_name: str, version: int | None) -> It
                         tail = log.read_text(errors="replace").strip().splitlines()[-1:]
                         raise GateError(f"--start-server: serve-model exited with {proc.returncode}: {' '.join(tail)}")
                     try:
-                        if any(s["state"] == "AVAILABLE" for s in client.get_model_status(model_name)):
+                        available = {s["version"] for s in client.get_model_status(model_name) if s["state"] == "AVAILABLE"}
+                        # With every version served, wait for all of them: an evaluation must not
+                        # silently skip a version that was still loading.
+                        if available and (not all_versions or available >= _version_dirs(base)):
                             break
                     except Exception:  # noqa: BLE001 - not listening or not loaded yet: keep polling
                         pass
@@ -87,6 +94,7 @@ def started_server(models_dir: Path, model_name: str, version: int | None) -> It
 def run(args: argparse.Namespace) -> int:
     from experiments.config import EXAMPLE_CONFIG, Gate, load_config
     from experiments.gate import check_unused, load_test_set, run_gate
+    from experiments.problem_eval import canary_check, has_regression_problems
     from experiments.store import DEFAULT_DB, Store, StoreError
     from serving.grpc_client import PredictionClient
 
@@ -107,14 +115,28 @@ def run(args: argparse.Namespace) -> int:
         try:
             # Refuse a used test set before spending half a minute starting a server; run_gate checks again.
             check_unused(store, test_set, args.allow_reuse)
-            with (started_server(models, name, version) if args.start_server else _given(target)) as target:
-                with PredictionClient(target, timeout=PREDICT_TIMEOUT_S) as client:
+            # Regression problems are compared with the version the candidate replaces: serve them all.
+            canaries = has_regression_problems(store, name)
+            server = started_server(models, name, version, all_versions=canaries) if args.start_server else given(target)
+            with server as target, PredictionClient(target, timeout=PREDICT_TIMEOUT_S) as client:
+                # Canary tests first: a candidate that fails one does not spend the pristine test set.
+                canary = canary_check(store, client, name, version=version, version_label=label) if canaries else None
+                if canary is not None and not canary["passed"]:
+                    result, run_ = _canary_failure(name, target, canary), None
+                else:
                     result, run_ = run_gate(store, client, test_set, gate, name, version=version, version_label=label,
                                             allow_reuse=args.allow_reuse, models_dir=models)
+                    result["canary"] = canary
         finally:
             store.close()
     except StoreError as err:  # a RuntimeError, which the CLI would otherwise show as a traceback
         raise GateError(str(err)) from None
+    if run_ is None:
+        if args.json:
+            print(json.dumps(result, indent=2, allow_nan=False))
+        else:
+            print_canary_failure(result)
+        return 1
     if not result["honest"]:
         print(f"WARNING: --allow-reuse: this test set was already used by {'; '.join(result['earlier_uses'])}. "
               f"Gate run #{run_.id} is recorded as NOT honest: its accuracy estimate is optimistic.", file=sys.stderr)
@@ -125,8 +147,37 @@ def run(args: argparse.Namespace) -> int:
     return 0 if result["passed"] else 1
 
 
+def _canary_failure(name: str, target: str, canary: dict[str, Any]) -> dict[str, Any]:
+    return {"verdict": "FAIL", "passed": False, "model_name": name, "model_version": canary["candidate_version"],
+            "server": target, "reason": f"canary tests failed: {canary['reason']}; the pristine test set was not used",
+            "canary": canary, "test_set_used": False}
+
+
+def print_canary_failure(result: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(soft_wrap=False)
+    canary = result["canary"]
+    ref = canary["reference_version"]
+    table = Table(title=f"gate canary tests: {result['model_name']} version {result['model_version']} on regression problems")
+    for col in ("problem", f"v{result['model_version']} (candidate)", f"v{ref}" if ref is not None else "reference", "", "why"):
+        table.add_column(col, overflow="fold")
+    for row in canary["problems"]:
+        def cell(m):
+            return "-" if m is None else f"{m['correct']}/{m['patterns']}"
+        table.add_row(row["problem"], cell(row["candidate"]), cell(row["reference"]),
+                      "[green]ok[/]" if row["passed"] else "[red]worse[/]", row["why"])
+    console.print(table)
+    console.print(f"[bold red]FAIL[/]: {result['reason']}", soft_wrap=True)
+
+
+def _version_dirs(base: Path) -> set[int]:
+    return {int(d.name) for d in base.iterdir() if d.name.isdigit() and (d / "saved_model.pb").exists()}
+
+
 @contextmanager
-def _given(target: str) -> Iterator[str]:
+def given(target: str) -> Iterator[str]:
     yield target
 
 

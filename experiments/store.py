@@ -1,4 +1,5 @@
-"""The audit database: ramp decisions, recorded looks, controller leases, gate runs and test-set uses.
+"""The audit database: ramp decisions, recorded looks, controller leases, gate runs and test-set uses,
+and the problem patterns database (seed 003; operations in `experiments.problems`).
 
 SQLite by default (a path), the same schema on PostgreSQL through a URL
 (`postgresql+psycopg://user@host/db`; install the `postgres` extra for the driver). Written with
@@ -89,6 +90,65 @@ gate_runs = sa.Table(
     sa.Column("honest", sa.Boolean, nullable=False),
 )
 
+
+# Known problems of the model (seed 003), their patterns, and every evaluation of them. A pattern
+# is keyed by a hash of its input and expected output, so importing the same file twice adds nothing.
+problems = sa.Table(
+    "problems", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("model_name", sa.String(200), nullable=False),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("description", sa.Text, nullable=False),
+    # A regression problem is a canary test: a candidate that gets worse on it fails the gate.
+    sa.Column("regression", sa.Boolean, nullable=False),
+    sa.Column("min_accuracy", sa.Float, nullable=True),
+    sa.Column("created_at", _UtcDateTime, nullable=False),
+    sa.UniqueConstraint("model_name", "name"),
+)
+
+patterns = sa.Table(
+    "patterns", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("problem_id", sa.Integer, sa.ForeignKey("problems.id"), nullable=False, index=True),
+    sa.Column("key", sa.String(80), nullable=False),
+    sa.Column("instance", sa.JSON, nullable=False),
+    sa.Column("expected", sa.Integer, nullable=False),
+    sa.Column("source", sa.String(32), nullable=False),
+    sa.Column("note", sa.Text, nullable=False),
+    sa.Column("created_at", _UtcDateTime, nullable=False),
+    sa.UniqueConstraint("problem_id", "key"),
+)
+
+evaluations = sa.Table(
+    "evaluations", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("model_name", sa.String(200), nullable=False),
+    sa.Column("candidate_version", sa.Integer, nullable=False),
+    sa.Column("versions", sa.JSON, nullable=False),
+    sa.Column("server", sa.String(300), nullable=False),
+    sa.Column("purpose", sa.String(32), nullable=False),
+    sa.Column("time", _UtcDateTime, nullable=False),
+)
+
+pattern_results = sa.Table(
+    "pattern_results", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("evaluation_id", sa.Integer, sa.ForeignKey("evaluations.id"), nullable=False, index=True),
+    sa.Column("pattern_id", sa.Integer, sa.ForeignKey("patterns.id"), nullable=False, index=True),
+    sa.Column("model_version", sa.Integer, nullable=False),
+    sa.Column("score", sa.Float, nullable=False),
+    sa.Column("predicted", sa.Integer, nullable=False),
+    sa.Column("correct", sa.Boolean, nullable=False),
+)
+
+problem_results = sa.Table(
+    "problem_results", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("evaluation_id", sa.Integer, sa.ForeignKey("evaluations.id"), nullable=False, index=True),
+    sa.Column("problem_id", sa.Integer, sa.ForeignKey("problems.id"), nullable=False, index=True),
+    sa.Column("model_version", sa.Integer, nullable=False),
+    sa.Column("metrics", sa.JSON, nullable=False),
+)
 
 @dataclass(frozen=True)
 class DecisionRecord:
