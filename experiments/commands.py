@@ -106,7 +106,9 @@ def _add_gate(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         description="Score the pristine test split through the model server (gRPC), test accuracy against the "
                     "config's target (one-sided z-test), show precision/recall/F1/confusion overall and per slice "
                     "beside the legacy rule, and record the run. A test set is used once; a second run on it is "
-                    "refused. Exit 0 PASS, 1 FAIL, 2 not run.")
+                    "refused. Regression problems (`modelramp problems`) are canary tests run first: a candidate "
+                    "worse on one than the version it replaces fails without using the test set. "
+                    "Exit 0 PASS, 1 FAIL, 2 not run.")
     p.add_argument("--config", type=Path, metavar="FILE",
                    help="experiment YAML: gate target, alpha, slices, and the model arm as default candidate "
                         "(default: the example config shipped in the package)")
