@@ -40,12 +40,14 @@ def print_list(doc: dict[str, Any]) -> None:
         console.print(f"no problems recorded for {doc['model_name']}; `modelramp problems add NAME` creates one")
         return
     table = Table(title=f"known problems of {doc['model_name']} (latest evaluation per version)")
-    for col in ("problem", "regression test", "patterns (+/-)", *(f"v{v}" for v in doc["versions"]), "note"):
+    notes = any(r["advice"] for r in doc["problems"])
+    table.add_column("problem", overflow="fold", min_width=16)
+    for col in ("regression test", "patterns (+/-)", *(f"v{v}" for v in doc["versions"]), *(["note"] if notes else [])):
         table.add_column(col, overflow="fold")
     for r in doc["problems"]:
         canary = ("yes" + (f", min {r['min_accuracy']:.2f}" if r["min_accuracy"] is not None else "")) if r["regression"] else ""
         table.add_row(r["name"], canary, f"{r['patterns']} ({r['positives']}/{r['negatives']})",
-                      *(_cell(r["results"][str(v)]) for v in doc["versions"]), r["advice"] or "")
+                      *(_cell(r["results"][str(v)]) for v in doc["versions"]), *([r["advice"] or ""] if notes else []))
     console.print(table)
 
 
