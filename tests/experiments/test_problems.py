@@ -135,3 +135,14 @@ def test_cli_add_list_show(tmp_path, capsys):
     assert "no problem 'nothing like it'" in capsys.readouterr().err
     assert main(["problems", "show", "heavy callers", "--flips", "1", "2", "--db", database]) == 2
     assert "no results for version 1" in capsys.readouterr().err
+
+
+def test_the_shipped_example_problems_follow_seed_003():
+    parsed = read_patterns(Path(db.__file__).with_name("example_problems.jsonl"))
+    by_problem: dict[str, list] = {}
+    for name, pattern in parsed:
+        by_problem.setdefault(name, []).append(pattern)
+    assert len(by_problem) == 3
+    for name, pats in by_problem.items():
+        assert 10 <= len(pats) <= 15 and {p.expected for p in pats} == {0, 1}, name
+        assert len({p.key for p in pats}) == len(pats), name
