@@ -44,6 +44,17 @@ def default_holder() -> str:
     return f"{user}@{socket.gethostname()}:{os.getpid()}"
 
 
+def candidate(config: ExperimentConfig) -> dict[str, Any]:
+    """The model arm's candidate: model name and pinned version or label (both None: the server's latest).
+
+    Recorded with every decision (in `statistics`, so existing audit databases keep their schema),
+    so `modelramp versions` can tell which version a live result belongs to.
+    """
+    backend = config.arms["model"].backend
+    return {"model_name": getattr(backend, "model_name", None), "version": getattr(backend, "version", None),
+            "version_label": getattr(backend, "version_label", None), "backend": backend.kind}
+
+
 class Controller:
     """Ramps one experiment. `weights` says where its config lives; a NopWeightStore makes it a dry run."""
 
@@ -138,6 +149,8 @@ class Controller:
     def _record(self, now: datetime, config: ExperimentConfig | None, decision: str, reason: str, counts: Any,
                 stats: Any, *, applied: bool = False, weights_after: Mapping[str, float] | None = None) -> DecisionRecord:
         before = config.weights if config else None
+        if config is not None:
+            stats = {**(stats or {}), "candidate": candidate(config)}
         return self.store.record_decision(DecisionRecord(
             experiment=self.experiment, time=now, decision=decision, reason=reason, applied=applied,
             applied_by=f"dry-run:{self.holder}" if self.dry_run else self.holder,
