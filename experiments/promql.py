@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from string import Template
 
 MODEL_ARM = "model"
+PREDICTION_FEATURE = "__prediction__"  # the `feature` label of the model's score (router.sketches.PREDICTION)
 
 
 @dataclass(frozen=True)
@@ -113,6 +114,34 @@ _QUERIES = [
           "Anomalous feature values by feature and kind over the window.", by_arm=False),
     Query("feature_drifted", 'max by (feature) (modelramp_feature_drifted{model="$model"})',
           "1 for a feature some router judges drifted (per-feature thresholds, minimum sample and significance).", by_arm=False),
+    Query("feature_drift_over_limit",
+          'max by (feature, statistic) (modelramp_feature_drift{model="$model"} / modelramp_feature_drift_threshold{model="$model"})',
+          "Each judged drift statistic as a multiple of the feature's own limit (skew.thresholds, skew.features): over 1 is over.", by_arm=False),
+    # Anomalies over sketched values of the same feature, not over requests: a request carries one
+    # value per feature, and only sampled requests are sketched, so this is the share of values.
+    Query("feature_anomaly_share",
+          'sum by (feature, kind) (rate(modelramp_feature_anomalies_total{model="$model"}[$window]))'
+          ' / on (feature) group_left sum by (feature) (rate(modelramp_feature_values_total{model="$model"}[$window]))',
+          "Share of sketched values of each feature that are anomalous, by kind, over the window.", by_arm=False),
+    # The skew alerts (the chart's PrometheusRule and k8s/rules render exactly these; tests/deploy
+    # checks): the whole fleet, per namespace and model. Drift alerts follow the router's verdict, so
+    # per-feature limits, the minimum sample and the significance test all count; the value is the
+    # largest judged statistic as a multiple of its limit.
+    Query("alert_feature_drift",
+          f'max by (namespace, model, feature) (modelramp_feature_drift{{feature!="{PREDICTION_FEATURE}"}} / modelramp_feature_drift_threshold)\n'
+          f'and on (namespace, model, feature)\n'
+          f'max by (namespace, model, feature) (modelramp_feature_drifted{{feature!="{PREDICTION_FEATURE}"}}) == 1',
+          "Features some router judges drifted, valued by how far their worst statistic is over its limit.", by_arm=False),
+    Query("alert_prediction_drift",
+          f'max by (namespace, model, feature) (modelramp_feature_drift{{feature="{PREDICTION_FEATURE}"}} / modelramp_feature_drift_threshold)\n'
+          f'and on (namespace, model, feature)\n'
+          f'max by (namespace, model, feature) (modelramp_feature_drifted{{feature="{PREDICTION_FEATURE}"}}) == 1',
+          "The model's score judged drifted from its validation distribution, valued as alert_feature_drift.", by_arm=False),
+    Query("alert_feature_anomaly_share",
+          "sum by (namespace, model, feature, kind) (rate(modelramp_feature_anomalies_total[$window]))\n"
+          "  / on (namespace, model, feature) group_left\n"
+          "sum by (namespace, model, feature) (rate(modelramp_feature_values_total[$window]))",
+          "Share of sketched values of each feature that are anomalous, by kind, per namespace and model.", by_arm=False),
 ]
 
 QUERIES: dict[str, Query] = {q.name: q for q in _QUERIES}

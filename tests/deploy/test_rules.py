@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from experiments import promql
 from tests.deploy.manifests import CHART, K8S, OPTION_SETS, find, option_values, render
 from tests.support.binaries import require_binary
 
@@ -85,3 +86,28 @@ def test_chart_templates_escape_prometheus_templating():
     assert "{{ $labels.feature }}" in text
     rendered = find(render(), "PrometheusRule", "modelramp")["spec"]["groups"][0]["rules"][0]
     assert "{{ $labels.feature }}" in rendered["annotations"]["summary"]
+
+
+@pytest.mark.parametrize("values", [{}, *map(option_values, OPTION_SETS)], ids=["defaults", *(p.stem for p in OPTION_SETS)])
+def test_skew_alerts_are_the_named_queries_of_experiments_promql(values):
+    """Alerts, dashboards and `modelramp skew` ask the same questions: the chart renders promql.py's alert queries."""
+    pr = {"window": "5m", "anomalyRateThreshold": 0.01, **values.get("monitoring", {}).get("prometheusRule", {})}
+    if pr.get("enabled") is False:
+        pytest.skip("the option set switches the PrometheusRule off")
+    groups = find(render(values), "PrometheusRule", "modelramp")["spec"]["groups"]
+    exprs = {r["alert"]: r["expr"] for g in groups for r in g["rules"]}
+    assert exprs["ModelrampFeatureDrift"] == promql.render("alert_feature_drift")
+    assert exprs["ModelrampPredictionDrift"] == promql.render("alert_prediction_drift")
+    assert exprs["ModelrampFeatureAnomalyRate"] == \
+        f"{promql.render('alert_feature_anomaly_share', window=pr['window'])}\n> {pr['anomalyRateThreshold']}"
+
+
+def test_drift_alerts_follow_the_routers_verdict_and_limits_not_fixed_numbers():
+    for name in ("alert_feature_drift", "alert_prediction_drift"):
+        expr = promql.render(name)
+        assert "modelramp_feature_drifted" in expr and "/ modelramp_feature_drift_threshold" in expr
+        assert not [n for n in expr.replace("== 1", "").split() if n.replace(".", "").isdigit()], expr
+    # Anomalies are a share of the same model's sketched values of the feature, not of requests.
+    anomaly = promql.render("alert_feature_anomaly_share", window="5m")
+    assert "modelramp_requests_total" not in anomaly
+    assert "/ on (namespace, model, feature) group_left" in anomaly and "modelramp_feature_values_total" in anomaly

@@ -101,3 +101,16 @@ privileged: false
 capabilities:
   drop: ["ALL"]
 {{- end }}
+
+{{/* The ConfigMap holding the feature baseline the router mounts, or "" when skew monitoring is off. */}}
+{{- define "modelramp.baselineConfigMap" -}}
+{{- $b := .Values.experiment.skew.baseline }}
+{{- if and $b.content $b.existingConfigMap }}
+{{- fail "experiment.skew.baseline: set content or existingConfigMap, not both" }}
+{{- end }}
+{{- if $b.existingConfigMap }}
+{{- $b.existingConfigMap }}
+{{- else if $b.content }}
+{{- include "modelramp.componentName" (list . "baseline") }}
+{{- end }}
+{{- end }}
