@@ -171,7 +171,7 @@ MODEL = Section("model", "Tests for model development", (
                        note="no per-slice threshold: judging 'sufficient' is a person reading the table"),
                 manual("every gate run reports accuracy, precision, recall, F1 per configured slice beside the legacy rule",
                        "experiments/gate.py; gate.slices in experiments/example_experiment.yaml",
-                       "experiments/gate.py::slice_mask", "experiments/example_experiment.yaml",
+                       "experiments/gate.py::evaluate", "experiments/example_experiment.yaml",
                        "tests/experiments/test_gate.py::test_slices_report_metrics_and_supports",
                        note="no per-slice threshold: judging 'sufficient' is a person reading the table"))),
     RubricTest("Model 7", "The model has been tested for considerations of inclusion",
