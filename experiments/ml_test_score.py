@@ -234,7 +234,7 @@ INFRA = Section("infrastructure", "Tests for ML infrastructure", (
     RubricTest("Infra 7", "Models can be quickly and safely rolled back to a previous serving version",
                "Going back to the previous model is fast, safe and practised.",
                (auto("the ramp controller rolls back (all traffic to legacy) on a worse model or a guardrail; routers "
-                     "reload weights without restart; the circuit breaker cuts a failing model at once",
+                     "reload weights without restart; the circuit breaker cuts off a failing model before the controller looks",
                      "experiments/controller.py, router/reload.py, router/breaker.py",
                      "tests/experiments/test_controller.py::test_rolls_back_a_worse_model",
                      "tests/router/test_reload.py::test_file_change_is_applied_and_bad_file_rejected",

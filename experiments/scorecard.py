@@ -226,35 +226,42 @@ def models_state(models: Path) -> list[dict[str, Any]]:
         manifest = None
     facts: list[dict[str, Any]] = []
     for base in sorted(d for d in models.iterdir() if d.is_dir() and d.name != "data"):
-        versions = sorted((int(v.name), v) for v in base.iterdir() if v.name.isdigit() and (v / "saved_model.pb").exists())
-        newest: tuple[datetime, int] | None = None
-        for number, vdir in versions:
-            label = f"{base.name} v{number}"
+        trained: list[tuple[datetime, int]] = []
+        for vdir in sorted((v for v in base.iterdir() if v.name.isdigit() and (v / "saved_model.pb").exists()),
+                           key=lambda v: int(v.name)):
+            training = _version_facts(facts, f"{base.name} v{vdir.name}", vdir, manifest)
             try:
-                training = json.loads((vdir / "modelramp" / "training.json").read_text())
-            except (OSError, ValueError):
-                facts.append(_fact("Model 1", "training record", False, f"{label}: no readable modelramp/training.json"))
-                continue
-            commit = training.get("code_version")
-            facts.append(_fact("Model 1", "code version recorded", bool(commit),
-                               f"{label}: commit {commit[:12]}" if commit else f"{label}: no git commit recorded"))
-            prints = (training.get("data") or {}).get("fingerprints")
-            facts.append(_fact("Infra 1", "trained on the manifest's splits", None if manifest is None else prints == manifest,
-                               f"{label}: seed {training.get('seed')}, " + ("no data/manifest.json to compare" if manifest is None
-                               else "fingerprints match" if prints == manifest else "fingerprints differ from data/manifest.json")))
-            has_baseline = (vdir / "modelramp" / "baseline.json").exists()
-            facts.append(_fact("Data 1", "feature baseline exported", has_baseline,
-                               f"{label}: {'baseline.json present' if has_baseline else 'no modelramp/baseline.json'}"))
-            try:
-                trained = datetime.strptime(training["trained_at"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+                when = datetime.strptime(training["trained_at"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
             except (KeyError, TypeError, ValueError):
                 continue
-            newest = max(newest or (trained, number), (trained, number))
-        if newest:
-            days = (datetime.now(timezone.utc) - newest[0]).total_seconds() / 86400
+            trained.append((when, int(vdir.name)))
+        if trained:
+            when, number = max(trained)
+            days = (datetime.now(timezone.utc) - when).total_seconds() / 86400
             facts.append(_fact("Monitor 4", "age of the newest version", None,
-                               f"{base.name} v{newest[1]} trained {days:.1f} days ago; no staleness limit is set"))
+                               f"{base.name} v{number} trained {days:.1f} days ago; no staleness limit is set"))
     return facts or [_fact("Model 1", "model versions", False, f"no exported versions under {models}")]
+
+
+def _version_facts(facts: list[dict[str, Any]], label: str, vdir: Path, manifest: dict | None) -> dict[str, Any]:
+    """Append one version's facts; returns its training record ({} when unreadable)."""
+    try:
+        training = json.loads((vdir / "modelramp" / "training.json").read_text())
+    except (OSError, ValueError):
+        facts.append(_fact("Model 1", "training record", False, f"{label}: no readable modelramp/training.json"))
+        return {}
+    commit = training.get("code_version")
+    facts.append(_fact("Model 1", "code version recorded", bool(commit),
+                       f"{label}: commit {str(commit)[:12]}" if commit else f"{label}: no git commit recorded"))
+    prints = (training.get("data") or {}).get("fingerprints")
+    same = None if manifest is None else prints == manifest
+    splits = {None: "no data/manifest.json to compare", True: "fingerprints match",
+              False: "fingerprints differ from data/manifest.json"}[same]
+    facts.append(_fact("Infra 1", "trained on the manifest's splits", same, f"{label}: seed {training.get('seed')}, {splits}"))
+    has_baseline = (vdir / "modelramp" / "baseline.json").exists()
+    facts.append(_fact("Data 1", "feature baseline exported", has_baseline,
+                       f"{label}: {'baseline.json present' if has_baseline else 'no modelramp/baseline.json'}"))
+    return training
 
 
 def db_state(db: str) -> list[dict[str, Any]]:
