@@ -6,6 +6,7 @@ import argparse
 import ast
 import json
 import re
+import sys
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -41,6 +42,10 @@ def run(args: argparse.Namespace) -> int:
 
     state = (*(models_state(args.models) if args.models else ()), *(db_state(args.db) if args.db else ()))
     card = score(RUBRIC, args.root, tuple(state))
+    if not (card.root / "tests").is_dir():
+        # An installed package (the container image) carries no tests, rules or docs: everything scores 0.
+        print(f"modelramp scorecard: no tests/ under {card.root}: the evidence lives in a source checkout "
+              "(pass --root DIR)", file=sys.stderr)
     if args.json:
         print(json.dumps(card.to_dict(), indent=2))
     else:
