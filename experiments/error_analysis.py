@@ -68,12 +68,12 @@ def rank(rows: Sequence[Priority]) -> list[Priority]:
     """Rows of each version ordered by potential gain, then gap, then share (largest first); rank from 1.
 
     Ties in gain go to the larger gap: the same overall gain from fewer rows is usually the cheaper
-    fix. Versions are kept apart (ascending) because each is worked on by itself.
+    fix. Slices with no measurable gap (no rows) come last: they say nothing either way. Versions
+    are kept apart (ascending) because each is worked on by itself.
     """
     def key(p: Priority) -> tuple:
         # Rounded so that 0.01 x 0.6 and 0.02 x 0.3 tie as they do on paper.
-        return (p.version, -round(p.potential_gain, 12), -(p.gap if p.gap is not None else -math.inf),
-                -p.share, p.slice)
+        return (p.version, p.gap is None, -round(p.potential_gain, 12), -(p.gap or 0.0), -p.share, p.slice)
 
     ordered = sorted(rows, key=key)
     out: list[Priority] = []

@@ -10,6 +10,7 @@ decision recorded before candidates were, a candidate pinned by label rather tha
 from __future__ import annotations
 
 import json
+import math
 from collections import defaultdict
 from collections.abc import Iterable
 from pathlib import Path
@@ -158,7 +159,7 @@ def _finite(value: Any) -> Any:
         return {k: _finite(v) for k, v in value.items()}
     if isinstance(value, list):
         return [_finite(v) for v in value]
-    return None if isinstance(value, float) and value != value or value in (float("inf"), float("-inf")) else value
+    return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
 def run(args) -> int:
