@@ -76,6 +76,7 @@ def manual(how: str, where: str, *evidence: str, note: str = "", pending: bool =
 TRAIN_TESTS = "tests/serving/test_train.py"
 DEMO_TESTS = "tests/experiments/test_demo.py"
 CANARY_TESTS = "tests/experiments/test_problem_eval.py"
+TRACKING_TESTS = "tests/experiments/test_tracking.py"
 RULES = "k8s/rules/modelramp.rules.yaml"
 RULE_TESTS = "tests/deploy/test_rules.py::test_every_alert_has_a_firing_unit_test"
 
@@ -121,8 +122,8 @@ MODEL = Section("model", "Tests for model development", (
                "Model specs are reviewed and committed, so every model can be traced to the code that made it.",
                (manual("`modelramp versions` lists each version's commit, data fingerprints, hyperparameters and results",
                        "modelramp versions; models/<name>/<v>/modelramp/training.json", "modelramp versions",
-                       "serving/train.py::RECIPES", f"{TRAIN_TESTS}::test_export_layout_and_metadata",
-                       note="review is not enforced or recorded"),
+                       "serving/train.py::RECIPES", f"{TRACKING_TESTS}::test_records_from_files_and_store",
+                       note="review is not enforced or recorded; the commit is HEAD even with uncommitted changes"),
                 manual("recipes are committed code; each version's training.json records recipe, data fingerprints and "
                        "git commit", "serving/train.py (RECIPES); models/<name>/<v>/modelramp/training.json",
                        "serving/train.py::RECIPES", f"{TRAIN_TESTS}::test_export_layout_and_metadata",
@@ -132,6 +133,7 @@ MODEL = Section("model", "Tests for model development", (
                (manual("`modelramp versions` shows each version's validation and gate metrics beside its live results; "
                        "for v1 and v2 the README records offline and live agreeing", "modelramp versions; README.md",
                        "modelramp versions", "README.md::The model and the data", "README.md::What `make demo` shows",
+                       f"{TRACKING_TESTS}::test_the_controller_records_its_candidate_and_versions_attributes_it",
                        f"{TRAIN_TESTS}::test_candidates_and_legacy_differ_measurably",
                        f"{DEMO_TESTS}::test_worse_candidate_is_rolled_back_at_one_percent",
                        note="nothing compares a version's offline gain with its live gain automatically; "
@@ -167,6 +169,7 @@ MODEL = Section("model", "Tests for model development", (
                      note="only as strong as the problems marked --regression; config slices are reported, not thresholded"),
                 manual("`modelramp slices` ranks slices by their gap to the legacy rule; the gate reports every slice",
                        "modelramp slices; gate.slices in the experiment YAML", "modelramp slices",
+                       "tests/experiments/test_error_analysis.py::test_priorities_rank_by_gap_times_share",
                        "tests/experiments/test_gate.py::test_slices_report_metrics_and_supports",
                        note="no per-slice threshold: judging 'sufficient' is a person reading the table"),
                 manual("every gate run reports accuracy, precision, recall, F1 per configured slice beside the legacy rule",
