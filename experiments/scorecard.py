@@ -33,7 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="source checkout whose evidence is checked (default: the one modelramp runs from)")
     p.add_argument("--models", type=Path, metavar="DIR",
                    help="also report this deployment's model versions (training records, baselines, age)")
-    p.add_argument("--db", metavar="URL", help="also report gate runs and rollbacks recorded in this audit database")
+    p.add_argument("--db", metavar="URL", help="also report canary problems, gate runs and rollbacks recorded in this audit database")
     p.set_defaults(handler=run)
 
 
@@ -341,7 +341,7 @@ def print_tables(card: Scorecard) -> None:
     names = ", ".join(s.title for s in weakest)
     console.print(f"[bold]final score {_points(card.final_score)}[/] (the lowest section: {names}): "
                   f"{interpret(card.final_score)}", soft_wrap=True)
-    console.print(f"[dim]evidence checked in {card.root}; `--json` lists every test's evidence[/]", soft_wrap=True)
+    console.print(f"[dim]evidence checked in {escape(str(card.root))}; `--json` lists every test's evidence[/]", soft_wrap=True)
     if card.state:
         state = Table(title=STATE_LABEL, title_justify="left")
         for col in ("test", "check", "ok", "detail"):
