@@ -23,6 +23,7 @@ from serving.tensors import DT_STRING, dtype_name
 class TensorSpecInfo:
     dtype: int  # TensorFlow DataType number
     shape: tuple[int, ...] | None  # -1 for an unknown dimension; None for unknown rank
+    numpy_dtype: np.dtype | None = None  # None for strings; computed once, not per request
 
 
 @dataclass(frozen=True)
@@ -41,7 +42,8 @@ def _read_signature_defs(path: Path) -> dict:
 
 def _spec(info) -> TensorSpecInfo:
     shape = None if info.tensor_shape.unknown_rank else tuple(d.size for d in info.tensor_shape.dim)
-    return TensorSpecInfo(info.dtype, shape)
+    numpy_dtype = None if info.dtype == DT_STRING else np.dtype(tf.as_dtype(info.dtype).as_numpy_dtype)
+    return TensorSpecInfo(info.dtype, shape, numpy_dtype)
 
 
 class Servable:
@@ -79,7 +81,7 @@ class Servable:
         for name, array in inputs.items():
             spec = info.inputs[name]
             is_string = array.dtype == object or array.dtype.kind in "SU"
-            if (spec.dtype == DT_STRING) != is_string or (not is_string and tf.as_dtype(spec.dtype).as_numpy_dtype != array.dtype):
+            if (spec.dtype == DT_STRING) != is_string or (not is_string and spec.numpy_dtype != array.dtype):
                 got = "DT_STRING" if is_string else dtype_name(tf.as_dtype(array.dtype).as_datatype_enum)
                 raise InvalidArgument(f"input '{name}' expects {dtype_name(spec.dtype)} but {got} was provided")
             if spec.shape is not None:

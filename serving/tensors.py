@@ -8,6 +8,8 @@ input as TF Serving accepts them, including a single value broadcast to the whol
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from serving.errors import InvalidArgument
@@ -63,7 +65,7 @@ def from_tensor_proto(proto) -> np.ndarray:
     shape = tuple(d.size for d in proto.tensor_shape.dim)
     if any(s < 0 for s in shape):
         raise InvalidArgument(f"tensor shape {list(shape)} has an unknown dimension")
-    size = int(np.prod(shape)) if shape else 1
+    size = math.prod(shape)  # 1 for a scalar; np.prod costs microseconds per tensor on this path
     dtype = proto.dtype
     if dtype == DT_STRING:
         values = np.array(list(proto.string_val), dtype=object)
