@@ -95,6 +95,7 @@ def run(args: argparse.Namespace) -> int:
     from experiments.config import EXAMPLE_CONFIG, Gate, load_config
     from experiments.gate import check_unused, load_test_set, run_gate
     from experiments.problem_eval import canary_check, has_regression_problems
+    from experiments.slicing import check_slices
     from experiments.store import DEFAULT_DB, Store, StoreError
     from serving.grpc_client import PredictionClient
 
@@ -104,6 +105,7 @@ def run(args: argparse.Namespace) -> int:
     config = load_config(config_path) if config_path is not None else None
     gate = config.gate if config is not None else Gate()
     name, target, version, label = _candidate(args, config)
+    check_slices(gate.slices)  # a misspelt slice must fail before the test set is spent, not after
     models = Path(args.models)
     test_set = load_test_set(Path(args.data) if args.data else models / "data")
     if args.start_server and label is not None:

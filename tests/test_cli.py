@@ -22,7 +22,8 @@ def test_top_level_help_lists_every_subcommand(capsys):
         main(["--help"])
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
-    for name in ("train", "serve-model", "legacy", "router", "up", "gate", "analyze", "ramp", "skew", "demo"):
+    for name in ("train", "serve-model", "legacy", "router", "up", "gate", "analyze", "ramp", "skew", "demo",
+                 "problems", "evaluate", "slices", "versions", "scorecard"):
         assert f"    {name} " in out
 
 

@@ -201,3 +201,10 @@ def test_unusable_database_is_one_clear_line(capsys, tmp_path, models_dir, model
     code, out, err = gate_cli(capsys, "--data", str(models_dir / "data"), "--target", model_server.grpc_target,
                               "--db", str(tmp_path / "missing" / "dir" / "audit.db"))
     assert code == 2 and out == "" and err.count("\n") == 1 and "audit database" in err
+
+
+def test_a_misspelt_slice_is_refused_before_the_test_set_is_used(run_gate, tmp_path) -> None:
+    config = config_file(tmp_path, slices=[{"name": "typo", "feature": "international_plna", "values": ["yes"]}])
+    code, _, err = run_gate("--config", str(config), "--version", "2")
+    assert code == 2 and "unknown feature 'international_plna'" in err
+    assert stored_runs(run_gate.db) == []  # the test set is still pristine
