@@ -189,31 +189,43 @@ def serving_dashboard(guardrails: Guardrails = Guardrails()) -> dash.Dashboard:
     )
 
 
-def skew_dashboard() -> dash.Dashboard:
-    """Drift per feature against the training baseline, prediction drift, schema anomalies."""
-    prediction = f'max by (statistic) (modelramp_feature_drift{{model="$model", feature="{PREDICTION_FEATURE}"}})'
-    per_stat = 'max by (feature) (modelramp_feature_drift{model="$model", statistic="%s", feature!="' + PREDICTION_FEATURE + '"})'
+def skew_dashboard(anomaly_share_limit: float = 0.01) -> dash.Dashboard:
+    """Drift per feature against its own limit, the routers' verdicts, prediction drift, schema anomalies.
+
+    Limits differ per feature (skew.features), so drift is drawn relative to each feature's limit
+    as the routers export it (1 = at the limit) rather than against one fixed line.
+    """
+    def over_limit(statistic: str, features: str) -> str:
+        sel = f'model="$model", statistic="{statistic}", feature{features}'
+        return f"max by (feature) (modelramp_feature_drift{{{sel}}} / modelramp_feature_drift_threshold{{{sel}}})"
+
+    prediction = f'max by (statistic) (modelramp_feature_drift{{model="$model", feature="{PREDICTION_FEATURE}"}} / modelramp_feature_drift_threshold{{model="$model", feature="{PREDICTION_FEATURE}"}})'
     anomalies_total = 'sum by (feature, kind) (increase(modelramp_feature_anomalies_total{model="$model"}[$__range]))'
     board = (
         _base("modelramp-skew", "modelramp / training-serving skew",
-              "Live features against the training baseline: drift statistics per feature, drift of the model's score, and schema anomalies.")
+              "Live features against the training baseline: drift per feature against its own limit, the routers' verdicts, drift of the model's score, and schema anomalies.")
         .with_variable(_label_var("model", "modelramp_feature_drift"))
         .with_row(dash.Row("Drift per feature"))
-        .with_panel(_series("Drift per feature (all statistics)", "Every drift statistic of every feature.",
-                            (9, 24, 0, 1), [(q("feature_drift"), "{{feature}} {{statistic}}")]))
+        .with_panel(_series("Drift per feature (all statistics)", "Every drift statistic of every feature (chi2_pvalue included), once the window holds skew.min_sample values.",
+                            (9, 16, 0, 1), [(q("feature_drift"), "{{feature}} {{statistic}}")]))
+        .with_panel(_series("Features judged drifted", "1 while some router judges the feature drifted (a statistic over the feature's limit, enough values, a significant chi-square test): what the drift alerts fire on.",
+                            (9, 8, 16, 1), [(q("feature_drifted"), "{{feature}}")], limit=1, step=True))
     )
-    for i, (statistic, limit) in enumerate((("psi", 0.2), ("js_distance", 0.1), ("linf", 0.1))):
-        board = board.with_panel(_series(f"{statistic} per feature", f"{statistic} of each feature; red line: the alert threshold.",
-                                         (8, 8, 8 * i, 10), [(per_stat % statistic, "{{feature}}")], limit=limit))
+    for i, statistic in enumerate(("psi", "js_distance", "linf")):
+        board = board.with_panel(_series(f"{statistic} relative to each feature's limit",
+                                         f"{statistic} of each feature divided by that feature's limit (skew.thresholds, skew.features); red line: the limit.",
+                                         (8, 8, 8 * i, 10), [(over_limit(statistic, f'!="{PREDICTION_FEATURE}"'), "{{feature}}")], limit=1))
     return (
         board
         .with_row(dash.Row("Prediction drift and anomalies"))
-        .with_panel(_series("Prediction drift", "Drift of the model's output score against its validation distribution.",
-                            (8, 8, 0, 19), [(prediction, "{{statistic}}")], limit=0.2))
+        .with_panel(_series("Prediction drift", "Drift of the model's output score against its validation distribution, relative to its limit; red line: the limit.",
+                            (8, 8, 0, 19), [(prediction, "{{statistic}}")], limit=1))
         .with_panel(_series("Anomaly rate by feature and kind", "Missing, unexpected type, out of training range, unseen category: values per second.",
-                            (8, 10, 8, 19), [(q("feature_anomaly_rate"), "{{feature}} {{kind}}")], unit="reqps"))
+                            (8, 8, 8, 19), [(q("feature_anomaly_rate"), "{{feature}} {{kind}}")], unit="reqps"))
+        .with_panel(_series("Anomalous share of sketched values", "Anomalous values over the feature's sketched values, by kind: what the anomaly alert judges; red line: its default threshold.",
+                            (8, 8, 16, 19), [(q("feature_anomaly_share"), "{{feature}} {{kind}}")], unit="percentunit", limit=anomaly_share_limit))
         .with_panel(_stat("Anomalies in range", "Anomalous values in the dashboard's time range, by feature and kind.",
-                          (8, 6, 18, 19), anomalies_total, "{{feature}} {{kind}}"))
+                          (6, 24, 0, 27), anomalies_total, "{{feature}} {{kind}}"))
     )
 
 
