@@ -6,7 +6,8 @@ Starts `modelramp legacy`, `modelramp serve-model` and one `modelramp router` (m
 so nearly every request is forwarded to the legacy system, the production case at stage 1) on
 free loopback ports, then drives the SAME open-loop load (constant arrival rate, one new
 request every 1/rps seconds whatever the answers do, so slow answers cannot hide as fewer
-requests) with the same rows first at the legacy system and then through the router:
+requests) with the same rows at the legacy system and through the router, in alternating
+rounds so that other load on the machine hits both paths alike:
 
 - added latency at p50, p90, p99 (router minus direct, same percentile);
 - router CPU-seconds per 1,000 requests (from the router process's own CPU counters) and RSS;
@@ -45,9 +46,10 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-async def open_loop(url: str, body: bytes, rps: float, seconds: float, unit_header: bool) -> dict:
-    """Send `rps` requests per second for `seconds`; latency of each, errors counted."""
-    latencies: list[float] = []
+async def open_loop(url: str, body: bytes, rps: float, seconds: float, unit_header: bool,
+                    latencies: list[float] | None = None) -> dict:
+    """Send `rps` requests per second for `seconds`; latency of each (appended to `latencies`), errors counted."""
+    latencies = [] if latencies is None else latencies
     errors = 0
     connector = aiohttp.TCPConnector(limit=512)
     async with aiohttp.ClientSession(connector=connector) as session:
@@ -78,7 +80,13 @@ async def open_loop(url: str, body: bytes, rps: float, seconds: float, unit_head
             tasks.append(asyncio.create_task(one(i)))
         await asyncio.gather(*tasks)
         elapsed = time.perf_counter() - start
-    return {"requests": n, "errors": errors, "achieved_rps": n / elapsed,
+    return {"requests": n, "errors": errors, "achieved_rps": n / elapsed}
+
+
+def summary(latencies: list[float], parts: list[dict]) -> dict:
+    """Percentiles over every round's latencies, requests and errors summed."""
+    return {"requests": sum(p["requests"] for p in parts), "errors": sum(p["errors"] for p in parts),
+            "achieved_rps": min(p["achieved_rps"] for p in parts),
             **{f"p{int(q * 100)}_ms": percentile(latencies, q) * 1000 for q in (0.5, 0.9, 0.99)}}
 
 
@@ -133,10 +141,20 @@ async def bench(args: argparse.Namespace) -> dict:
     try:
         await open_loop(direct_url, body, args.rps, 3, False)  # warm-up both paths: connections, caches
         await open_loop(router_url, body, args.rps, 3, True)
-        direct = await open_loop(direct_url, body, args.rps, args.seconds, False)
-        cpu_before = sum(router_proc.cpu_times()[:2])
-        routed = await open_loop(router_url, body, args.rps, args.seconds, True)
-        cpu_seconds = sum(router_proc.cpu_times()[:2]) - cpu_before
+        # Alternating rounds: other load on a shared machine then hits both paths alike.
+        direct_lat: list[float] = []
+        routed_lat: list[float] = []
+        direct_parts, routed_parts = [], []
+        cpu_user = cpu_system = 0.0
+        for _ in range(args.rounds):
+            direct_parts.append(await open_loop(direct_url, body, args.rps, args.seconds / args.rounds, False, direct_lat))
+            before = router_proc.cpu_times()
+            routed_parts.append(await open_loop(router_url, body, args.rps, args.seconds / args.rounds, True, routed_lat))
+            after = router_proc.cpu_times()
+            cpu_user += after.user - before.user
+            cpu_system += after.system - before.system
+        direct, routed = summary(direct_lat, direct_parts), summary(routed_lat, routed_parts)
+        cpu_seconds = cpu_user + cpu_system
         rss_mb = router_proc.memory_info().rss / 2**20
         saturation = await closed_loop(router_url, body, args.saturate, min(args.seconds, 10)) if args.saturate else None
         rss_after_saturation = router_proc.memory_info().rss / 2**20
@@ -148,6 +166,8 @@ async def bench(args: argparse.Namespace) -> dict:
         "added_p50_ms": routed["p50_ms"] - direct["p50_ms"], "added_p90_ms": routed["p90_ms"] - direct["p90_ms"],
         "added_p99_ms": routed["p99_ms"] - direct["p99_ms"],
         "cpu_s_per_1000": cpu_seconds / routed["requests"] * 1000, "rss_mb": max(rss_mb, rss_after_saturation),
+        "cpu_user_s_per_1000": cpu_user / routed["requests"] * 1000,
+        "cpu_system_s_per_1000": cpu_system / routed["requests"] * 1000,
         "router_saturation_rps": saturation, "saturation_clients": args.saturate,
     }
     result["goals_met"] = {k: result[k] <= v for k, v in GOALS.items()}
@@ -158,18 +178,21 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", type=Path, default=Path("models"), help="exported models (modelramp train --all-versions)")
     parser.add_argument("--rps", type=float, default=500.0, help="open-loop arrival rate (default 500)")
-    parser.add_argument("--seconds", type=float, default=20.0, help="length of each measured phase (default 20)")
+    parser.add_argument("--seconds", type=float, default=20.0, help="measured time per path, split into rounds (default 20)")
+    parser.add_argument("--rounds", type=int, default=4, help="alternating direct/router rounds (default 4)")
     parser.add_argument("--saturate", type=int, default=32, help="closed-loop clients for the throughput phase; 0 skips it")
     parser.add_argument("--json", type=Path, default=None, help="also write the result here")
     args = parser.parse_args()
     result = asyncio.run(bench(args))
     d, r = result["direct"], result["router"]
-    print(f"load: {args.rps:g} req/s open loop for {args.seconds:g}s each, loopback, one row per request")
+    print(f"load: {args.rps:g} req/s open loop for {args.seconds:g}s per path in {args.rounds} alternating rounds, "
+          "loopback, one row per request")
     print(f"{'':10s} {'p50 ms':>8s} {'p90 ms':>8s} {'p99 ms':>8s} {'errors':>7s}")
     print(f"{'direct':10s} {d['p50_ms']:8.3f} {d['p90_ms']:8.3f} {d['p99_ms']:8.3f} {d['errors']:7d}")
     print(f"{'router':10s} {r['p50_ms']:8.3f} {r['p90_ms']:8.3f} {r['p99_ms']:8.3f} {r['errors']:7d}")
     print(f"{'added':10s} {result['added_p50_ms']:8.3f} {result['added_p90_ms']:8.3f} {result['added_p99_ms']:8.3f}")
-    print(f"router CPU: {result['cpu_s_per_1000']:.3f} CPU-s per 1,000 requests; RSS {result['rss_mb']:.0f} MB")
+    print(f"router CPU: {result['cpu_s_per_1000']:.3f} CPU-s per 1,000 requests (user {result['cpu_user_s_per_1000']:.3f}, "
+          f"kernel {result['cpu_system_s_per_1000']:.3f}); RSS {result['rss_mb']:.0f} MB")
     if result["router_saturation_rps"]:
         print(f"one router process at saturation ({args.saturate} clients, generator and legacy on the same cores): "
               f"{result['router_saturation_rps']:.0f} req/s")
