@@ -83,3 +83,20 @@ def test_deadline_and_refused():
             Http1Pool("https://example.invalid")
 
     asyncio.run(go())
+
+
+def test_a_deadline_is_consumed_and_an_outside_cancel_is_not():
+    async def go():
+        server, port, connections = await serve(delay=1.0)
+        pool = Http1Pool(f"http://127.0.0.1:{port}")
+        with pytest.raises(asyncio.TimeoutError):
+            await pool.request("POST", "/", b"", timeout=0.05)
+        await asyncio.sleep(0)  # the timed-out task goes on: its own cancellation was used up by the deadline
+        call = asyncio.ensure_future(pool.request("POST", "/", b"", timeout=5))
+        await asyncio.sleep(0.05)
+        call.cancel()  # a caller giving up is a cancellation, not a timeout
+        with pytest.raises(asyncio.CancelledError):
+            await call
+        await stop(server, connections)
+
+    asyncio.run(go())
