@@ -93,7 +93,8 @@ def test_a_deadline_is_consumed_and_an_outside_cancel_is_not():
             await pool.request("POST", "/", b"", timeout=0.05)
         await asyncio.sleep(0)  # the timed-out task goes on: its own cancellation was used up by the deadline
         call = asyncio.ensure_future(pool.request("POST", "/", b"", timeout=5))
-        await asyncio.sleep(0)  # let the call start
+        while len(connections) < 2:  # until the call is waiting on the server (its own connection)
+            await asyncio.sleep(0.001)
         call.cancel()  # a caller giving up is a cancellation, not a timeout
         with pytest.raises(asyncio.CancelledError):
             await call
