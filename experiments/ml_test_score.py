@@ -273,8 +273,17 @@ MONITORING = Section("monitoring", "Monitoring tests for ML", (
                gap="training.json records trained_at, but no metric exports the serving version's age and nothing alerts"),
     RubricTest("Monitor 5", "The model is numerically stable",
                "NaNs and infinities in training and in predictions are detected and alert.",
-               gap="no NaN/Inf check on training loss or served scores; a NaN score would only show indirectly as "
-                   "prediction drift"),
+               (auto("training stops on a NaN loss and a version whose loss or validation scores are not finite is "
+                     "never published; the router treats a NaN/Inf model answer as a failed call: the client gets the "
+                     "legacy answer, modelramp_backend_errors_total{reason=\"non_finite\"} counts it, the breaker and "
+                     "the model-arm error alert and guardrail see it",
+                     "serving/train.py (check_numerics), router/backends/base.py (check_finite), k8s/rules "
+                     "(ModelrampModelArmErrorRate)",
+                     f"{TRAIN_TESTS}::test_a_diverged_training_run_is_not_published",
+                     f"{TRAIN_TESTS}::test_check_numerics_refuses_nan_scores",
+                     "tests/router/test_nonfinite.py::test_a_nan_answer_falls_back_to_legacy_and_is_counted",
+                     f"{RULES}::ModelrampModelArmErrorRate", RULE_TESTS,
+                     note="no alert of its own: NaN answers count as model-arm errors"),)),
     RubricTest("Monitor 6", "The model has not experienced regressions in training speed, serving latency, throughput, or RAM",
                "Computing performance is tracked across versions and regressions alert.",
                (auto("model-arm p99 latency is a guardrail: an alert fires and the analyzer rolls back; benchmarks "

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from experiments.config import ExperimentConfig
 from router.assignment import assign
-from router.backends import Backend, ModelMetadata, PredictCall, Prediction, failure_reason, make_backend
+from router.backends import Backend, ModelMetadata, PredictCall, Prediction, check_finite, failure_reason, make_backend
 from router.breaker import CircuitBreaker
 from router.features import FeatureSink
 from router.metrics import RouterMetrics, status_code
@@ -210,6 +210,7 @@ class Router:
                 budget = (deadline - time.perf_counter()) / 2
                 try:
                     prediction = await state.backends[MODEL].predict(call, budget)
+                    check_finite(prediction)  # a NaN score is a failed answer: fall back, count, trip the breaker
                     state.breaker.record(True)
                     if prediction.model_version is None and self.signature is not None:
                         prediction.model_version = self.signature.model_version

@@ -56,6 +56,22 @@ class TrainResult:
     metrics: dict = field(default_factory=dict)
 
 
+def check_numerics(losses, scores) -> None:
+    """Refuse a version whose training loss or validation scores hold NaN or infinity (ML Test Score, Monitor 5).
+
+    A diverged training run can still export a SavedModel; served, it would answer NaN.
+    """
+    losses = np.asarray(losses, dtype=np.float64)
+    if losses.size and not np.isfinite(losses).all():
+        epoch = int(np.flatnonzero(~np.isfinite(losses))[0]) + 1
+        raise ValueError(f"training diverged: the loss is {losses[epoch - 1]} at epoch {epoch}; the version is not exported "
+                         "(lower the learning rate)")
+    scores = np.asarray(scores, dtype=np.float64)
+    if not np.isfinite(scores).all():
+        raise ValueError(f"the exported model scores {int((~np.isfinite(scores)).sum())} validation row(s) as NaN or "
+                         "infinity; the version is not published")
+
+
 def _git_commit() -> str | None:
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
@@ -101,8 +117,9 @@ def train(out: Path, version: int, seed: int = 0, recipe: Recipe | None = None, 
     network = _build_network(recipe, encoder.width)
     log(f"training {name} v{version} ({recipe.architecture}, {recipe.epochs} epochs, seed {seed}) on {len(x_train)} rows")
     started = time.monotonic()
-    network.fit(x_train, y_train, epochs=recipe.epochs, batch_size=recipe.batch_size, shuffle=True, verbose=0,
-                class_weight={0: 1.0, 1: recipe.positive_class_weight}, callbacks=[_Progress(recipe.epochs, log)])
+    history = network.fit(x_train, y_train, epochs=recipe.epochs, batch_size=recipe.batch_size, shuffle=True, verbose=0,
+                          class_weight={0: 1.0, 1: recipe.positive_class_weight},
+                          callbacks=[_Progress(recipe.epochs, log), keras.callbacks.TerminateOnNaN()])
     train_seconds = time.monotonic() - started
 
     final = out / name / str(version)
@@ -117,6 +134,11 @@ def train(out: Path, version: int, seed: int = 0, recipe: Recipe | None = None, 
         return signature(**{k: tf.constant(v.astype(str) if v.dtype == object else v) for k, v in cols.items()})[OUTPUT].numpy()
 
     val_scores = serve(val_frame)
+    try:
+        check_numerics(history.history.get("loss", []), val_scores)
+    except ValueError:
+        shutil.rmtree(staging, ignore_errors=True)  # nothing half-made stays behind, nothing is published
+        raise
     metrics = {
         "train": classification_report(y_train, serve(train_frame)),
         "validation": classification_report(val_frame[dataset.LABEL], val_scores),

@@ -106,16 +106,31 @@ def failure_reason(err: BaseException) -> str:
     """The `reason` label of `modelramp_backend_errors_total` for a backend failure."""
     if isinstance(err, (errors.DeadlineExceeded, asyncio.TimeoutError, TimeoutError)):
         return "timeout"
+    # Subclasses before their bases: a BadResponse is also Unavailable.
+    if isinstance(err, NonFiniteOutput):
+        return "non_finite"
+    if isinstance(err, BadResponse):
+        return "bad_response"
     if isinstance(err, errors.Unavailable):
         return "unavailable"
     if isinstance(err, errors.InvalidArgument):
         return "rejected"
     if isinstance(err, errors.NotFound):
         return "not_found"
-    if isinstance(err, BadResponse):
-        return "bad_response"
     return "error"
 
 
 class BadResponse(errors.Unavailable):
     """The backend answered, but not with something the router can pass on."""
+
+
+class NonFiniteOutput(BadResponse):
+    """The model answered NaN or infinity: never passed on to a client (ML Test Score, Monitor 5)."""
+
+
+def check_finite(prediction: Prediction) -> None:
+    """Raise NonFiniteOutput if a numeric output holds NaN or an infinity."""
+    for name, array in prediction.outputs.items():
+        if array.dtype.kind in "fc" and not np.isfinite(array).all():
+            bad = int(array.size - np.isfinite(array).sum())
+            raise NonFiniteOutput(f"the model's output {name!r} has {bad} NaN or infinite value(s) of {array.size}")

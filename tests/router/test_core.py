@@ -8,6 +8,7 @@ import random
 import numpy as np
 import pytest
 
+from router.backends import BadResponse, NonFiniteOutput
 from router.core import Router
 from router.features import RecordingFeatureSink
 from router.signing import Signer
@@ -82,7 +83,8 @@ def test_unknown_model_is_not_found():
 
 
 @pytest.mark.parametrize("failure, reason", [
-    (errors.Unavailable("down"), "unavailable"), (errors.DeadlineExceeded("slow"), "timeout"), (errors.UserFacingError("boom"), "error")])
+    (errors.Unavailable("down"), "unavailable"), (errors.DeadlineExceeded("slow"), "timeout"), (errors.UserFacingError("boom"), "error"),
+    (BadResponse("no such output"), "bad_response"), (NonFiniteOutput("NaN"), "non_finite")])
 def test_model_failure_falls_back_to_legacy_and_is_counted(failure, reason):
     router = make_router(1.0)
     router.state.backends["model"].fail = failure

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from serving import dataset, legacy_rule
-from serving.train import RECIPES, Recipe, train
+from serving.train import RECIPES, Recipe, check_numerics, train
 
 TINY = Recipe("mlp", (8,), epochs=3, learning_rate=0.01)
 
@@ -71,3 +71,15 @@ def test_candidates_and_legacy_differ_measurably(models_dir):
            for v in RECIPES}
     assert acc[2] > legacy_acc + 0.02, (acc, legacy_acc)
     assert acc[1] < legacy_acc, (acc, legacy_acc)
+
+
+def test_a_diverged_training_run_is_not_published(tmp_path):
+    with pytest.raises(ValueError, match="training diverged: the loss is nan at epoch 1"):
+        train(tmp_path, 9, recipe=Recipe("mlp", (32,), epochs=3, learning_rate=1e25), log=lambda _: None)
+    assert not any((tmp_path / "churn").iterdir()), "no version and no staging folder is left"
+
+
+def test_check_numerics_refuses_nan_scores():
+    check_numerics([0.5, 0.4], np.array([0.1, 0.9]))
+    with pytest.raises(ValueError, match="scores 1 validation row"):
+        check_numerics([0.5], np.array([0.1, np.inf]))
