@@ -12,9 +12,8 @@ from experiments import problems as db
 from experiments.cli import main
 from experiments.problem_eval import problem_metrics
 from experiments.problem_import import read_patterns
-from experiments.store import Store, metadata
+from experiments.store import Store
 from serving import dataset
-from tests.support.postgres import postgres_server
 
 ROW = {"state": "KS", "area_code": "area_code_415", "international_plan": "yes", "voice_mail_plan": "no",
        **{name: 1.0 for name in dataset.NUMERIC}}
@@ -22,24 +21,6 @@ ROW = {"state": "KS", "area_code": "area_code_415", "international_plan": "yes",
 
 def row(**changes) -> dict:
     return {**ROW, **changes}
-
-
-@pytest.fixture(scope="module")
-def postgres_url():
-    with postgres_server() as url:
-        yield url
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store(request, tmp_path):
-    if request.param == "sqlite":
-        s = Store.open(tmp_path / "p.db")
-    else:
-        s = Store.open(request.getfixturevalue("postgres_url"))
-        metadata.drop_all(s.engine)  # a clean schema per test on the shared server
-        s = Store(s.engine)
-    yield s
-    s.close()
 
 
 def write_jsonl(path: Path, lines: list) -> Path:

@@ -7,28 +7,9 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from experiments.store import DecisionRecord, Store, StoreError, database_url, metadata
-from tests.support.postgres import postgres_server
+from experiments.store import DecisionRecord, Store, StoreError, database_url
 
 T0 = datetime(2026, 11, 23, 10, 0, tzinfo=timezone.utc)
-
-
-@pytest.fixture(scope="module")
-def postgres_url():
-    with postgres_server() as url:
-        yield url
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store(request, tmp_path):
-    if request.param == "sqlite":
-        s = Store.open(tmp_path / "audit.db")
-    else:
-        s = Store.open(request.getfixturevalue("postgres_url"))
-        metadata.drop_all(s.engine)  # a clean schema per test on the shared server
-        s = Store(s.engine)
-    yield s
-    s.close()
 
 
 def _decision(n: int, **kw) -> DecisionRecord:
