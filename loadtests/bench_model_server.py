@@ -85,12 +85,19 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", type=Path, default=Path("models"))
     parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--tf-threads", type=int, default=0,
+                        help="TensorFlow intra- and inter-op threads, in the server and in-process (default 0, "
+                             "serve-model's and TF Serving's: TensorFlow chooses)")
     parser.add_argument("--json", type=Path, default=Path("loadtests/results/model_server.json"))
     args = parser.parse_args()
     if not (args.models / "churn" / "2" / "saved_model.pb").exists():
         parser.error(f"no trained model under {args.models}; run `modelramp train --out {args.models} --all-versions`")
 
     import tensorflow as tf  # noqa: PLC0415
+
+    # The same TensorFlow threading in this process as in the server, so the limit is a fair one.
+    tf.config.threading.set_intra_op_parallelism_threads(args.tf_threads)
+    tf.config.threading.set_inter_op_parallelism_threads(args.tf_threads)
 
     row = dataset.read_split(args.models / "data", "live").head(1)
     columns = dataset.to_columns(row)
@@ -101,7 +108,8 @@ def main() -> int:
     results: dict = {}
 
     with tempfile.TemporaryDirectory() as tmp:
-        server = start_model_server(args.models, Path(tmp))
+        server = start_model_server(args.models, Path(tmp), "--tensorflow_intra_op_parallelism", str(args.tf_threads),
+                                    "--tensorflow_inter_op_parallelism", str(args.tf_threads))
         try:
             request = build_predict_request("churn", columns)
 

@@ -27,10 +27,24 @@ def _serve_model(args: argparse.Namespace) -> int:
     _quiet_tensorflow()
     import asyncio  # noqa: PLC0415
 
+    for flag in ("tensorflow_intra_op_parallelism", "tensorflow_inter_op_parallelism"):
+        if getattr(args, flag) < 0:
+            raise ValueError(f"--{flag} must be 0 (TensorFlow chooses) or a number of threads, not {getattr(args, flag)}")
+    import tensorflow as tf  # noqa: PLC0415
+
     from serving import model_server  # noqa: PLC0415
 
+    # Before any model is loaded: TensorFlow fixes its thread pools when its context starts.
+    tf.config.threading.set_intra_op_parallelism_threads(args.tensorflow_intra_op_parallelism)
+    tf.config.threading.set_inter_op_parallelism_threads(args.tensorflow_inter_op_parallelism)
     sources = model_server.sources_from_flags(args.model_name, args.model_base_path, args.model_config_file)
-    asyncio.run(model_server.serve(sources, args.port, args.rest_api_port, args.file_system_poll_wait_seconds, args.host))
+    try:  # uvloop's event loop costs less per request than asyncio's (both fronts share the loop)
+        import uvloop  # noqa: PLC0415
+
+        runner = uvloop.run
+    except ImportError:  # pragma: no cover - uvicorn[standard] brings it
+        runner = asyncio.run
+    runner(model_server.serve(sources, args.port, args.rest_api_port, args.file_system_poll_wait_seconds, args.host))
     return 0
 
 
@@ -65,6 +79,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--file_system_poll_wait_seconds", type=float, default=1.0,
                    help="how often to look for new versions; 0 disables polling (default: 1)")
     p.add_argument("--host", default="0.0.0.0", help="address to listen on (default: all)")
+    # TF Serving's flags and default (0: TensorFlow sizes its pools). One thread each can suit
+    # one-row requests on a small machine; on this 2-core one the effect on gRPC latency was
+    # within the noise (loadtests/bench_model_server.py --tf-threads 1 against 0).
+    p.add_argument("--tensorflow_intra_op_parallelism", type=int, default=0, metavar="N",
+                   help="threads inside one op (default 0: TensorFlow chooses)")
+    p.add_argument("--tensorflow_inter_op_parallelism", type=int, default=0, metavar="N",
+                   help="ops run at once (default 0: TensorFlow chooses)")
     p.set_defaults(handler=_serve_model)
 
     p = sub.add_parser("legacy", help="the legacy system (rule-based churn predictor) over HTTP")

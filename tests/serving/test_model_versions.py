@@ -5,6 +5,7 @@ import shutil
 import httpx
 import pytest
 
+from serving.dataset import NUMERIC
 from serving.errors import InvalidArgument
 from serving.model_config import parse_model_config
 from tests.conftest import start_model_server
@@ -65,8 +66,14 @@ def test_bad_flags_and_busy_ports_are_clear_errors(tmp_path, models_dir):
     from experiments.cli import main
 
     assert main(["serve-model", "--model_base_path", str(tmp_path / "missing")]) == 2
-    server = start_model_server(models_dir, tmp_path)
+    assert main(["serve-model", "--tensorflow_intra_op_parallelism", "-1", "--model_base_path", str(models_dir / "churn")]) == 2
+    # TF Serving's threading flags are accepted and the server answers with them.
+    server = start_model_server(models_dir, tmp_path, "--tensorflow_intra_op_parallelism", "1",
+                                "--tensorflow_inter_op_parallelism", "1")
     try:
+        row = {"instances": [dict.fromkeys(("state", "area_code", "international_plan", "voice_mail_plan"), "x")
+                             | dict.fromkeys(NUMERIC, 1.0)]}
+        assert httpx.post(f"{server.rest_url}/v1/models/churn:predict", json=row, timeout=10).status_code == 200
         assert main(["serve-model", "--port", str(server.grpc_port), "--rest_api_port", "0",
                      "--model_base_path", str(models_dir / "churn")]) == 2
     finally:
