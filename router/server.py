@@ -7,20 +7,18 @@ SIGTERM or Ctrl-C stops accepting, lets requests in flight finish, then closes b
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import logging
 import signal
 from dataclasses import dataclass
 from pathlib import Path
 
-import uvicorn
-
 from experiments.config import EXAMPLE_CONFIG
 from router.core import Router
 from router.features import FeatureSink
 from router.grpc import create_server
 from router.http import create_app
+from router.http_server import HttpServer
 from router.metrics import RouterMetrics
 from router.reload import ConfigFile, with_addresses
 from router.signing import Signer, load_key
@@ -45,13 +43,6 @@ class RouterSettings:
     baseline: Path | None = None  # feature baseline for the skew monitors; overrides the file's skew.baseline
 
 
-class _Uvicorn(uvicorn.Server):
-    # We own the signals (both fronts stop together); uvicorn would re-raise them and kill the process mid-cleanup.
-    @contextlib.contextmanager
-    def capture_signals(self):
-        yield
-
-
 def build_router(settings: RouterSettings, sinks: tuple[FeatureSink, ...] = ()) -> tuple[Router, ConfigFile]:
     """The router and its config file, from settings (raises ConfigError on a bad file)."""
     source = ConfigFile(settings.config, lambda c: with_addresses(c, settings.legacy_url, settings.model_target))
@@ -72,10 +63,13 @@ async def serve(settings: RouterSettings, admin_token: str | None, sinks: tuple[
     """Run one router until SIGTERM/SIGINT."""
     router, source = build_router(settings, sinks)
     grpc_server, grpc_port = create_server(router, f"{settings.host}:{settings.grpc_port}")
-    http = _Uvicorn(uvicorn.Config(create_app(router, admin_token), host=settings.host, port=settings.http_port,
-                                   log_level="warning", access_log=False, lifespan="off", loop="none",
-                                   http="httptools", timeout_graceful_shutdown=5,
-                                   proxy_headers=False, server_header=False, date_header=False))
+    http = HttpServer(router, create_app(router, admin_token), settings.host, settings.http_port)
+    try:
+        await http.start()
+    except OSError as err:
+        await grpc_server.stop(None)
+        await router.close()
+        raise OSError(f"cannot listen for HTTP on {settings.host}:{settings.http_port}: {err.strerror or err}") from None
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -85,18 +79,13 @@ async def serve(settings: RouterSettings, admin_token: str | None, sinks: tuple[
         getattr(sink, "start", lambda: None)()
     background = [asyncio.create_task(router.keep_metadata_fresh()),
                   asyncio.create_task(source.watch(router, settings.watch_interval))]
-    http_task = asyncio.create_task(http.serve())
-    await asyncio.sleep(0)
     _tune_gc()
     cfg = router.state.config
     log.info("router for experiment %r (model %r, weights %s): HTTP on %s:%d, gRPC on %s:%d",
              cfg.name, cfg.model_name, cfg.weights, settings.host, settings.http_port, settings.host, grpc_port)
-    done, _ = await asyncio.wait([http_task, asyncio.create_task(stop.wait())], return_when=asyncio.FIRST_COMPLETED)
-    if http_task in done and http_task.exception() is None and not stop.is_set():
-        log.error("HTTP server stopped on its own (port %d in use?)", settings.http_port)
+    await stop.wait()
     log.info("router stopping")
-    http.should_exit = True
-    await asyncio.gather(http_task, grpc_server.stop(grace=5), return_exceptions=True)
+    await asyncio.gather(http.stop(grace=5), grpc_server.stop(grace=5), return_exceptions=True)
     for task in background:
         task.cancel()
     await router.close()
