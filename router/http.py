@@ -1,7 +1,9 @@
 """The router's HTTP front (FastAPI): TF Serving's REST API plus outcomes, experiments, metrics, probes.
 
 Thin by design: parse JSON into a `decode` callable, call `Router.predict`, format the answer or
-the error (`{"error": message}` with the error's `http_status`, as TF Serving does).
+the error (`{"error": message}` with the error's `http_status`, as TF Serving does). The process
+serves this app with `router.http_server`, which calls `answer_predict` directly for predict;
+the ASGI fast path below does the same under any ASGI server (tests use Starlette's TestClient).
 """
 
 from __future__ import annotations
