@@ -91,7 +91,12 @@ DATA = Section("data", "Tests for features and data", (
                      note="the schema is learned from the training split, not expectations a person reviewed"),)),
     RubricTest("Data 2", "All features are beneficial",
                "Each feature earns its place: its predictive value is measured (importance, leave-one-feature-out).",
-               gap="no feature importance or ablation run: all 19 features of serving/dataset.py are used as given"),
+               (auto("every training run measures each feature's permutation importance on the validation split "
+                     "(AUC and accuracy drop over 3 shuffles) and records it with the version, listing the features "
+                     "that did not help", "serving/importance.py, models/<name>/<version>/modelramp/importance.json",
+                     f"{TRAIN_TESTS}::test_permutation_importance_finds_the_features_a_model_uses",
+                     f"{TRAIN_TESTS}::test_each_version_records_its_feature_importance",
+                     note="features that do not help are reported, not removed: dropping one is a new recipe"),)),
     RubricTest("Data 3", "No feature's cost is too much",
                "The cost of each feature (latency, memory, upstream dependencies, maintenance) is measured against its value.",
                gap="no per-feature cost measured; loadtests/ time whole requests, bench_sketches only the monitor's cost"),

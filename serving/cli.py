@@ -34,9 +34,13 @@ def _serve_model(args: argparse.Namespace) -> int:
 
     from serving import model_server  # noqa: PLC0415
 
-    # Before any model is loaded: TensorFlow fixes its thread pools when its context starts.
-    tf.config.threading.set_intra_op_parallelism_threads(args.tensorflow_intra_op_parallelism)
-    tf.config.threading.set_inter_op_parallelism_threads(args.tensorflow_inter_op_parallelism)
+    # Before any model is loaded: TensorFlow fixes its thread pools when its context starts (and
+    # refuses a change afterwards, so an unchanged value is not set again).
+    threading = tf.config.threading
+    if threading.get_intra_op_parallelism_threads() != args.tensorflow_intra_op_parallelism:
+        threading.set_intra_op_parallelism_threads(args.tensorflow_intra_op_parallelism)
+    if threading.get_inter_op_parallelism_threads() != args.tensorflow_inter_op_parallelism:
+        threading.set_inter_op_parallelism_threads(args.tensorflow_inter_op_parallelism)
     sources = model_server.sources_from_flags(args.model_name, args.model_base_path, args.model_config_file)
     try:  # uvloop's event loop costs less per request than asyncio's (both fronts share the loop)
         import uvloop  # noqa: PLC0415

@@ -21,6 +21,7 @@ import numpy as np
 from serving import dataset
 from serving.baseline import compute_baseline
 from serving.encoding import Encoder
+from serving.importance import permutation_importance
 from serving.quality import classification_report
 
 METADATA_DIR = "modelramp"  # inside the version folder; TF Serving ignores it
@@ -143,9 +144,11 @@ def train(out: Path, version: int, seed: int = 0, recipe: Recipe | None = None, 
         "train": classification_report(y_train, serve(train_frame)),
         "validation": classification_report(val_frame[dataset.LABEL], val_scores),
     }
+    importance = permutation_importance(serve, val_frame, seed=seed)
     meta = staging / METADATA_DIR
     meta.mkdir()
     (meta / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    (meta / "importance.json").write_text(json.dumps(importance, indent=2) + "\n")
     (meta / "baseline.json").write_text(json.dumps({"model": name, "version": version, **compute_baseline(train_frame, val_scores)}, indent=2) + "\n")
     (meta / "training.json").write_text(json.dumps({
         "model": name, "version": version, "seed": seed, "recipe": asdict(recipe),
@@ -160,6 +163,8 @@ def train(out: Path, version: int, seed: int = 0, recipe: Recipe | None = None, 
     staging.rename(final)
     v = metrics["validation"]
     log(f"exported {final}: validation accuracy {v['accuracy']:.4f}, F1 {v['f1']:.3f}, AUC {v['roc_auc']:.3f}")
+    if importance["not_beneficial"]:
+        log(f"  features that did not help on validation (permutation importance): {', '.join(importance['not_beneficial'])}")
     return TrainResult(final, metrics)
 
 

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from serving import dataset, legacy_rule
+from serving.importance import permutation_importance
 from serving.train import RECIPES, Recipe, check_numerics, train
 
 TINY = Recipe("mlp", (8,), epochs=3, learning_rate=0.01)
@@ -83,3 +84,25 @@ def test_check_numerics_refuses_nan_scores():
     check_numerics([0.5, 0.4], np.array([0.1, 0.9]))
     with pytest.raises(ValueError, match="scores 1 validation row"):
         check_numerics([0.5], np.array([0.1, np.inf]))
+
+
+def test_permutation_importance_finds_the_features_a_model_uses(models_dir):
+    frame = dataset.read_split(models_dir / "data", "validation")
+
+    def score(f):  # a "model" that reads two features only
+        return ((f["number_customer_service_calls"] >= 4) | (f["total_day_minutes"] > 265)).to_numpy(float)
+
+    result = permutation_importance(score, frame, seed=1)
+    used = {"number_customer_service_calls", "total_day_minutes"}
+    assert set(result["features"]) == set(dataset.FEATURES)
+    assert set(result["not_beneficial"]) == set(dataset.FEATURES) - used
+    for name in used:
+        assert result["features"][name]["auc_drop"] > 0.02 and result["features"][name]["accuracy_drop"] > 0
+
+
+def test_each_version_records_its_feature_importance(models_dir):
+    record = json.loads((models_dir / "churn" / "2" / "modelramp" / "importance.json").read_text())
+    assert set(record["features"]) == set(dataset.FEATURES)
+    # The strongest churn signals of this data set matter to the trained network.
+    for name in ("number_customer_service_calls", "international_plan"):
+        assert name not in record["not_beneficial"] and record["features"][name]["auc_drop"] > 0.01
