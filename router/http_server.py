@@ -93,6 +93,8 @@ class _Connection(asyncio.Protocol):
         self.closing = False
         self.size = 0
         self.last_active = 0.0
+        self.writable = asyncio.Event()  # cleared while the client does not read what we write
+        self.writable.set()
 
     # asyncio.Protocol ----------------------------------------------------------------------------
 
@@ -103,14 +105,22 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc) -> None:
         self.server.connections.discard(self)
+        self.writable.set()  # nothing will drain any more: release a request waiting to write
 
     def data_received(self, data: bytes) -> None:
+        self.last_active = asyncio.get_running_loop().time()  # a slow upload is not an idle connection
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
             self._fail(400, "protocol upgrades are not supported")
         except httptools.HttpParserError as err:
             self._fail(400, f"malformed HTTP request: {err}")
+
+    def pause_writing(self) -> None:
+        self.writable.clear()
+
+    def resume_writing(self) -> None:
+        self.writable.set()
 
     def close(self) -> None:
         if self.transport is not None and not self.transport.is_closing():
@@ -175,6 +185,10 @@ class _Connection(asyncio.Protocol):
                 if not keep:
                     self.close()
                     return
+            # A client that sends but does not read must not pile up answers in memory: read its
+            # next request only once what we wrote has drained.
+            if not self.writable.is_set():
+                await self.writable.wait()
         finally:
             self.busy = False
         self.last_active = asyncio.get_running_loop().time()
@@ -184,16 +198,16 @@ class _Connection(asyncio.Protocol):
     async def _dispatch(self, request: _Request) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
         path, _, query = request.url.partition(b"?")
         match = _PREDICT_PATH.match(path.decode("latin-1")) if request.method == b"POST" else None
-        if match is not None:
-            body = None if request.too_large else b"".join(request.body)
-            status, content, extra = await answer_predict(self.server.router, match.group(1), request.unit_id, body)
-            return status, [(b"content-type", _JSON), *((k.lower().encode(), v.encode()) for k, v in extra.items())], content
-        if request.too_large:
-            limit = self.server.router.state.config.router.max_body_bytes
-            return 413, [(b"content-type", _JSON)], json.dumps({"error": f"request body is larger than the limit of {limit} bytes"}).encode()
         try:
+            if match is not None:
+                body = None if request.too_large else b"".join(request.body)
+                status, content, extra = await answer_predict(self.server.router, match.group(1), request.unit_id, body)
+                return status, [(b"content-type", _JSON), *((k.lower().encode(), v.encode()) for k, v in extra.items())], content
+            if request.too_large:
+                limit = self.server.router.state.config.router.max_body_bytes
+                return 413, [(b"content-type", _JSON)], json.dumps({"error": f"request body is larger than the limit of {limit} bytes"}).encode()
             return await self._asgi(request, path, query)
-        except Exception:  # noqa: BLE001 - one failing route must not take the connection or the process down
+        except Exception:  # noqa: BLE001 - one failing request must not take the connection or the process down
             log.exception("error answering %s %s", request.method.decode(), path.decode("latin-1"))
             return 500, [(b"content-type", _JSON)], b'{"error":"internal error in the router"}'
 

@@ -152,3 +152,44 @@ def test_stop_lets_a_request_in_flight_finish():
         writer.close()
 
     run(test)
+
+
+def test_a_failing_request_is_500_and_the_connection_goes_on(monkeypatch):
+    import router.http_server as http_server
+
+    async def broken(*args):
+        raise RuntimeError("a bug")
+
+    async def test(port, server):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        with monkeypatch.context() as m:
+            m.setattr(http_server, "answer_predict", broken)
+            writer.write(predict())
+            status, _, body = await read_response(reader)
+        assert status == 500 and json.loads(body) == {"error": "internal error in the router"}
+        writer.write(predict())
+        assert (await read_response(reader))[0] == 200
+        writer.close()
+
+    run(test)
+
+
+def test_a_client_that_does_not_read_is_not_read_from():
+    async def test(port, server):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(predict())
+        assert (await read_response(reader))[0] == 200
+        (conn,) = server.connections
+        conn.pause_writing()  # as the transport does when the client's window is full
+        writer.write(predict())
+        while conn.queue or not conn.busy:  # the request was taken and answered, and waits for the drain
+            await asyncio.sleep(0.001)
+        assert conn.busy and not conn.transport.is_reading()
+        conn.resume_writing()
+        assert (await read_response(reader))[0] == 200
+        while conn.busy:
+            await asyncio.sleep(0.001)
+        assert conn.transport.is_reading()
+        writer.close()
+
+    run(test)
