@@ -130,6 +130,18 @@ def score(client: PredictionClient, model_name: str, frame: pd.DataFrame,
     return np.concatenate(scores), served
 
 
+def served_versions(client: PredictionClient, model_name: str) -> list[int]:
+    """Versions of `model_name` the server reports AVAILABLE (GetModelStatus), ascending."""
+    try:
+        status = client.get_model_status(model_name)
+    except (errors.Unavailable, errors.DeadlineExceeded) as err:
+        raise GateError(f"no model server answers at {client.target} (gRPC): {err}; start one with "
+                        "`modelramp serve-model` or pass --start-server") from None
+    except errors.UserFacingError as err:
+        raise GateError(f"the model server at {client.target} has no model {model_name!r}: {err}") from None
+    return sorted(s["version"] for s in status if s["state"] == "AVAILABLE")
+
+
 def legacy_scores(frame: pd.DataFrame) -> np.ndarray:
     """The legacy rule's 0/1 answers for every row (in process: it is a pure function)."""
     return np.array([legacy_rule.predict(row)["probability"] for row in dataset.to_instances(frame)])

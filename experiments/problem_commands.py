@@ -77,6 +77,15 @@ def _store(args: argparse.Namespace):
         raise ValueError(str(err)) from None
 
 
+def _print_advice(store, problem) -> None:
+    """Seed 003's advice on a problem's patterns, if it has any (too few, too many, one kind only)."""
+    from experiments import problems as db
+
+    advice = db.pattern_advice(db.problem_patterns(store, problem))
+    if advice:
+        print(f"note: {problem.name}: {advice}")
+
+
 def _run_add(args: argparse.Namespace) -> int:
     from experiments import problems as db
     from experiments.problem_import import check_instance, parse_expected
@@ -107,9 +116,7 @@ def _run_add(args: argparse.Namespace) -> int:
         if new is not None:
             added, _ = db.add_patterns(store, problem, [new])
             print(f"added pattern to {problem.name!r}" if added else f"{problem.name!r} already has this pattern")
-        advice = db.pattern_advice(db.problem_patterns(store, problem))
-        if advice:
-            print(f"note: {problem.name}: {advice}")
+        _print_advice(store, problem)
     finally:
         store.close()
     return 0
@@ -132,9 +139,7 @@ def _run_import(args: argparse.Namespace) -> int:
                 print(f"created problem {name!r}")
             added, present = db.add_patterns(store, problem, new)
             print(f"{name}: {added} pattern(s) added" + (f", {present} already present" if present else ""))
-            advice = db.pattern_advice(db.problem_patterns(store, problem))
-            if advice:
-                print(f"note: {name}: {advice}")
+            _print_advice(store, problem)
     finally:
         store.close()
     return 0

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from experiments.gate import score, served_versions
 from experiments.problems import (Pattern, Problem, ProblemError, list_problems, problem_patterns,
                                   record_evaluation)
 from experiments.store import Store
@@ -49,11 +50,6 @@ def problem_metrics(expected: np.ndarray, scores: np.ndarray) -> dict[str, Any]:
             "mean_score": float(scores.mean()) if n else None}
 
 
-def served_versions(client, model_name: str) -> list[int]:
-    """Versions the model server has AVAILABLE for this model, ascending."""
-    return sorted(s["version"] for s in client.get_model_status(model_name) if s["state"] == "AVAILABLE")
-
-
 def versions_to_evaluate(client, model_name: str, candidate: int) -> list[int]:
     """The candidate and every earlier version the server still has (seed 003's re-run of prior candidates)."""
     available = served_versions(client, model_name)
@@ -67,8 +63,6 @@ def versions_to_evaluate(client, model_name: str, candidate: int) -> list[int]:
 def evaluate(store: Store, client, model_name: str, candidate: int, versions: list[int], *,
              purpose: str = "evaluate", only: list[Problem] | None = None) -> Evaluation:
     """Score every pattern of every problem (or `only` these) with each version; store and return it."""
-    from experiments.gate import score  # the gate's batched, version-pinned scoring over gRPC
-
     chosen = list_problems(store, model_name) if only is None else only
     with_patterns: list[tuple[Problem, list[Pattern]]] = []
     skipped = []
@@ -124,8 +118,6 @@ def canary_check(store: Store, client, model_name: str, *, version: int | None =
     the server still has. Worse means fewer of the problem's patterns answered right than the
     reference, or a share below the problem's own minimum accuracy.
     """
-    from experiments.gate import score
-
     regressions = [p for p in list_problems(store, model_name) if p.regression]
     testable = [p for p in regressions if problem_patterns(store, p)]
     untested = [f"{p.name}: no patterns yet" for p in regressions if p not in testable]

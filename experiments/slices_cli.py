@@ -41,21 +41,6 @@ def parse_versions(text: str | None) -> list[int] | None:
     return versions
 
 
-def served_versions(client, model_name: str) -> list[int]:
-    """Versions of `model_name` the server reports AVAILABLE (GetModelStatus)."""
-    from experiments.gate import GateError
-    from serving import errors
-
-    try:
-        status = client.get_model_status(model_name)
-    except (errors.Unavailable, errors.DeadlineExceeded) as err:
-        raise GateError(f"no model server answers at {client.target} (gRPC): {err}; start one with "
-                        "`modelramp serve-model` or pass --start-server") from None
-    except errors.UserFacingError as err:
-        raise GateError(f"the model server at {client.target} has no model {model_name!r}: {err}") from None
-    return sorted(s["version"] for s in status if s["state"] == "AVAILABLE")
-
-
 def _model_arm(config) -> tuple[str | None, str | None]:
     backend = config.arms["model"].backend
     return backend.model_name, backend.target if backend.kind == "tfserving_grpc" else None
@@ -64,7 +49,7 @@ def _model_arm(config) -> tuple[str | None, str | None]:
 def run(args: argparse.Namespace) -> int:
     from experiments.config import EXAMPLE_CONFIG, load_config
     from experiments.error_analysis import analyse
-    from experiments.gate import json_ready, legacy_scores, score
+    from experiments.gate import json_ready, legacy_scores, score, served_versions
     from experiments.gate_cli import given, started_server
     from experiments.slicing import check_slices
     from serving import dataset

@@ -79,7 +79,7 @@ def rest_decoder(body: bytes | None, limit: int, configured_signature: str, seen
     return decode
 
 
-_PREDICT_PATH = re.compile(r"^/v1/models/([^/:]+)(?:/versions/\d+|/labels/[^/:]+)?:predict$")
+PREDICT_PATH = re.compile(r"^/v1/models/([^/:]+)(?:/versions/\d+|/labels/[^/:]+)?:predict$")
 
 
 async def answer_predict(router: Router, name: str, unit_id: str | None, body: bytes | None) -> tuple[int, bytes, dict[str, str]]:
@@ -108,7 +108,7 @@ class PredictFastPath:
         self.router = router
 
     async def __call__(self, scope, receive, send) -> None:
-        match = _PREDICT_PATH.match(scope["path"]) if scope["type"] == "http" and scope["method"] == "POST" else None
+        match = PREDICT_PATH.match(scope["path"]) if scope["type"] == "http" and scope["method"] == "POST" else None
         if match is None:
             await self.app(scope, receive, send)
             return

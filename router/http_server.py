@@ -22,7 +22,7 @@ from urllib.parse import unquote
 import httptools
 
 from router.core import Router
-from router.http import _PREDICT_PATH, answer_predict
+from router.http import PREDICT_PATH, answer_predict
 
 log = logging.getLogger("router.http")
 
@@ -197,7 +197,7 @@ class _Connection(asyncio.Protocol):
 
     async def _dispatch(self, request: _Request) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
         path, _, query = request.url.partition(b"?")
-        match = _PREDICT_PATH.match(path.decode("latin-1")) if request.method == b"POST" else None
+        match = PREDICT_PATH.match(path.decode("latin-1")) if request.method == b"POST" else None
         try:
             if match is not None:
                 body = None if request.too_large else b"".join(request.body)
