@@ -36,9 +36,10 @@ GRPC_TARGET = os.environ.get("ROUTER_GRPC", "127.0.0.1:8090")
 OUTCOME_SHARE = 0.5
 
 # Thresholds (issue 3): no client errors at all (the model arm may fail, clients must not see it),
-# and the router's answers stay fast on loopback.
+# and the router's answers stay fast on loopback. MODELRAMP_LOCUST_MAX_P99_MS overrides the
+# latency one (the test suite's 5-second smoke run checks the scenario, not the machine's speed).
 MAX_FAIL_RATIO = 0.0
-MAX_P99_MS = 50.0
+MAX_P99_MS = float(os.environ.get("MODELRAMP_LOCUST_MAX_P99_MS", "50"))
 
 ROWS = [
     {"state": "KS", "area_code": "area_code_415", "international_plan": "no", "voice_mail_plan": "yes", "account_length": 128,

@@ -266,7 +266,9 @@ def test_locustfile_runs_headless(make_router, tmp_path):
     router = make_router(0.5)
     result = subprocess.run([locust, "-f", "loadtests/locustfile.py", "--headless", "--host", router.url, "-u", "6", "-r", "6",
                              "-t", "5s", "--only-summary"], cwd=Path(__file__).parents[2], capture_output=True, text=True,
-                            timeout=120, env={**os.environ, "ROUTER_GRPC": router.grpc_target})
+                            timeout=120, env={**os.environ, "ROUTER_GRPC": router.grpc_target,
+                                              # latency is for `make loadtest`, not a timed test on a shared machine
+                                              "MODELRAMP_LOCUST_MAX_P99_MS": "10000"})
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert router.metric("modelramp_requests_total", protocol="grpc", code="OK") > 0
     assert router.metric("modelramp_requests_total", protocol="http", code="200") > 0
