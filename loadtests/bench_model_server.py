@@ -3,10 +3,13 @@
     python loadtests/bench_model_server.py --models models [--requests 2000] [--json out.json]
 
 Measured in one run on loopback, one row per request: the SavedModel signature called in this
-process (the limit) and `modelramp serve-model` over gRPC and REST with one client, in
-alternating rounds so that other load on a shared machine hits all three alike; then 8
+process, two ways (the limit: `in_process_session`, the serving signature as a session callable,
+which is how TF Serving and `serve-model` run it, and `in_process_tf2`, the TF2 signature function
+`tf.saved_model.load(...).signatures[...]`), and `modelramp serve-model` over gRPC and REST with
+one client, in alternating rounds so that other load on a shared machine hits all alike; then 8
 concurrent clients (threads with blocking clients) per protocol for throughput. Goal: gRPC round
-trip within 1 ms of the in-process call at p50. Compare the rows of one run, not runs.
+trip within 1 ms of the in-process call at p50, measured against the faster in-process way.
+Compare the rows of one run, not runs.
 """
 
 from __future__ import annotations
@@ -95,6 +98,8 @@ def main() -> int:
 
     import tensorflow as tf  # noqa: PLC0415
 
+    from serving.servable import Servable, session_config  # noqa: PLC0415
+
     # The same TensorFlow threading in this process as in the server, so the limit is a fair one.
     tf.config.threading.set_intra_op_parallelism_threads(args.tf_threads)
     tf.config.threading.set_inter_op_parallelism_threads(args.tf_threads)
@@ -102,9 +107,18 @@ def main() -> int:
     row = dataset.read_split(args.models / "data", "live").head(1)
     columns = dataset.to_columns(row)
     instance = dataset.to_instances(row)
-    signature = tf.saved_model.load(str(args.models / "churn" / "2")).signatures["serving_default"]
-    # The limit: this process holds the row as numpy arrays and calls the signature directly.
-    in_process = lambda: signature(**{k: tf.constant(v.astype(bytes) if v.dtype == object else v) for k, v in columns.items()})  # noqa: E731
+    version_dir = args.models / "churn" / "2"
+    # The limit: this process holds the row as numpy arrays and calls the signature directly,
+    # unchecked: a session callable as the server does, and the TF2 signature function.
+    servable = Servable("churn", 2, version_dir, session_config(args.tf_threads, args.tf_threads))
+    names = sorted(columns)
+    session_call = servable.session_callable("serving_default", tuple(servable.signatures["serving_default"].outputs))
+    feeds = [columns[n] for n in names]
+    signature = tf.saved_model.load(str(version_dir)).signatures["serving_default"]
+    in_process = {
+        "in_process_session": lambda: session_call(*feeds),
+        "in_process_tf2": lambda: signature(**{k: tf.constant(v.astype(bytes) if v.dtype == object else v) for k, v in columns.items()}),
+    }
     results: dict = {}
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -122,8 +136,7 @@ def main() -> int:
                 body = json.dumps({"instances": instance}).encode()
                 return lambda: http.post("/v1/models/churn:predict", content=body).raise_for_status()
 
-            results.update(interleaved({"in_process": in_process, "grpc_1_clients": grpc_call(),
-                                        "rest_1_clients": rest_call()}, args.requests))
+            results.update(interleaved({**in_process, "grpc_1_clients": grpc_call(), "rest_1_clients": rest_call()}, args.requests))
             for key, r in results.items():
                 print(f"{key:>16}: p50 {r['p50_ms']:.3f} ms  p99 {r['p99_ms']:.3f} ms  {r['rps']:.0f} req/s", flush=True)
             for name, make in (("grpc", grpc_call), ("rest", rest_call)):
@@ -134,10 +147,11 @@ def main() -> int:
         finally:
             server.process.stop()
 
-    overhead = results["grpc_1_clients"]["p50_ms"] - results["in_process"]["p50_ms"]
+    limit = min(results[key]["p50_ms"] for key in in_process)
+    overhead = results["grpc_1_clients"]["p50_ms"] - limit
     results["grpc_p50_overhead_ms"] = overhead
     results["goal_met"] = overhead <= GOAL_GRPC_P50_OVERHEAD_MS
-    print(f"gRPC p50 round trip minus in-process p50: {overhead:.3f} ms (goal <= {GOAL_GRPC_P50_OVERHEAD_MS} ms): "
+    print(f"gRPC p50 round trip minus the faster in-process p50: {overhead:.3f} ms (goal <= {GOAL_GRPC_P50_OVERHEAD_MS} ms): "
           f"{'met' if results['goal_met'] else 'NOT met'}")
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(results, indent=2) + "\n")

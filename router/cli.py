@@ -53,6 +53,9 @@ def _admin_token(path: Path | None) -> str | None:
 
 
 def _router(args: argparse.Namespace) -> int:
+    from serving.grpc_stack import prefer_iomgr_stack
+
+    prefer_iomgr_stack()  # before grpc is imported (below)
     from experiments.config import EXAMPLE_CONFIG
     from router.ports import require_free
     from router.server import RouterSettings, run

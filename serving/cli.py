@@ -27,20 +27,13 @@ def _serve_model(args: argparse.Namespace) -> int:
     _quiet_tensorflow()
     import asyncio  # noqa: PLC0415
 
-    for flag in ("tensorflow_intra_op_parallelism", "tensorflow_inter_op_parallelism"):
-        if getattr(args, flag) < 0:
-            raise ValueError(f"--{flag} must be 0 (TensorFlow chooses) or a number of threads, not {getattr(args, flag)}")
-    import tensorflow as tf  # noqa: PLC0415
+    from serving.grpc_stack import prefer_iomgr_stack  # noqa: PLC0415
 
+    prefer_iomgr_stack()  # before grpc is imported (below)
     from serving import model_server  # noqa: PLC0415
+    from serving.servable import session_config  # noqa: PLC0415
 
-    # Before any model is loaded: TensorFlow fixes its thread pools when its context starts (and
-    # refuses a change afterwards, so an unchanged value is not set again).
-    threading = tf.config.threading
-    if threading.get_intra_op_parallelism_threads() != args.tensorflow_intra_op_parallelism:
-        threading.set_intra_op_parallelism_threads(args.tensorflow_intra_op_parallelism)
-    if threading.get_inter_op_parallelism_threads() != args.tensorflow_inter_op_parallelism:
-        threading.set_inter_op_parallelism_threads(args.tensorflow_inter_op_parallelism)
+    config = session_config(args.tensorflow_intra_op_parallelism, args.tensorflow_inter_op_parallelism)
     sources = model_server.sources_from_flags(args.model_name, args.model_base_path, args.model_config_file)
     try:  # uvloop's event loop costs less per request than asyncio's (both fronts share the loop)
         import uvloop  # noqa: PLC0415
@@ -48,7 +41,7 @@ def _serve_model(args: argparse.Namespace) -> int:
         runner = uvloop.run
     except ImportError:  # pragma: no cover - uvicorn[standard] brings it
         runner = asyncio.run
-    runner(model_server.serve(sources, args.port, args.rest_api_port, args.file_system_poll_wait_seconds, args.host))
+    runner(model_server.serve(sources, args.port, args.rest_api_port, args.file_system_poll_wait_seconds, args.host, config))
     return 0
 
 
@@ -83,9 +76,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--file_system_poll_wait_seconds", type=float, default=1.0,
                    help="how often to look for new versions; 0 disables polling (default: 1)")
     p.add_argument("--host", default="0.0.0.0", help="address to listen on (default: all)")
-    # TF Serving's flags and default (0: TensorFlow sizes its pools). One thread each can suit
-    # one-row requests on a small machine; on this 2-core one the effect on gRPC latency was
-    # within the noise (loadtests/bench_model_server.py --tf-threads 1 against 0).
+    # TF Serving's flags and default (0: TensorFlow sizes its pools), set on each model's session.
+    # One thread each can suit one-row requests on a small machine; on this 2-core one the effect
+    # on gRPC latency was within the noise (loadtests/bench_model_server.py --tf-threads 1 against 0).
     p.add_argument("--tensorflow_intra_op_parallelism", type=int, default=0, metavar="N",
                    help="threads inside one op (default 0: TensorFlow chooses)")
     p.add_argument("--tensorflow_inter_op_parallelism", type=int, default=0, metavar="N",

@@ -50,7 +50,8 @@ def _version_dirs(base: Path) -> dict[int, Path]:
 class ModelRegistry:
     """Loaded servables for every configured model; thread-safe reads, polling loads."""
 
-    def __init__(self, sources: list[ModelSource]):
+    def __init__(self, sources: list[ModelSource], session_config=None):
+        self.session_config = session_config  # every version's TensorFlow session (threads)
         self.sources = {s.name: s for s in sources}
         self._servables: dict[str, dict[int, Servable]] = {s.name: {} for s in sources}
         self._status: dict[str, dict[int, VersionStatus]] = {s.name: {} for s in sources}
@@ -97,7 +98,7 @@ class ModelRegistry:
         status = self._status[source.name]
         status[version] = VersionStatus(version, "LOADING")
         try:
-            servable = Servable(source.name, version, path)
+            servable = Servable(source.name, version, path, self.session_config)
         except Exception as err:  # noqa: BLE001 - any load failure is reported, never raised into the server
             status[version] = VersionStatus(version, "END", "UNKNOWN", f"failed to load {path}: {type(err).__name__}: {err}", path.stat().st_mtime)
             log.error("model %s version %d failed to load: %s", source.name, version, status[version].error_message)

@@ -48,11 +48,12 @@ def check_port_free(host: str, port: int) -> None:
             raise OSError(f"port {port} on {host} is already in use") from None
 
 
-async def serve(sources: list[ModelSource], port: int, rest_api_port: int, poll_seconds: float, host: str = "0.0.0.0") -> None:
+async def serve(sources: list[ModelSource], port: int, rest_api_port: int, poll_seconds: float, host: str = "0.0.0.0",
+                session_config=None) -> None:
     for p in (port, rest_api_port):
         if p:
             check_port_free(host, p)
-    registry = ModelRegistry(sources)
+    registry = ModelRegistry(sources, session_config)
     plane = DataPlane(registry)
     await plane.poll()  # load before listening, as TF Serving does
     for source in sources:

@@ -2,18 +2,26 @@
 
 Inputs are checked the way TF Serving checks them (names, dtype, rank and fixed dimensions,
 one batch size) so that a bad request gets INVALID_ARGUMENT with a precise message instead of a
-TensorFlow stack trace. The call itself is a direct signature call (about 0.3 ms per row here);
+TensorFlow stack trace.
+
+The model is run the way TF Serving runs it: the SavedModel's MetaGraph loaded into a session,
+each signature a feed/fetch call on its tensors (TF Serving's SavedModelBundle and Session::Run).
+From Python that is also the cheapest call: a session callable takes the numpy arrays as they are,
+while a TF2 signature call converts every input to an eager tensor first (one row of the churn
+model: about 0.12 ms against 0.9-1.1 ms, `python loadtests/bench_model_server.py`, which reports
+both).
 Keras's `predict` is never on the request path.
 """
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
-from tensorflow.core.protobuf import saved_model_pb2
+from tensorflow.core.protobuf import config_pb2
 
 from serving.errors import InvalidArgument, NotFound
 from serving.tensors import DT_STRING, dtype_name
@@ -33,33 +41,45 @@ class SignatureInfo:
     method_name: str
 
 
-def _read_signature_defs(path: Path) -> dict:
-    """The SignatureDef protos exactly as stored in saved_model.pb (what TF Serving reports)."""
-    saved_model = saved_model_pb2.SavedModel()
-    saved_model.ParseFromString((path / "saved_model.pb").read_bytes())
-    return dict(saved_model.meta_graphs[0].signature_def)
-
-
 def _spec(info) -> TensorSpecInfo:
     shape = None if info.tensor_shape.unknown_rank else tuple(d.size for d in info.tensor_shape.dim)
     numpy_dtype = None if info.dtype == DT_STRING else np.dtype(tf.as_dtype(info.dtype).as_numpy_dtype)
     return TensorSpecInfo(info.dtype, shape, numpy_dtype)
 
 
+# TF2 SavedModels list their initialiser among the signatures; TF Serving reports it in metadata
+# but it is not a model to call.
+_INIT_OP_KEY = "__saved_model_init_op"
+
+
+def session_config(intra_op_threads: int = 0, inter_op_threads: int = 0) -> tf.compat.v1.ConfigProto:
+    """TF Serving's `--tensorflow_intra_op_parallelism` / `--tensorflow_inter_op_parallelism` (0: TensorFlow chooses)."""
+    for flag, value in (("intra_op", intra_op_threads), ("inter_op", inter_op_threads)):
+        if value < 0:
+            raise ValueError(f"--tensorflow_{flag}_parallelism must be 0 (TensorFlow chooses) or a number of threads, not {value}")
+    return tf.compat.v1.ConfigProto(intra_op_parallelism_threads=intra_op_threads, inter_op_parallelism_threads=inter_op_threads)
+
+
 class Servable:
     """A SavedModel version loaded once, callable by signature name."""
 
-    def __init__(self, name: str, version: int, path: Path):
+    def __init__(self, name: str, version: int, path: Path, config: tf.compat.v1.ConfigProto | None = None):
         self.name = name
         self.version = version
         self.path = Path(path)
-        self.signature_defs = _read_signature_defs(self.path)
-        self._loaded = tf.saved_model.load(str(self.path))
-        self._functions = dict(self._loaded.signatures)
+        self._graph = tf.Graph()
+        self._session = tf.compat.v1.Session(graph=self._graph, config=config)
+        with self._graph.as_default():
+            meta_graph = tf.compat.v1.saved_model.loader.load(self._session, [tf.saved_model.SERVING], str(self.path))
+        # The SignatureDef protos exactly as stored in saved_model.pb (what TF Serving reports).
+        self.signature_defs = dict(meta_graph.signature_def)
         self.signatures = {
             key: SignatureInfo({k: _spec(v) for k, v in sd.inputs.items()}, {k: _spec(v) for k, v in sd.outputs.items()}, sd.method_name)
-            for key, sd in self.signature_defs.items() if key in self._functions
+            for key, sd in self.signature_defs.items() if key != _INIT_OP_KEY
         }
+        # One callable per (signature, outputs asked for); input order is the sorted alias order.
+        self._callables: dict[tuple[str, tuple[str, ...]], object] = {}
+        self._callables_lock = threading.Lock()
 
     def signature(self, name: str | None) -> tuple[str, SignatureInfo]:
         key = name or "serving_default"
@@ -103,10 +123,25 @@ class Servable:
             unknown = sorted(set(output_filter) - set(info.outputs))
             if unknown:
                 raise InvalidArgument(f"output tensor alias not found in signature: {', '.join(unknown)}")
-        tensors = {name: tf.constant(array.astype(bytes) if array.dtype == object else array) for name, array in inputs.items()}
-        try:
-            outputs = self._functions[key](**tensors)
+        wanted = tuple(output_filter) if output_filter else tuple(info.outputs)
+        try:  # string inputs go in as they come: object arrays of bytes (trailing NULs kept)
+            outputs = self.session_callable(key, wanted)(*(inputs[name] for name in sorted(inputs)))
         except (tf.errors.InvalidArgumentError, ValueError, TypeError) as err:
             raise InvalidArgument(f"{type(err).__name__}: {getattr(err, 'message', err)}") from None
-        wanted = output_filter or list(outputs)
-        return key, {name: outputs[name].numpy() for name in wanted}
+        return key, dict(zip(wanted, outputs))
+
+    def session_callable(self, key: str, outputs: tuple[str, ...]):
+        """The unchecked call of one signature: input arrays in sorted alias order, outputs as listed."""
+        found = self._callables.get((key, outputs))
+        if found is None:
+            sd = self.signature_defs[key]
+            options = config_pb2.CallableOptions(feed=[sd.inputs[name].name for name in sorted(sd.inputs)],
+                                                 fetch=[sd.outputs[name].name for name in outputs])
+            with self._callables_lock:  # registering one edits the session's state
+                found = self._callables.get((key, outputs))
+                if found is None:
+                    # The session's own callable (TF_SessionMakeCallable): numpy in, numpy out, no
+                    # Python per input. The public `make_callable` with a feed list falls back to
+                    # `Session.run` with a feed dict, which costs eight times as much per row here.
+                    found = self._callables[(key, outputs)] = self._session._make_callable_from_options(options)  # noqa: SLF001
+        return found

@@ -62,21 +62,23 @@ def to_tensor_proto(value, proto_cls, dtype: int | None = None):
 
 def from_tensor_proto(proto) -> np.ndarray:
     """Decode a TensorProto into a numpy array (strings come back as an object array of bytes)."""
-    shape = tuple(d.size for d in proto.tensor_shape.dim)
-    if any(s < 0 for s in shape):
+    shape = tuple([d.size for d in proto.tensor_shape.dim])  # a list is cheaper than a generator here
+    if shape and min(shape) < 0:
         raise InvalidArgument(f"tensor shape {list(shape)} has an unknown dimension")
     size = math.prod(shape)  # 1 for a scalar; np.prod costs microseconds per tensor on this path
     dtype = proto.dtype
+    np_dtype = NUMPY_BY_DTYPE.get(dtype)
     if dtype == DT_STRING:
-        values = np.array(list(proto.string_val), dtype=object)
-    elif dtype in NUMPY_BY_DTYPE:
-        np_dtype = NUMPY_BY_DTYPE[dtype]
-        if proto.tensor_content:
-            if len(proto.tensor_content) != size * np_dtype.itemsize:
+        strings = proto.string_val
+        values = np.fromiter(strings, dtype=object, count=len(strings))  # np.array(list(...)) costs twice as much
+    elif np_dtype is not None:
+        content = proto.tensor_content
+        if content:
+            if len(content) != size * np_dtype.itemsize:
                 raise InvalidArgument(
-                    f"tensor_content has {len(proto.tensor_content)} bytes, shape {list(shape)} of "
+                    f"tensor_content has {len(content)} bytes, shape {list(shape)} of "
                     f"{dtype_name(dtype)} needs {size * np_dtype.itemsize}")
-            return np.frombuffer(proto.tensor_content, dtype=np_dtype).reshape(shape)
+            return np.frombuffer(content, dtype=np_dtype).reshape(shape)
         raw = getattr(proto, _VAL_FIELD[dtype])
         values = np.array(list(raw), dtype=np.uint16).view(np.float16) if dtype == DT_HALF else np.array(list(raw), dtype=np_dtype)
     else:
