@@ -16,6 +16,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
 from router.backends import PredictCall
+from router import json_codec
 from router.core import Router, Served
 from router.metrics import CONTENT_TYPE
 from router.reload import put_weights
@@ -53,7 +54,7 @@ def parse_json(body: bytes | None, limit: int) -> object:
     if body is None:
         raise errors.PayloadTooLarge(f"request body is larger than the limit of {limit} bytes")
     try:
-        return json.loads(body)
+        return json_codec.loads(body)
     except (ValueError, UnicodeDecodeError) as err:
         raise errors.InvalidArgument(f"malformed JSON in request body: {err}") from None
 
@@ -70,7 +71,9 @@ def rest_decoder(body: bytes | None, limit: int, configured_signature: str, seen
                 and type(document["instances"]) is list and document["instances"]
                 and rows_fit(document["instances"], signature)):
             seen["row_format"] = True
-            return PredictCall(rows=document["instances"], signature_name=configured_signature)
+            call = PredictCall(rows=document["instances"], signature_name=configured_signature)
+            call.rows_fit_signature = signature
+            return call
         name, inputs, seen["row_format"] = parse_predict_body(document, None if signature is None else signature.input_dtypes)
         if name not in (None, "", configured_signature):
             raise errors.NotFound(f"unknown signature {name!r}; the model serves {configured_signature!r}")
@@ -91,7 +94,7 @@ async def answer_predict(router: Router, name: str, unit_id: str | None, body: b
         served: Served = await router.predict(name, unit_id, decode, "http")
     except errors.UserFacingError as err:
         return err.http_status, json.dumps({"error": str(err)}).encode(), {}
-    content = json.dumps(format_predict_response(served.prediction.outputs, seen["row_format"]), separators=(",", ":")).encode()
+    content = json_codec.dumps(format_predict_response(served.prediction.outputs, seen["row_format"]))
     return 200, content, {"X-Modelramp-Arm": served.arm, "X-Request-Id": served.request_id}
 
 

@@ -52,7 +52,9 @@ class HttpServer:
         self._server: asyncio.AbstractServer | None = None
 
     async def start(self) -> None:
-        loop = asyncio.get_running_loop()
+        # Kept, not looked up per request: asyncio.get_running_loop() makes a getpid() system call
+        # each time (fork detection), six of them per request before this.
+        self.loop = loop = asyncio.get_running_loop()
         self._server = await loop.create_server(lambda: _Connection(self), self.host, self.port, reuse_address=True)
         self._sweeper = loop.create_task(self._close_idle())
 
@@ -61,7 +63,7 @@ class HttpServer:
         # CPU on every request, and closing an idle connection a second late harms no one.
         while True:
             await asyncio.sleep(1.0)
-            cutoff = asyncio.get_running_loop().time() - KEEP_ALIVE_SECONDS
+            cutoff = self.loop.time() - KEEP_ALIVE_SECONDS
             for conn in list(self.connections):
                 if not conn.busy and conn.last_active < cutoff:
                     conn.close()
@@ -85,11 +87,13 @@ class HttpServer:
 class _Connection(asyncio.Protocol):
     def __init__(self, server: HttpServer):
         self.server = server
+        self.loop = server.loop
         self.parser = httptools.HttpRequestParser(self)
         self.transport: asyncio.Transport | None = None
         self.request = _Request()
         self.queue: deque[_Request] = deque()
         self.busy = False
+        self.paused = False  # reading paused: pipelined requests are waiting in the queue
         self.closing = False
         self.size = 0
         self.last_active = 0.0
@@ -101,14 +105,14 @@ class _Connection(asyncio.Protocol):
     def connection_made(self, transport) -> None:
         self.transport = transport
         self.server.connections.add(self)
-        self.last_active = asyncio.get_running_loop().time()
+        self.last_active = self.loop.time()
 
     def connection_lost(self, exc) -> None:
         self.server.connections.discard(self)
         self.writable.set()  # nothing will drain any more: release a request waiting to write
 
     def data_received(self, data: bytes) -> None:
-        self.last_active = asyncio.get_running_loop().time()  # a slow upload is not an idle connection
+        self.last_active = self.loop.time()  # a slow upload is not an idle connection
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -165,11 +169,15 @@ class _Connection(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         self.queue.append(self.request)
-        if not self.busy:
+        if self.busy:
+            # Pipelined requests wait in the queue and the socket, answered in order. Reading is
+            # paused only then: pausing and resuming around every request cost an epoll change each.
+            if not self.paused:
+                self.paused = True
+                self.transport.pause_reading()
+        else:
             self.busy = True
-            # Pipelined requests wait in the queue and the socket, answered in order.
-            self.transport.pause_reading()
-            asyncio.get_running_loop().create_task(self._serve_queue())
+            self.loop.create_task(self._serve_queue())
 
     # answering -----------------------------------------------------------------------------------
 
@@ -188,11 +196,15 @@ class _Connection(asyncio.Protocol):
             # A client that sends but does not read must not pile up answers in memory: read its
             # next request only once what we wrote has drained.
             if not self.writable.is_set():
+                if not self.paused:
+                    self.paused = True
+                    self.transport.pause_reading()
                 await self.writable.wait()
         finally:
             self.busy = False
-        self.last_active = asyncio.get_running_loop().time()
-        if not self.transport.is_closing():
+        self.last_active = self.loop.time()
+        if self.paused and not self.transport.is_closing():
+            self.paused = False
             self.transport.resume_reading()
 
     async def _dispatch(self, request: _Request) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
@@ -218,7 +230,7 @@ class _Connection(asyncio.Protocol):
                  "client": self.transport.get_extra_info("peername"), "server": (self.server.host, self.server.port)}
         body = b"".join(request.body)
         sent = False
-        disconnected = asyncio.get_running_loop().create_future()
+        disconnected = self.loop.create_future()
 
         async def receive() -> dict:
             nonlocal sent

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -38,6 +39,16 @@ class Signature:
     def input_dtypes(self) -> dict[str, int]:
         return {name: spec.dtype for name, spec in self.inputs.items()}
 
+    @cached_property
+    def row_kinds(self) -> tuple[tuple[str, bool], ...] | None:
+        """(input name, is a string) for each input when every input is rank 1; None otherwise.
+
+        What `rows_fit` checks each row against, worked out once per signature, not per request.
+        """
+        if any(spec.shape is None or len(spec.shape) != 1 for spec in self.inputs.values()):
+            return None
+        return tuple((name, spec.dtype == DT_STRING) for name, spec in self.inputs.items())
+
     @classmethod
     def from_metadata(cls, signature_defs: Mapping[str, dict], signature_name: str, model_version: int | None = None) -> "Signature":
         """From `serving.grpc_client.parse_signature_defs` output (dtype names like "DT_FLOAT")."""
@@ -63,8 +74,9 @@ def validate_call(call, signature: Signature | None, max_batch_size: int) -> Non
     if signature is not None:
         call.input_specs, call.outputs = signature.inputs, signature.outputs
     if call.rows is not None:
-        # Fronts pass rows only when `rows_fit` accepted them; checking again costs microseconds.
-        if signature is None or not rows_fit(call.rows, signature):
+        # Fronts pass rows only when `rows_fit` accepted them; a front that checked against this
+        # very signature says so (`rows_fit_signature`) and the rows are not walked twice.
+        if signature is None or (call.rows_fit_signature is not signature and not rows_fit(call.rows, signature)):
             raise InvalidArgument("request rows do not fit the model's signature")
         if len(call.rows) > max_batch_size:
             raise InvalidArgument(f"batch of {len(call.rows)} examples is larger than the limit of {max_batch_size}")
@@ -82,12 +94,10 @@ def rows_fit(rows: list, signature: Signature) -> bool:
     other case (b64 strings, ranked inputs, mistakes) returns False, and the array path decides
     with a precise message.
     """
+    kinds = signature.row_kinds
+    if kinds is None:
+        return False
     names = signature.inputs.keys()
-    kinds = []
-    for name, spec in signature.inputs.items():
-        if spec.shape is None or len(spec.shape) != 1:
-            return False
-        kinds.append((name, spec.dtype == DT_STRING))
     for row in rows:
         if type(row) is not dict or row.keys() != names:
             return False

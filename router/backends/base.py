@@ -39,6 +39,7 @@ class PredictCall:
         self.signature_name = signature_name
         self.output_filter = output_filter or []
         self.validated = False
+        self.rows_fit_signature = None  # the Signature the front found `rows` to fit, if it checked
 
     @property
     def inputs(self) -> Mapping[str, np.ndarray]:

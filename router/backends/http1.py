@@ -66,12 +66,18 @@ class Http1Pool:
         self._host_header = f"{self.host}:{self.port}".encode()
         self._idle: list[_Connection] = []
         self._limit = asyncio.Semaphore(max_connections)
+        # The loop, kept from the first request: asyncio.get_running_loop() and current_task()
+        # without a loop each make a getpid() system call (fork detection).
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def request(self, method: str, path: str, body: bytes = b"", timeout: float = 1.0) -> tuple[int, bytes]:
         """(status, body); raises asyncio.TimeoutError or ConnectionError/OSError."""
         # A timer that cancels this task, not asyncio.wait_for: on Python < 3.12 wait_for wraps the
         # call in a new Task, an extra scheduling round per request on the hottest path.
-        task = asyncio.current_task()
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
+        task = asyncio.current_task(loop)
         expired = False
 
         def expire() -> None:
@@ -79,7 +85,7 @@ class Http1Pool:
             expired = True
             task.cancel()
 
-        handle = asyncio.get_running_loop().call_later(timeout, expire)
+        handle = loop.call_later(timeout, expire)
         try:
             async with self._limit:
                 return await self._request(method, path, body)
@@ -98,7 +104,7 @@ class Http1Pool:
         for attempt in (0, 1):
             conn, reused = await self._connection()
             conn.received = False
-            conn.waiter = asyncio.get_running_loop().create_future()
+            conn.waiter = self._loop.create_future()
             conn.transport.write(head + body)
             try:
                 status, payload, keep_alive = await conn.waiter
@@ -123,7 +129,7 @@ class Http1Pool:
             conn = self._idle.pop()
             if not conn.closed:
                 return conn, True
-        _, conn = await asyncio.get_running_loop().create_connection(_Connection, self.host, self.port)
+        _, conn = await self._loop.create_connection(_Connection, self.host, self.port)
         return conn, False
 
     def close(self) -> None:

@@ -11,12 +11,12 @@ carries the hot path; everything else (REST model backend, probes elsewhere) use
 from __future__ import annotations
 
 import asyncio
-import json
 
 import numpy as np
 
 from experiments.config import LegacyHttpBackend as LegacyHttpConfig
 from router.backends.base import Backend, BadResponse, PredictCall, Prediction
+from router import json_codec
 from router.backends.http1 import Http1Pool
 from serving import errors
 from serving.tensors import NUMPY_BY_DTYPE
@@ -57,10 +57,10 @@ class LegacyHttpBackend(Backend):
             names = list(call.inputs)
             columns = [_column(call.inputs[n]) for n in names]
             rows = [dict(zip(names, values)) for values in zip(*columns)]
-        body = json.dumps({"instances": rows}, separators=(",", ":")).encode()
+        body = json_codec.dumps({"instances": rows})
         status, payload = await self._call("POST", "/v1/predict", body, min(timeout, self.timeout))
         try:
-            answer = json.loads(payload)
+            answer = json_codec.loads(payload)
         except ValueError:
             raise BadResponse(f"legacy system answered HTTP {status} with a body that is not JSON") from None
         if status != 200:
