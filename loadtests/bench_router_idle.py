@@ -1,0 +1,119 @@
+"""Benchmark: the router's CPU per request back to back, and when it idles between requests.
+
+    python loadtests/bench_router_idle.py [--requests 2000] [--json out.json]
+
+`bench_router.py` finds the router's CPU per request higher at 500 req/s than at saturation.
+This separates the router's own work from what the machine charges for waking an idle process:
+one process runs the router's REST predict path (`router.http.answer_predict`: decode, assign,
+the legacy call over loopback through the real HTTP/1.1 client, sign, count, encode) against a
+minimal HTTP responder on the same event loop that stands in for the legacy system, and
+measures the thread's CPU time per request:
+
+- back to back (the loop never sleeps: caches warm, no wake-ups);
+- with the thread asleep between requests for the gap a request sees at 500 and 1,000 req/s.
+
+The same is measured for a tiny fixed workload (one small JSON round trip), which shows what a
+wake-up alone costs on this machine. Compare the rows of one run, not runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from experiments.config import parse_config  # noqa: E402
+from router.backends import ModelMetadata  # noqa: E402
+from router.core import Router  # noqa: E402
+from router.http import answer_predict  # noqa: E402
+from router.signature import Signature, TensorSpec  # noqa: E402
+from serving.tensors import DT_FLOAT, DT_STRING  # noqa: E402
+from tests.router.stack import ROW  # noqa: E402
+
+LEGACY_ANSWER = b'{"predictions":[{"churn":false,"probability":0.0,"reasons":[]}]}'
+GAPS_S = {"back_to_back": 0.0, "idle_gaps_500_rps": 0.002, "idle_gaps_1000_rps": 0.001}
+
+
+class LegacyResponder(asyncio.Protocol):
+    """Answers every request on the connection with one fixed 200 (the harness, not under test)."""
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.transport.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s"
+                             % (len(LEGACY_ANSWER), LEGACY_ANSWER))
+
+
+async def measure(call, requests: int, gap: float) -> float:
+    """Mean thread CPU microseconds per `await call(i)`, sleeping `gap` seconds (thread asleep) before each."""
+    spent = 0.0
+    for i in range(requests):
+        if gap:
+            time.sleep(gap)  # the whole thread sleeps, as an idle event loop does in epoll_wait
+        start = time.thread_time()
+        await call(i)
+        spent += time.thread_time() - start
+    return spent / requests * 1e6
+
+
+async def run(requests: int) -> dict:
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(LegacyResponder, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    config = parse_config({"name": "bench", "salt": "bench", "model_name": "churn", "arms": {
+        "legacy": {"weight": 1.0, "backend": {"kind": "legacy_http", "url": f"http://127.0.0.1:{port}"}},
+        "model": {"weight": 0.0, "backend": {"kind": "tfserving_grpc", "target": "127.0.0.1:1", "model_name": "churn"}}}})
+    router = Router(config)
+    inputs = {k: TensorSpec(DT_STRING if isinstance(v, str) else DT_FLOAT, (-1,)) for k, v in ROW.items()}
+    router.metadata = ModelMetadata(Signature("serving_default", inputs, {"probability": TensorSpec(DT_FLOAT, (-1,))}, 2))
+    body = json.dumps({"instances": [ROW]}).encode()
+
+    async def predict(i: int) -> None:
+        status, _, _ = await answer_predict(router, "churn", f"unit-{i}", body)
+        if status != 200:
+            raise RuntimeError(f"predict answered {status}")
+
+    small = {"instances": [{"a": 1.0, "b": "x"}]}
+
+    async def json_round_trip(i: int) -> None:
+        json.loads(json.dumps(small))
+
+    results: dict = {}
+    try:
+        await measure(predict, 300, 0.0)  # warm-up: connection, caches, code paths
+        for name, gap in GAPS_S.items():
+            results[name] = {"router_cpu_us_per_request": await measure(predict, requests, gap),
+                             "json_round_trip_cpu_us": await measure(json_round_trip, requests, gap)}
+            print(f"{name:>20}: router predict path {results[name]['router_cpu_us_per_request']:6.1f} us CPU/request, "
+                  f"tiny JSON round trip {results[name]['json_round_trip_cpu_us']:6.1f} us", flush=True)
+    finally:
+        await router.close()
+        server.close()
+    return results
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--requests", type=int, default=2000, help="requests per row (default 2000)")
+    parser.add_argument("--json", type=Path, default=Path("loadtests/results/router_idle.json"))
+    args = parser.parse_args()
+    try:
+        import uvloop  # noqa: PLC0415
+
+        results = uvloop.run(run(args.requests))
+    except ImportError:  # pragma: no cover - uvicorn[standard] brings it
+        results = asyncio.run(run(args.requests))
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"saved {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
