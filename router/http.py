@@ -15,14 +15,14 @@ import re
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
-from router.backends import PredictCall
+from router.backends import ColumnOutputs, PredictCall
 from router import json_codec
 from router.core import Router, Served
 from router.metrics import CONTENT_TYPE
 from router.reload import put_weights
 from router.signature import Signature, rows_fit
 from serving import errors
-from serving.rest_format import format_predict_response, parse_predict_body
+from serving.rest_format import format_columns, format_predict_response, parse_predict_body
 
 _PREDICT_BODY = {"requestBody": {"required": True, "content": {"application/json": {"schema": {
     "type": "object", "description": "TF Serving REST predict body: `instances` (rows) or `inputs` (columns), optional `signature_name`.",
@@ -94,7 +94,11 @@ async def answer_predict(router: Router, name: str, unit_id: str | None, body: b
         served: Served = await router.predict(name, unit_id, decode, "http")
     except errors.UserFacingError as err:
         return err.http_status, json.dumps({"error": str(err)}).encode(), {}
-    content = json_codec.dumps(format_predict_response(served.prediction.outputs, seen["row_format"]))
+    outputs = served.prediction.outputs
+    if isinstance(outputs, ColumnOutputs):  # a legacy answer, already JSON numbers: no numpy
+        content = json_codec.dumps(format_columns(outputs.columns, seen["row_format"]))
+    else:
+        content = json_codec.dumps(format_predict_response(outputs, seen["row_format"]))
     return 200, content, {"X-Modelramp-Arm": served.arm, "X-Request-Id": served.request_id}
 
 

@@ -129,14 +129,18 @@ def _jsonable(array: np.ndarray):
 
 def format_predict_response(outputs: Mapping[str, np.ndarray], row_format: bool) -> dict:
     """The JSON body TF Serving returns for these outputs."""
+    return format_columns({name: _jsonable(a) for name, a in outputs.items()}, row_format)
+
+
+def format_columns(columns: Mapping[str, object], row_format: bool) -> dict:
+    """The same body from outputs already as JSON values (a list per batched output, a scalar otherwise)."""
     if row_format:
-        if len(outputs) == 1:
-            return {"predictions": _jsonable(next(iter(outputs.values())))}
-        batch = {len(a) if a.ndim else 0 for a in outputs.values()}
+        if len(columns) == 1:
+            return {"predictions": next(iter(columns.values()))}
+        batch = {len(v) if isinstance(v, list) else 0 for v in columns.values()}
         if len(batch) != 1:
             raise InvalidArgument("outputs have different batch sizes; use the columnar 'inputs' format")
-        cols = {name: _jsonable(a) for name, a in outputs.items()}
-        return {"predictions": [{name: col[i] for name, col in cols.items()} for i in range(batch.pop())]}
-    if len(outputs) == 1:
-        return {"outputs": _jsonable(next(iter(outputs.values())))}
-    return {"outputs": {name: _jsonable(a) for name, a in outputs.items()}}
+        return {"predictions": [{name: col[i] for name, col in columns.items()} for i in range(batch.pop())]}
+    if len(columns) == 1:
+        return {"outputs": next(iter(columns.values()))}
+    return {"outputs": dict(columns)}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from router.backends.base import (Backend, BadResponse, ModelMetadata, NonFiniteOutput, PredictCall, Prediction,
+from router.backends.base import (Backend, BadResponse, ColumnOutputs, ModelMetadata, NonFiniteOutput, PredictCall, Prediction,
                                   check_finite, failure_reason)
 from router.backends.nop import NopBackend
 
@@ -24,5 +24,5 @@ def make_backend(config) -> Backend:
     raise ValueError(f"unknown backend kind {config.kind!r}")
 
 
-__all__ = ["Backend", "BadResponse", "ModelMetadata", "NonFiniteOutput", "NopBackend", "PredictCall", "Prediction",
+__all__ = ["Backend", "BadResponse", "ColumnOutputs", "ModelMetadata", "NonFiniteOutput", "NopBackend", "PredictCall", "Prediction",
            "check_finite", "failure_reason", "make_backend"]

@@ -7,6 +7,7 @@ a `serving.errors` error. The core never sees HTTP or protobuf; fronts never see
 from __future__ import annotations
 
 import asyncio
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -66,8 +67,65 @@ def rows_to_arrays(rows: list[dict], specs: Mapping[str, TensorSpec] | None) -> 
 class Prediction:
     """Named output arrays and, for a model, the version that answered."""
 
-    outputs: dict[str, np.ndarray]
+    outputs: Mapping[str, np.ndarray]
     model_version: int | None = None
+
+
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+_F32_VALUE_CACHE: dict[float, float] = {}  # a legacy system answers few distinct scores
+
+
+def _as_float32_json(value: float) -> float:
+    """The JSON number TF Serving writes for `value` as a float32 (shortest repr that round-trips)."""
+    found = _F32_VALUE_CACHE.get(value)
+    if found is None:
+        if len(_F32_VALUE_CACHE) > 4096:
+            _F32_VALUE_CACHE.clear()
+        found = _F32_VALUE_CACHE[value] = float(str(np.float32(value)))
+    return found
+
+
+class ColumnOutputs(Mapping):
+    """Outputs held as JSON numbers per name, arrays built only on first use.
+
+    The response to a legacy answer needs no numpy: the legacy system's numbers, in the model's
+    float dtypes, are written back as TF Serving would write them (`columns`). Arrays are built
+    when something asks for them (the gRPC front, shadow comparisons). That is the answer-side
+    twin of `PredictCall.rows`, on the same 99% of requests.
+    """
+
+    def __init__(self, columns: dict[str, list[float]], dtypes: Mapping[str, np.dtype]):
+        self.columns = columns
+        self._dtypes = dtypes
+        self._arrays: dict[str, np.ndarray] | None = None
+
+    @classmethod
+    def from_numbers(cls, columns: dict[str, list], dtypes: Mapping[str, np.dtype]) -> "ColumnOutputs | None":
+        """None unless every value is a finite JSON number (the array path then decides, with its errors)."""
+        converted = {}
+        for name, values in columns.items():
+            limit = _FLOAT32_MAX if dtypes[name] == np.float32 else math.inf
+            try:
+                if any(type(v) not in (int, float) or not abs(v) <= limit for v in values):  # NaN fails too
+                    return None
+                converted[name] = [_as_float32_json(v) for v in values] if limit != math.inf else [float(v) for v in values]
+            except OverflowError:  # an integer too large for a float
+                return None
+        return cls(converted, dtypes)
+
+    def _built(self) -> dict[str, np.ndarray]:
+        if self._arrays is None:
+            self._arrays = {name: np.asarray(values, dtype=self._dtypes[name]) for name, values in self.columns.items()}
+        return self._arrays
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self._built()[name]
+
+    def __iter__(self):
+        return iter(self.columns)
+
+    def __len__(self) -> int:
+        return len(self.columns)
 
 
 @dataclass

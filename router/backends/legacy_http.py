@@ -15,8 +15,8 @@ import asyncio
 import numpy as np
 
 from experiments.config import LegacyHttpBackend as LegacyHttpConfig
-from router.backends.base import Backend, BadResponse, PredictCall, Prediction
 from router import json_codec
+from router.backends.base import Backend, BadResponse, ColumnOutputs, PredictCall, Prediction
 from router.backends.http1 import Http1Pool
 from serving import errors
 from serving.tensors import NUMPY_BY_DTYPE
@@ -81,7 +81,7 @@ class LegacyHttpBackend(Backend):
             self._pool = None
 
 
-def _outputs(answer: object, call: PredictCall, batch: int) -> dict[str, np.ndarray]:
+def _outputs(answer: object, call: PredictCall, batch: int) -> dict[str, np.ndarray] | ColumnOutputs:
     """The legacy predictions as the model's named outputs (same names and dtypes), so arms look alike."""
     predictions = answer.get("predictions") if isinstance(answer, dict) else None
     if not isinstance(predictions, list) or len(predictions) != batch or not all(isinstance(p, dict) for p in predictions):
@@ -93,8 +93,15 @@ def _outputs(answer: object, call: PredictCall, batch: int) -> dict[str, np.ndar
     if call.output_filter:
         specs = {k: v for k, v in specs.items() if k in call.output_filter}
     try:
-        return {name: np.asarray([p[name] for p in predictions], dtype=dtype) for name, dtype in specs.items()}
+        columns = {name: [p[name] for p in predictions] for name in specs}
     except KeyError as err:
         raise BadResponse(f"legacy system's predictions lack the model output {err.args[0]!r}") from None
-    except (TypeError, ValueError) as err:
+    if all(dtype is not None and dtype.kind == "f" for dtype in specs.values()):
+        fast = ColumnOutputs.from_numbers(columns, specs)  # the common case, without numpy
+        if fast is not None:
+            return fast
+    try:
+        with np.errstate(over="raise"):  # 1e39 as a float32 is not a score to pass on as infinity
+            return {name: np.asarray(values, dtype=specs[name]) for name, values in columns.items()}
+    except (TypeError, ValueError, OverflowError, FloatingPointError) as err:
         raise BadResponse(f"legacy system's predictions do not fit the model outputs: {err}") from None
