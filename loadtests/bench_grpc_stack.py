@@ -100,6 +100,8 @@ def main() -> int:
                 break
             except ConnectionRefusedError:
                 time.sleep(0.05)
+        else:
+            raise RuntimeError(f"the TCP echo server did not listen on port {tcp_port} within 5 s")
         conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
         def tcp_call():

@@ -1,0 +1,28 @@
+"""The benchmark scripts still run end to end (tiny sizes; their figures are not checked here)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from tests.support.processes import REPO
+
+
+def run_script(script: str, *args: str, tmp_path) -> dict:
+    out = tmp_path / "result.json"
+    subprocess.run([sys.executable, f"loadtests/{script}", *args, "--json", str(out)], cwd=REPO, check=True,
+                   capture_output=True, text=True, timeout=240)
+    return json.loads(out.read_text())
+
+
+def test_router_idle_benchmark_measures_every_pacing(tmp_path):
+    result = run_script("bench_router_idle.py", "--requests", "40", tmp_path=tmp_path)
+    assert set(result) == {"back_to_back", "idle_gaps_500_rps", "idle_gaps_1000_rps"}
+    assert all(row["router_cpu_us_per_request"] > 0 and row["json_round_trip_cpu_us"] > 0 for row in result.values())
+
+
+def test_grpc_stack_benchmark_measures_both_stacks_and_the_floor(tmp_path):
+    result = run_script("bench_grpc_stack.py", "--calls", "100", tmp_path=tmp_path)
+    assert set(result) == {"tcp_floor", "event_engine", "iomgr"}
+    assert all(row["n"] == 100 and row["p50_ms"] > 0 for row in result.values())
