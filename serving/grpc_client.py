@@ -95,6 +95,16 @@ def _error(err: grpc.RpcError) -> errors.UserFacingError:
     return errors.from_grpc_code(err.code(), err.details() or err.code().name)
 
 
+def _methods(channel):
+    """Predict, GetModelMetadata and GetModelStatus callables on a sync or grpc.aio channel."""
+    return tuple(
+        channel.unary_unary(method, request_serializer=request.SerializeToString, response_deserializer=response.FromString)
+        for method, request, response in (
+            (protos.PREDICT_METHOD, protos.PredictRequest, protos.PredictResponse),
+            (protos.GET_MODEL_METADATA_METHOD, protos.GetModelMetadataRequest, protos.GetModelMetadataResponse),
+            (protos.GET_MODEL_STATUS_METHOD, protos.GetModelStatusRequest, protos.GetModelStatusResponse)))
+
+
 class PredictionClient:
     """Blocking client for one TF Serving gRPC target (host:port)."""
 
@@ -103,15 +113,7 @@ class PredictionClient:
         self.timeout = timeout
         self.retries = retries
         self._channel = grpc.insecure_channel(target, options=CHANNEL_OPTIONS)
-        self._predict = self._channel.unary_unary(
-            protos.PREDICT_METHOD, request_serializer=protos.PredictRequest.SerializeToString,
-            response_deserializer=protos.PredictResponse.FromString)
-        self._metadata = self._channel.unary_unary(
-            protos.GET_MODEL_METADATA_METHOD, request_serializer=protos.GetModelMetadataRequest.SerializeToString,
-            response_deserializer=protos.GetModelMetadataResponse.FromString)
-        self._status = self._channel.unary_unary(
-            protos.GET_MODEL_STATUS_METHOD, request_serializer=protos.GetModelStatusRequest.SerializeToString,
-            response_deserializer=protos.GetModelStatusResponse.FromString)
+        self._predict, self._metadata, self._status = _methods(self._channel)
 
     def _call(self, method, request, timeout: float | None, metadata=None):
         deadline = time.monotonic() + (timeout or self.timeout)
@@ -162,12 +164,7 @@ class AsyncPredictionClient:
         self.retries = retries
         self._limit = asyncio.Semaphore(max_in_flight)
         self._channel = grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
-        self._predict = self._channel.unary_unary(
-            protos.PREDICT_METHOD, request_serializer=protos.PredictRequest.SerializeToString,
-            response_deserializer=protos.PredictResponse.FromString)
-        self._metadata = self._channel.unary_unary(
-            protos.GET_MODEL_METADATA_METHOD, request_serializer=protos.GetModelMetadataRequest.SerializeToString,
-            response_deserializer=protos.GetModelMetadataResponse.FromString)
+        self._predict, self._metadata, self._status = _methods(self._channel)
 
     async def _call(self, method, request, timeout: float | None, metadata=None):
         deadline = time.monotonic() + (timeout or self.timeout)
