@@ -131,7 +131,9 @@ class Servable:
             unknown = sorted(set(output_filter) - set(info.outputs))
             if unknown:
                 raise InvalidArgument(f"output tensor alias not found in signature: {', '.join(unknown)}")
-        wanted = tuple(output_filter) if output_filter else tuple(info.outputs)
+        # A set, in one order: the answer is a map, and each distinct tuple gets its own callable
+        # in the session, so repeats or reorderings must not make new ones.
+        wanted = tuple(sorted(set(output_filter))) if output_filter else tuple(info.outputs)
         try:  # string inputs go in as they come: object arrays of bytes (trailing NULs kept)
             outputs = self.session_callable(key, wanted)(*(inputs[name] for name in sorted(inputs)))
         except (tf.errors.InvalidArgumentError, ValueError, TypeError) as err:

@@ -97,6 +97,7 @@ def test_metadata_and_status(channel):
     (lambda r: setattr(r.model_spec, "name", "nope"), grpc.StatusCode.NOT_FOUND, "nope"),
     (lambda r: r.model_spec.version.__setattr__("value", 7), grpc.StatusCode.NOT_FOUND, "7"),
     (lambda r: setattr(r.model_spec, "version_label", "nightly"), grpc.StatusCode.NOT_FOUND, "nightly"),
+    (lambda r: r.output_filter.append("logits"), grpc.StatusCode.INVALID_ARGUMENT, "logits"),
 ])
 def test_errors_use_tf_serving_codes(channel, rows, mutate, code, words):
     stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
@@ -106,3 +107,12 @@ def test_errors_use_tf_serving_codes(channel, rows, mutate, code, words):
         stub.Predict(req, timeout=10)
     assert info.value.code() == code
     assert words in info.value.details()
+
+
+def test_output_filter_names_the_outputs_returned(channel, rows):
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+    req = predict_request(rows)
+    req.output_filter.extend(["probability"] * 3)  # repeats ask for the same output once
+    resp = stub.Predict(req, timeout=10)
+    assert set(resp.outputs) == {"probability"} and len(resp.outputs["probability"].float_val or
+                                                         resp.outputs["probability"].tensor_content) > 0
