@@ -126,6 +126,11 @@ class _Connection(asyncio.Protocol):
     def resume_writing(self) -> None:
         self.writable.set()
 
+    def _pause_reading(self) -> None:
+        if not self.paused:
+            self.paused = True
+            self.transport.pause_reading()
+
     def close(self) -> None:
         if self.transport is not None and not self.transport.is_closing():
             self.transport.close()
@@ -172,9 +177,7 @@ class _Connection(asyncio.Protocol):
         if self.busy:
             # Pipelined requests wait in the queue and the socket, answered in order. Reading is
             # paused only then: pausing and resuming around every request cost an epoll change each.
-            if not self.paused:
-                self.paused = True
-                self.transport.pause_reading()
+            self._pause_reading()
         else:
             self.busy = True
             self.loop.create_task(self._serve_queue())
@@ -196,9 +199,7 @@ class _Connection(asyncio.Protocol):
             # A client that sends but does not read must not pile up answers in memory: read its
             # next request only once what we wrote has drained.
             if not self.writable.is_set():
-                if not self.paused:
-                    self.paused = True
-                    self.transport.pause_reading()
+                self._pause_reading()
                 await self.writable.wait()
         finally:
             self.busy = False

@@ -104,11 +104,12 @@ class ColumnOutputs(Mapping):
         """None unless every value is a finite JSON number (the array path then decides, with its errors)."""
         converted = {}
         for name, values in columns.items():
-            limit = _FLOAT32_MAX if dtypes[name] == np.float32 else math.inf
+            as_float32 = dtypes[name] == np.float32
+            limit = _FLOAT32_MAX if as_float32 else math.inf
             try:
                 if any(type(v) not in (int, float) or not abs(v) <= limit for v in values):  # NaN fails too
                     return None
-                converted[name] = [_as_float32_json(v) for v in values] if limit != math.inf else [float(v) for v in values]
+                converted[name] = [_as_float32_json(v) if as_float32 else float(v) for v in values]
             except OverflowError:  # an integer too large for a float
                 return None
         return cls(converted, dtypes)
