@@ -101,3 +101,51 @@ def test_a_deadline_is_consumed_and_an_outside_cancel_is_not():
         await stop(server, connections)
 
     asyncio.run(go())
+
+
+def test_at_most_max_connections_in_use_and_a_waiter_that_times_out_takes_no_slot():
+    async def main() -> None:
+        release, both_arrived = asyncio.Event(), asyncio.Event()
+        in_server, peak = 0, 0
+
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            nonlocal in_server, peak
+            try:
+                while True:
+                    await reader.readuntil(b"\r\n\r\n")
+                    in_server += 1
+                    peak = max(peak, in_server)
+                    if in_server == 2:
+                        both_arrived.set()
+                    await release.wait()
+                    in_server -= 1
+                    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}")
+                    await writer.drain()
+            except (asyncio.IncompleteReadError, ConnectionError):
+                pass
+            finally:
+                writer.close()
+
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        pool = Http1Pool(f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}", max_connections=2)
+        held = [asyncio.create_task(pool.request("GET", "/", timeout=10)) for _ in range(2)]
+        await asyncio.wait_for(both_arrived.wait(), 10)
+        with pytest.raises(asyncio.TimeoutError):
+            await pool.request("GET", "/", timeout=0.05)  # both connections busy: it waits, then its deadline passes
+        queued = [asyncio.create_task(pool.request("GET", "/", timeout=10)) for _ in range(4)]
+        release.set()
+        answers = await asyncio.gather(*held, *queued)
+        assert answers == [(200, b"{}")] * 6
+        assert peak == 2  # never more than max_connections at the server
+        # No slot leaked (not even by the waiter that timed out): two requests are at the server at once again.
+        release.clear()
+        both_arrived.clear()
+        again = [asyncio.create_task(pool.request("GET", "/", timeout=10)) for _ in range(2)]
+        await asyncio.wait_for(both_arrived.wait(), 5)
+        release.set()
+        assert await asyncio.gather(*again) == [(200, b"{}")] * 2
+        pool.close()
+        server.close()
+        await server.wait_closed()
+
+    asyncio.run(main())

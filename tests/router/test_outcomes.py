@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
+
 import pytest
 
 from router.metrics import RouterMetrics
@@ -20,6 +24,17 @@ def test_issue_and_verify_roundtrip():
     got = signer.verify(rid, now=1001.0)
     assert (got.experiment, got.arm, got.issued_at) == ("exp", "model", 1000.0)
     assert len(rid) < 80
+
+
+def test_id_is_the_documented_hmac():
+    """The format in router.signing's docstring, computed independently (replicas in other languages rely on it)."""
+    key = b"replica-shared-key"
+    rid = Signer(key).issue("churn", "legacy", now=1_700_000_000.0)
+    payload, _, signature = rid.rpartition(".")
+    experiment, arm, issued_ms, nonce = payload.split(".")
+    assert (experiment, arm, issued_ms, len(nonce)) == ("churn", "legacy", "1700000000000", 12)
+    expected = base64.urlsafe_b64encode(hmac.new(key, payload.encode(), hashlib.sha256).digest()[:16]).rstrip(b"=").decode()
+    assert signature == expected
 
 
 @pytest.mark.parametrize("tamper", [
