@@ -12,11 +12,15 @@ rounds so that other load on the machine hits both paths alike:
 - added latency at p50, p90, p99 (router minus direct, same percentile), over the requests the
   router's legacy arm answered: the 1% the model answers are reported apart, since their
   latency is the model's inference, not the router's overhead;
-- router CPU-seconds per 1,000 requests (from the router process's own CPU counters) and RSS;
+- router CPU-seconds per 1,000 requests (from the router process's own CPU counters) and RSS,
+  beside the same figure for a bare forwarder (`bare_forwarder.py`: bytes in, bytes out, no
+  checks) in the same rounds: what any Python forwarder pays per request on this machine;
+- the same two CPU figures at the rates of `--cpu-rps` (default 1,000 req/s, the load of the
+  Envoy anchor), where a request less often finds the process asleep;
 - throughput of one router process at saturation (closed loop, `--saturate` clients).
 
 Goals (issue 3): added p50 <= 0.5 ms, added p99 <= 2 ms at 500 rps, <= 0.3 CPU-s per 1,000
-forwarded requests, RSS < 150 MB. On a shared 2-core machine the load generator, the legacy
+forwarded requests (about 3,300 req/s per core), RSS < 150 MB. On a shared 2-core machine the load generator, the legacy
 system and the router compete for the cores: compare the rows of one run, not runs.
 """
 
@@ -26,6 +30,7 @@ import argparse
 import asyncio
 import json
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -38,7 +43,7 @@ import psutil  # noqa: E402
 import yaml  # noqa: E402
 
 from tests.router.stack import ROW  # noqa: E402
-from tests.support.processes import Process, free_port, wait_until  # noqa: E402
+from tests.support.processes import Process, free_port, port_open, wait_until  # noqa: E402
 
 GOALS = {"added_p50_ms": 0.5, "added_p99_ms": 2.0, "cpu_s_per_1000": 0.3, "rss_mb": 150.0}
 
@@ -137,26 +142,63 @@ def start_stack(models: Path, workdir: Path) -> tuple[list[Process], str, str, i
     return procs, f"http://127.0.0.1:{legacy_port}/v1/predict", f"http://127.0.0.1:{http_port}/v1/models/churn:predict", router.proc.pid
 
 
+def start_forwarder(direct_url: str, workdir: Path) -> tuple[subprocess.Popen, str]:
+    """bare_forwarder.py in front of the same legacy system; (process, its predict URL)."""
+    port = free_port()
+    legacy_port = direct_url.split(":")[2].split("/")[0]
+    log = open(workdir / "forwarder.log", "wb")
+    proc = subprocess.Popen([sys.executable, str(Path(__file__).with_name("bare_forwarder.py")), "--legacy-port", legacy_port,
+                             "--port", str(port)], stdout=log, stderr=subprocess.STDOUT)
+    wait_until(lambda: port_open(port), 30, "bare forwarder listening", proc)
+    return proc, f"http://127.0.0.1:{port}/v1/models/churn:predict"
+
+
+async def cpu_per_1000(url: str, proc: psutil.Process, body: bytes, rps: float, seconds: float,
+                       latencies: dict[str, list[float]] | None = None) -> tuple[dict, float, float]:
+    """One open-loop round against `url`: (its summary, user and kernel CPU-seconds `proc` spent)."""
+    before = proc.cpu_times()
+    part = await open_loop(url, body, rps, seconds, True, latencies)
+    after = proc.cpu_times()
+    return part, after.user - before.user, after.system - before.system
+
+
 async def bench(args: argparse.Namespace) -> dict:
     workdir = Path(tempfile.mkdtemp(prefix="bench-router-"))
     procs, direct_url, router_url, router_pid = start_stack(args.models, workdir)
+    forwarder, forwarder_url = start_forwarder(direct_url, workdir)
     body = json.dumps({"instances": [ROW]}).encode()  # the same row; the legacy API and TF Serving's share this body shape
-    router_proc = psutil.Process(router_pid)
+    router_proc, forwarder_proc = psutil.Process(router_pid), psutil.Process(forwarder.pid)
     try:
-        await open_loop(direct_url, body, args.rps, 3, False)  # warm-up both paths: connections, caches
+        await open_loop(direct_url, body, args.rps, 3, False)  # warm-up every path: connections, caches
         await open_loop(router_url, body, args.rps, 3, True)
-        # Alternating rounds: other load on a shared machine then hits both paths alike.
+        await open_loop(forwarder_url, body, args.rps, 3, True)
+        # Alternating rounds: other load on a shared machine then hits every path alike.
         direct_lat: dict[str, list[float]] = {}
         routed_lat: dict[str, list[float]] = {}
         direct_parts, routed_parts = [], []
-        cpu_user = cpu_system = 0.0
+        cpu_user = cpu_system = forwarder_cpu = 0.0
+        forwarded = 0
+        round_seconds = args.seconds / args.rounds
         for _ in range(args.rounds):
-            direct_parts.append(await open_loop(direct_url, body, args.rps, args.seconds / args.rounds, False, direct_lat))
-            before = router_proc.cpu_times()
-            routed_parts.append(await open_loop(router_url, body, args.rps, args.seconds / args.rounds, True, routed_lat))
-            after = router_proc.cpu_times()
-            cpu_user += after.user - before.user
-            cpu_system += after.system - before.system
+            direct_parts.append(await open_loop(direct_url, body, args.rps, round_seconds, False, direct_lat))
+            part, user, system = await cpu_per_1000(router_url, router_proc, body, args.rps, round_seconds, routed_lat)
+            routed_parts.append(part)
+            cpu_user += user
+            cpu_system += system
+            part, user, system = await cpu_per_1000(forwarder_url, forwarder_proc, body, args.rps, round_seconds)
+            forwarder_cpu += user + system
+            forwarded += part["requests"]
+        # CPU only, at the other rates: router and forwarder rounds alternate as above.
+        by_rate = {}
+        for rate in args.cpu_rps:
+            spent = {"router": 0.0, "bare_forwarder": 0.0}
+            sent = {"router": 0, "bare_forwarder": 0}
+            for _ in range(args.rounds):
+                for name, url, proc in (("router", router_url, router_proc), ("bare_forwarder", forwarder_url, forwarder_proc)):
+                    part, user, system = await cpu_per_1000(url, proc, body, rate, round_seconds)
+                    spent[name] += user + system
+                    sent[name] += part["requests"]
+            by_rate[f"{rate:g}"] = {name: spent[name] / sent[name] * 1000 for name in spent}
         # What the router adds to the legacy system's answers: the 1% the model answers carry the
         # model's own inference and would make the router's p99 the model's latency.
         direct, routed = summary(direct_lat.get("direct", []), direct_parts), summary(routed_lat.get("legacy", []), routed_parts)
@@ -173,6 +215,8 @@ async def bench(args: argparse.Namespace) -> dict:
             saturation_cpu = (after.user + after.system - before.user - before.system) / answered * 1000
         rss_after_saturation = router_proc.memory_info().rss / 2**20
     finally:
+        forwarder.terminate()
+        forwarder.wait(10)
         for p in procs:
             p.stop()
     result = {
@@ -180,6 +224,8 @@ async def bench(args: argparse.Namespace) -> dict:
         "added_p50_ms": routed["p50_ms"] - direct["p50_ms"], "added_p90_ms": routed["p90_ms"] - direct["p90_ms"],
         "added_p99_ms": routed["p99_ms"] - direct["p99_ms"],
         "cpu_s_per_1000": cpu_seconds / routed["requests"] * 1000, "rss_mb": max(rss_mb, rss_after_saturation),
+        "bare_forwarder_cpu_s_per_1000": forwarder_cpu / forwarded * 1000,
+        "cpu_s_per_1000_by_rps": by_rate,
         "cpu_user_s_per_1000": cpu_user / routed["requests"] * 1000,
         "router_all_arms_p99_ms": percentile(every, 0.99) * 1000,
         "model_arm": {"requests": len(model_arm), **({"p50_ms": percentile(model_arm, 0.5) * 1000,
@@ -198,6 +244,8 @@ def main() -> int:
     parser.add_argument("--rps", type=float, default=500.0, help="open-loop arrival rate (default 500)")
     parser.add_argument("--seconds", type=float, default=20.0, help="measured time per path, split into rounds (default 20)")
     parser.add_argument("--rounds", type=int, default=4, help="alternating direct/router rounds (default 4)")
+    parser.add_argument("--cpu-rps", type=lambda v: [float(x) for x in v.split(",") if x], default=[1000.0],
+                        help="other rates (comma-separated) at which to measure CPU per request as well (default 1000; '' for none)")
     parser.add_argument("--saturate", type=int, default=32, help="closed-loop clients for the throughput phase; 0 skips it")
     parser.add_argument("--json", type=Path, default=None, help="also write the result here")
     args = parser.parse_args()
@@ -214,7 +262,10 @@ def main() -> int:
         print(f"(router rows: requests the legacy arm answered; the model arm answered {m['requests']}: p50 {m['p50_ms']:.3f} ms, "
               f"p99 {m['p99_ms']:.3f} ms; all arms together p99 {result['router_all_arms_p99_ms']:.3f} ms)")
     print(f"router CPU: {result['cpu_s_per_1000']:.3f} CPU-s per 1,000 requests (user {result['cpu_user_s_per_1000']:.3f}, "
-          f"kernel {result['cpu_system_s_per_1000']:.3f}); RSS {result['rss_mb']:.0f} MB")
+          f"kernel {result['cpu_system_s_per_1000']:.3f}); RSS {result['rss_mb']:.0f} MB; "
+          f"a bare forwarder in the same rounds: {result['bare_forwarder_cpu_s_per_1000']:.3f}")
+    for rate, row in result["cpu_s_per_1000_by_rps"].items():
+        print(f"at {rate} req/s: router {row['router']:.3f} CPU-s per 1,000 requests, bare forwarder {row['bare_forwarder']:.3f}")
     if result["router_saturation_rps"]:
         print(f"one router process at saturation ({args.saturate} clients, generator and legacy on the same cores): "
               f"{result['router_saturation_rps']:.0f} req/s, {result['cpu_s_per_1000_at_saturation']:.3f} CPU-s per 1,000 requests")
