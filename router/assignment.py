@@ -15,9 +15,10 @@ experiment. A request without a unit id gets an independent uniform draw instead
 
 from __future__ import annotations
 
-import hashlib
 import random
 from collections.abc import Mapping
+
+from router.sha256 import sha256
 
 # The model arm is first so that its interval is [0, w_model): that is what makes ramps nested.
 ARM_ORDER = ("model", "legacy")
@@ -26,7 +27,7 @@ _SCALE = float(2**64)
 
 def unit_position(salt: str, unit_id: str) -> float:
     """The unit's fixed position u in [0, 1) for this salt (see the module docstring)."""
-    digest = hashlib.sha256(salt.encode() + b"\x00" + unit_id.encode()).digest()
+    digest = sha256(salt.encode() + b"\x00" + unit_id.encode()).digest()
     return int.from_bytes(digest[:8], "big") / _SCALE
 
 
@@ -55,3 +56,32 @@ def assign(salt: str, unit_id: str | None, weights: Mapping[str, float], rng: ra
     else:
         position = unit_position(salt, unit_id)
     return arm_at(position, weights)
+
+
+class Assigner:
+    """`assign` for one experiment state: the salt and the arms' intervals worked out once.
+
+    The router assigns every request; `assign` would rebuild the weights from the configuration
+    and walk them each time. Same hash, same intervals, same rounding rule as `arm_at`
+    (tests/router/test_assignment.py checks that the two agree).
+    """
+
+    def __init__(self, salt: str, weights: Mapping[str, float]):
+        self.salt = salt
+        self._bounds: list[tuple[float, str]] = []  # (cumulative weight, arm) for the arms with weight
+        cumulative = 0.0
+        for arm in ARM_ORDER:
+            weight = weights.get(arm, 0.0)
+            if weight > 0.0:
+                cumulative += weight
+                self._bounds.append((cumulative, arm))
+        if not self._bounds:
+            raise ValueError(f"no arm has a positive weight: {dict(weights)}")
+        self._last = self._bounds[-1][1]
+
+    def __call__(self, unit_id: str | None, rng: random.Random) -> str:
+        position = unit_position(self.salt, unit_id) if unit_id else rng.random()
+        for bound, arm in self._bounds:
+            if position < bound:
+                return arm
+        return self._last  # rounding can leave the sum a hair under 1

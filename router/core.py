@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from experiments.config import ExperimentConfig
-from router.assignment import assign
+from router.assignment import Assigner
 from router.backends import Backend, ModelMetadata, PredictCall, Prediction, check_finite, failure_reason, make_backend
 from router.breaker import CircuitBreaker
 from router.features import FeatureSink
@@ -52,6 +52,7 @@ class ExperimentState:
     config: ExperimentConfig
     backends: dict[str, Backend]
     breaker: CircuitBreaker
+    assign: Assigner  # the arm of a unit id (None: a fresh draw) under this configuration
     counts: dict[str, dict[str, int]] = field(default_factory=lambda: {a: {"requests": 0, "fallbacks": 0} for a in (LEGACY, MODEL)})
 
     @property
@@ -76,7 +77,6 @@ class Router:
         self.state = self._build(config, previous=None)
         self.shadow = Shadow(self.metrics, config.router.shadow_max_in_flight)
         self._tasks: set[asyncio.Task] = set()
-        self._children: dict[tuple, tuple] = {}
         self._publish(self.state, None)
 
     # ---- configuration -------------------------------------------------------------------
@@ -87,7 +87,8 @@ class Router:
             new = config.arms[arm].backend
             # Keep warm connections when an arm's backend did not change (the common case: weights).
             backends[arm] = previous.backends[arm] if previous and old == new else self._factory(new)
-        return ExperimentState(config, backends, CircuitBreaker(config.fallback.circuit_breaker, MODEL))
+        return ExperimentState(config, backends, CircuitBreaker(config.fallback.circuit_breaker, MODEL),
+                               Assigner(config.salt, config.weights))
 
     def _publish(self, state: ExperimentState, old: ExperimentState | None) -> None:
         if old is not None and old.config.name != state.config.name:
@@ -158,8 +159,7 @@ class Router:
 
     # ---- requests ------------------------------------------------------------------------
     def assign(self, unit_id: str | None) -> str:
-        cfg = self.state.config
-        return assign(cfg.salt, unit_id, cfg.weights, self._rng)
+        return self.state.assign(unit_id, self._rng)
 
     async def predict(self, model_name: str, unit_id: str | None, decode: Callable[[Signature | None], PredictCall],
                       protocol: str, timeout: float | None = None) -> Served:
@@ -167,7 +167,7 @@ class Router:
         start = time.perf_counter()
         state = self.state
         cfg = state.config
-        arm = assign(cfg.salt, unit_id, cfg.weights, self._rng)
+        arm = state.assign(unit_id, self._rng)
         error: BaseException | None = None
         try:
             if model_name != cfg.model_name:
@@ -189,18 +189,8 @@ class Router:
             log.exception("unexpected error answering a predict request")
             raise errors.UserFacingError("internal error in the router") from None
         finally:
-            self._count(cfg.name, arm, protocol, status_code(protocol, error), time.perf_counter() - start)
+            self.metrics.requests.record(cfg.name, arm, protocol, status_code(protocol, error), time.perf_counter() - start)
             state.counts[arm]["requests"] += 1
-
-    def _count(self, experiment: str, arm: str, protocol: str, code: str, seconds: float) -> None:
-        # prometheus_client's labels() takes a lock and builds a key on every call; the children
-        # of a label set never change, so keep them (a few dozen label sets at most).
-        key = (experiment, arm, protocol, code)
-        children = self._children.get(key)
-        if children is None:
-            children = self._children[key] = (self.metrics.requests.labels(*key), self.metrics.duration.labels(*key[:3]))
-        children[0].inc()
-        children[1].observe(seconds)
 
     async def _answer(self, state: ExperimentState, arm: str, call: PredictCall, deadline: float) -> tuple[Prediction, str]:
         cfg = state.config

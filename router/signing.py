@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from router.sha256 import sha256
 from serving.errors import InvalidArgument, PermissionDenied
 
 _SIG_BYTES = 16
@@ -66,8 +67,9 @@ class Signer:
     def __init__(self, key: bytes | None = None, ttl_seconds: float = 86_400.0):
         # A random key works for one replica only; the CLI warns when it falls back to one.
         self._key = key or secrets.token_bytes(32)
-        # Keyed once; each id copies it (half the cost of hmac.digest, which sets up the key anew).
-        self._mac = hmac.new(self._key, digestmod="sha256")
+        # Keyed once; each id copies it (half the cost of hmac.digest, which sets up the key anew),
+        # on CPython's SHA-256 rather than OpenSSL's (router/sha256.py says why).
+        self._mac = hmac.new(self._key, digestmod=sha256)
         self.ttl_seconds = ttl_seconds
         # The nonce only keeps ids apart (the HMAC is what makes them unforgeable), so it need not
         # be secret: a generator seeded from os.urandom, not a getrandom() system call per request.

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from scipy import stats
 
-from router.assignment import arm_at, assign, unit_position
+from router.assignment import Assigner, arm_at, assign, unit_position
 
 CASES = json.loads((Path(__file__).parents[1] / "data" / "assignment_cases.json").read_text())["cases"]
 
@@ -68,3 +68,36 @@ def test_zero_and_full_weights():
     assert arm_at(0.9999999999, {"legacy": 0.7, "model": 0.3 - 1e-12}) == "legacy"
     with pytest.raises(ValueError):
         arm_at(0.5, {"legacy": 0.0, "model": 0.0})
+
+
+def test_cpython_sha256_agrees_with_hashlib():
+    """router.sha256 (CPython's own SHA-256, see its docstring) gives hashlib's digests."""
+    import hashlib
+    import platform
+
+    from router.sha256 import sha256
+
+    if platform.python_implementation() == "CPython":
+        assert sha256.__module__ in ("_sha256", "_sha2")
+    rng = random.Random(5)
+    for n in [0, 1, 55, 56, 63, 64, 65, 1000] + [rng.randrange(300) for _ in range(50)]:
+        data = rng.randbytes(n)
+        assert sha256(data).digest() == hashlib.sha256(data).digest()
+
+
+def test_assigner_agrees_with_assign():
+    """The router's precomputed Assigner is the documented function: golden cases, random weights and units, draws."""
+    for case in CASES:
+        assert Assigner(case["salt"], case["weights"])(case["unit_id"], random.Random(0)) == case["arm"]
+    rng = random.Random(11)
+    for _ in range(200):
+        w = rng.choice([0.0, 1.0, 1e-9, rng.random()])
+        weights = {"legacy": 1 - w, "model": w}
+        assigner = Assigner("salt", weights)
+        units = [f"u{rng.getrandbits(32)}" for _ in range(50)]
+        assert [assigner(u, rng) for u in units] == [assign("salt", u, weights) for u in units]
+    weights = {"legacy": 0.7, "model": 0.3}
+    draws = random.Random(3), random.Random(3)
+    assert [Assigner("s", weights)(None, draws[0]) for _ in range(500)] == [assign("s", None, weights, draws[1]) for _ in range(500)]
+    with pytest.raises(ValueError, match="no arm has a positive weight"):
+        Assigner("s", {"legacy": 0.0, "model": 0.0})
