@@ -28,6 +28,8 @@ log = logging.getLogger("router.http")
 
 KEEP_ALIVE_SECONDS = 5.0  # idle connections are closed after this (uvicorn's default)
 _JSON = b"application/json"
+# HTTPStatus(code) is an enum call through Python code on every answer (0.47 us against 0.04 for a dict).
+_PHRASES = {status.value: status.phrase.encode() for status in HTTPStatus}
 
 
 class _Request:
@@ -252,11 +254,7 @@ class _Connection(asyncio.Protocol):
         return response["status"], response["headers"], b"".join(response["body"])
 
     def _write(self, request: _Request, status: int, headers: list[tuple[bytes, bytes]], body: bytes, keep: bool) -> None:
-        try:
-            phrase = HTTPStatus(status).phrase.encode()
-        except ValueError:
-            phrase = b""
-        lines = [b"HTTP/1.1 %d %s\r\n" % (status, phrase)]
+        lines = [b"HTTP/1.1 %d %s\r\n" % (status, _PHRASES.get(status, b""))]
         lines.extend(b"%s: %s\r\n" % (k, v) for k, v in headers if k.lower() not in (b"content-length", b"connection"))
         lines.append(b"content-length: %d\r\n" % len(body))
         if not keep:
