@@ -67,6 +67,7 @@ class Signature:
 
 
 _NUMERIC = (int, float)
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 
 def validate_call(call, signature: Signature | None, max_batch_size: int) -> None:
@@ -108,6 +109,8 @@ def rows_fit(rows: list, signature: Signature) -> bool:
                     return False
             elif type(value) not in _NUMERIC:  # `type`, not isinstance: bools are not numbers here
                 return False
+            elif type(value) is int and not _INT64_MIN <= value <= _INT64_MAX:
+                return False  # no tensor holds it (float32 overflows on it): the array path says so
     return True
 
 

@@ -7,7 +7,7 @@ from router.backends.base import Backend, ModelMetadata, PredictCall, Prediction
 from router.signature import Signature
 from serving import protos
 from serving.grpc_client import AsyncPredictionClient, parse_predict_response, parse_signature_defs
-from serving.tensors import to_tensor_proto
+from serving.tensors import rows_into_tensor_protos, to_tensor_proto
 
 
 def _fill_spec(spec, name: str, version: int | None, label: str | None, signature_name: str | None = None) -> None:
@@ -42,8 +42,11 @@ class TfServingGrpcBackend(Backend):
     async def predict(self, call: PredictCall, timeout: float) -> Prediction:
         request = protos.PredictRequest()
         self._spec(request.model_spec)
-        for name, array in call.inputs.items():
-            request.inputs[name].CopyFrom(to_tensor_proto(array, protos.TensorProto))
+        # REST rows checked against the signature go into the protos directly (no numpy arrays).
+        if call.rows is None or call.input_specs is None or not rows_into_tensor_protos(
+                request.inputs, call.rows, {name: spec.dtype for name, spec in call.input_specs.items()}):
+            for name, array in call.inputs.items():
+                request.inputs[name].CopyFrom(to_tensor_proto(array, protos.TensorProto))
         request.output_filter.extend(call.output_filter)
         response = await self.client().predict_raw(request, timeout=min(timeout, self.timeout))
         version = response.model_spec.version.value if response.model_spec.HasField("version") else None

@@ -182,7 +182,12 @@ def test_bad_inputs_get_4xx_over_rest_and_grpc(make_router):
             assert r.status_code == status, (what, r.status_code, r.text)
             assert r.json()["error"], what
         assert client.post("/v1/models/other:predict", json={"instances": [ROW]}).status_code == 404
-    assert router.metric("modelramp_requests_total", protocol="http", code="400") == 9
+        # An integer no tensor can hold, on both arms (ten units, weight 0.5): a 400, never a 500.
+        huge = json.dumps({"instances": [{**ROW, "total_day_minutes": 10**400}]}).encode()
+        for unit in range(10):
+            r = client.post(PREDICT, content=huge, headers={"Content-Type": "application/json", "X-Unit-Id": f"huge-{unit}"})
+            assert r.status_code == 400 and "total_day_minutes" in r.json()["error"], (r.status_code, r.text)
+    assert router.metric("modelramp_requests_total", protocol="http", code="400") == 19
     assert router.metric("modelramp_requests_total", protocol="http", code="413") == 1
     assert router.metric("modelramp_requests_total", protocol="http", code="500") == 0
 
