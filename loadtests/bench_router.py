@@ -2,7 +2,7 @@
 
     python loadtests/bench_router.py --models models [--rps 500] [--seconds 20] [--json out.json]
 
-Starts `modelramp legacy`, `modelramp serve-model` and one `modelramp router` (model weight 1%,
+Starts `modelramp legacy`, `modelramp serve-model` and one `modelramp router` (model weight 1% unless `--model-weight`,
 so nearly every request is forwarded to the legacy system, the production case at stage 1) on
 free loopback ports, then drives the SAME open-loop load (constant arrival rate, one new
 request every 1/rps seconds whatever the answers do, so slow answers cannot hide as fewer
@@ -118,11 +118,11 @@ async def closed_loop(url: str, body: bytes, clients: int, seconds: float) -> tu
     return done / (time.perf_counter() - start), done
 
 
-def start_stack(models: Path, workdir: Path) -> tuple[list[Process], str, str, int]:
+def start_stack(models: Path, workdir: Path, model_weight: float = 0.01) -> tuple[list[Process], str, str, int]:
     legacy_port, model_port, rest_port, http_port, grpc_port = (free_port() for _ in range(5))
     config = {"name": "bench", "salt": "bench", "model_name": "churn", "arms": {
-        "legacy": {"weight": 0.99, "backend": {"kind": "legacy_http", "url": f"http://127.0.0.1:{legacy_port}"}},
-        "model": {"weight": 0.01, "backend": {"kind": "tfserving_grpc", "target": f"127.0.0.1:{model_port}", "model_name": "churn"}}}}
+        "legacy": {"weight": 1 - model_weight, "backend": {"kind": "legacy_http", "url": f"http://127.0.0.1:{legacy_port}"}},
+        "model": {"weight": model_weight, "backend": {"kind": "tfserving_grpc", "target": f"127.0.0.1:{model_port}", "model_name": "churn"}}}}
     (workdir / "bench.yaml").write_text(yaml.safe_dump(config))
     legacy = Process(["legacy", "--host", "127.0.0.1", "--port", str(legacy_port)], workdir / "legacy.log")
     model = Process(["serve-model", "--host", "127.0.0.1", "--port", str(model_port), "--rest_api_port", str(rest_port),
@@ -164,7 +164,7 @@ async def cpu_per_1000(url: str, proc: psutil.Process, body: bytes, rps: float, 
 
 async def bench(args: argparse.Namespace) -> dict:
     workdir = Path(tempfile.mkdtemp(prefix="bench-router-"))
-    procs, direct_url, router_url, router_pid = start_stack(args.models, workdir)
+    procs, direct_url, router_url, router_pid = start_stack(args.models, workdir, args.model_weight)
     forwarder, forwarder_url = start_forwarder(direct_url, workdir)
     body = json.dumps({"instances": [ROW]}).encode()  # the same row; the legacy API and TF Serving's share this body shape
     router_proc, forwarder_proc = psutil.Process(router_pid), psutil.Process(forwarder.pid)
@@ -249,6 +249,8 @@ def main() -> int:
     parser.add_argument("--rps", type=float, default=500.0, help="open-loop arrival rate (default 500)")
     parser.add_argument("--seconds", type=float, default=20.0, help="measured time per path, split into rounds (default 20)")
     parser.add_argument("--rounds", type=int, default=4, help="alternating direct/router rounds (default 4)")
+    parser.add_argument("--model-weight", type=float, default=0.01,
+                        help="the model arm's share (default 0.01, stage 1; the CPU figures cover both arms' requests)")
     parser.add_argument("--cpu-rps", type=lambda v: [float(x) for x in v.split(",") if x], default=[1000.0],
                         help="other rates (comma-separated) at which to measure CPU per request as well (default 1000; '' for none)")
     parser.add_argument("--saturate", type=int, default=32, help="closed-loop clients for the throughput phase; 0 skips it")
