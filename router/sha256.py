@@ -3,10 +3,10 @@
 Both give the same digests (the golden assignment cases and the HMAC test check it). They differ in
 what a call costs on a router that is woken for each request: OpenSSL 3 sets up a provider
 context per hash, which is a lot of code and memory to bring back into the caches every time.
-Measured in one process with a 2 ms sleep before each request, alternating the two per request
-(the `gap 2 ms` rows of a section-by-section timing of the predict path): the assignment hash
-costs 26-32 us against 42-50 us, the request id 25-29 us against 33-40 us; back to back
-both differ by 1-2 us. The module's name changed in Python 3.12 (`_sha256` -> `_sha2`), and a
+With a 2 ms sleep before each request, alternating the two request by request
+(`python loadtests/bench_router_sections.py`, `idle_gap_2ms` rows), the assignment hash costs
+about 15 us against 31 us and the request id 22 us against 30 us; back to back they differ by
+1-2 us. The module's name changed in Python 3.12 (`_sha256` -> `_sha2`), and a
 build without it falls back to hashlib.
 """
 

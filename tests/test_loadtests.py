@@ -35,3 +35,12 @@ def test_router_benchmark_measures_router_and_bare_forwarder_at_each_rate(tmp_pa
     assert result["cpu_s_per_1000"] > 0 and result["bare_forwarder_cpu_s_per_1000"] > 0
     assert set(result["cpu_s_per_1000_by_rps"]) == {"200"}
     assert all(v > 0 for v in result["cpu_s_per_1000_by_rps"]["200"].values())
+
+
+def test_router_sections_benchmark_times_every_stage_of_both_variants(tmp_path):
+    result = run_script("bench_router_sections.py", "--requests", "30", tmp_path=tmp_path)
+    assert set(result) == {"back_to_back", "idle_gap_2ms"}
+    for pacing in result.values():
+        assert set(pacing) == {"router", "openssl_prometheus"}
+        assert all(set(row) == {"decode", "assign", "validate", "legacy_call", "request_id", "count", "encode"}
+                   and all(us > 0 for us in row.values()) for row in pacing.values())

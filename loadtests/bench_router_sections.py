@@ -1,0 +1,154 @@
+"""Benchmark: the router's predict path stage by stage, back to back and after an idle gap.
+
+    python loadtests/bench_router_sections.py [--requests 3000] [--json out.json]
+
+`bench_router_idle.py` shows that a request costs the router several times more CPU when the
+process was asleep before it (500 req/s) than back to back. This splits the REST predict path
+into its stages, each timed on its own with the functions the router runs (the legacy call goes
+over loopback to a minimal responder on the same event loop, so that stage includes the
+responder), and compares two ways of doing the per-request bookkeeping, alternated request by
+request so that the machine's state hits both alike:
+
+- `router`: what the router does (CPython's SHA-256 for the assignment hash and the request-id
+  HMAC, `router.sha256`; request counters kept as plain numbers, `router.metrics.RequestCounts`);
+- `openssl_prometheus`: hashlib's OpenSSL SHA-256 and HMAC, and prometheus_client's Counter and
+  Histogram, as the router did before.
+
+Compare the columns of one run, not runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import hmac
+import json
+import random
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from prometheus_client import CollectorRegistry, Counter, Histogram  # noqa: E402
+
+import router.assignment  # noqa: E402
+from bench_router_idle import LegacyResponder  # noqa: E402
+from experiments.config import parse_config  # noqa: E402
+from router import json_codec  # noqa: E402
+from router.backends import ModelMetadata, PredictCall  # noqa: E402
+from router.core import Router  # noqa: E402
+from router.metrics import DURATION_BUCKETS  # noqa: E402
+from router.sha256 import sha256 as cpython_sha256  # noqa: E402
+from router.signature import Signature, TensorSpec, rows_fit, validate_call  # noqa: E402
+from router.signing import Signer  # noqa: E402
+from serving.rest_format import format_columns  # noqa: E402
+from serving.tensors import DT_FLOAT, DT_STRING  # noqa: E402
+from tests.router.stack import ROW  # noqa: E402
+
+STAGES = ("decode", "assign", "validate", "legacy_call", "request_id", "count", "encode")
+VARIANTS = ("router", "openssl_prometheus")
+GAPS_S = {"back_to_back": 0.0, "idle_gap_2ms": 0.002}
+
+
+class _PrometheusClientCounts:
+    """The request metrics as prometheus_client objects (label children kept, as the router did)."""
+
+    def __init__(self, key: tuple[str, str, str, str]):
+        registry = CollectorRegistry()
+        self.counter = Counter("requests_total", "", ["experiment", "arm", "protocol", "code"], registry=registry).labels(*key)
+        self.histogram = Histogram("duration_seconds", "", ["experiment", "arm", "protocol"], buckets=DURATION_BUCKETS,
+                                   registry=registry).labels(*key[:3])
+
+    def record(self, *key_and_seconds) -> None:
+        self.counter.inc()
+        self.histogram.observe(key_and_seconds[-1])
+
+
+async def run(requests: int) -> dict:
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(LegacyResponder, "127.0.0.1", 0)
+    config = parse_config({"name": "bench", "salt": "bench", "model_name": "churn", "arms": {
+        "legacy": {"weight": 0.99, "backend": {"kind": "legacy_http", "url": f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"}},
+        "model": {"weight": 0.01, "backend": {"kind": "tfserving_grpc", "target": "127.0.0.1:1", "model_name": "churn"}}}})
+    router_ = Router(config)
+    inputs = {k: TensorSpec(DT_STRING if isinstance(v, str) else DT_FLOAT, (-1,)) for k, v in ROW.items()}
+    signature = Signature("serving_default", inputs, {"probability": TensorSpec(DT_FLOAT, (-1,))}, 2)
+    router_.metadata = ModelMetadata(signature)
+    body = json.dumps({"instances": [ROW]}).encode()
+    legacy = router_.state.backends["legacy"]
+    key = b"bench-key"
+    openssl_signer = Signer(key)
+    openssl_signer._mac = hmac.new(key, digestmod="sha256")  # the pre-keyed HMAC on OpenSSL's SHA-256, as before
+    setups = {
+        "router": (cpython_sha256, Signer(key), router_.metrics.requests),
+        "openssl_prometheus": (hashlib.sha256, openssl_signer, _PrometheusClientCounts(("bench", "legacy", "http", "200"))),
+    }
+    rng = random.Random(0)
+    clock = time.perf_counter  # the thread runs through each stage; only the legacy call waits (for the responder, on this loop)
+
+    async def one(i: int, variant: str, spent: dict[str, float]) -> None:
+        hash_constructor, signer, counts = setups[variant]
+        router.assignment.sha256 = hash_constructor  # what unit_position hashes with
+        t0 = clock()
+        document = json_codec.loads(body)
+        if not rows_fit(document["instances"], signature):
+            raise RuntimeError("the benchmark row does not fit the signature")
+        t1 = clock()
+        arm = router_.state.assign(f"unit-{i}", rng)
+        t2 = clock()
+        call = PredictCall(rows=document["instances"], signature_name="serving_default")
+        validate_call(call, signature, 100)
+        t3 = clock()
+        prediction = await legacy.predict(call, 1.0)
+        t4 = clock()
+        signer.issue("bench", arm)
+        t5 = clock()
+        counts.record("bench", "legacy", "http", "200", t5 - t0)
+        t6 = clock()
+        json_codec.dumps(format_columns(prediction.outputs.columns, True))
+        t7 = clock()
+        for stage, (a, b) in zip(STAGES, ((t0, t1), (t1, t2), (t2, t3), (t3, t4), (t4, t5), (t5, t6), (t6, t7))):
+            spent[stage] += b - a
+
+    results: dict = {}
+    try:
+        warm = dict.fromkeys(STAGES, 0.0)
+        for i in range(300):
+            await one(i, VARIANTS[i % 2], warm)
+        for gap_name, gap in GAPS_S.items():
+            spent = {v: dict.fromkeys(STAGES, 0.0) for v in VARIANTS}
+            for i in range(2 * requests):
+                if gap:
+                    time.sleep(gap)  # the whole thread sleeps, as an idle event loop does in epoll_wait
+                variant = VARIANTS[i % 2]
+                await one(i, variant, spent[variant])
+            results[gap_name] = {v: {s: spent[v][s] / requests * 1e6 for s in STAGES} for v in VARIANTS}
+            for v in VARIANTS:
+                row = results[gap_name][v]
+                print(f"{gap_name:>13} {v:>19}: " + ", ".join(f"{s} {row[s]:.1f}" for s in STAGES)
+                      + f"  (us per request; total {sum(row.values()):.1f})", flush=True)
+    finally:
+        router.assignment.sha256 = cpython_sha256
+        await router_.close()
+        server.close()
+    return results
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--requests", type=int, default=3000, help="requests per variant and pacing (default 3000)")
+    parser.add_argument("--json", type=Path, default=Path("loadtests/results/router_sections.json"))
+    args = parser.parse_args()
+    import uvloop  # noqa: PLC0415 - the router's event loop
+
+    results = uvloop.run(run(args.requests))
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"saved {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
