@@ -103,8 +103,8 @@ class RequestCounts:
 
     Every predict request updates both. prometheus_client's `Counter.inc` plus `Histogram.observe`
     run about eight Python functions and take three locks; on a router woken for each request
-    that cost about 16 us of CPU against 7 us for this class (`count` after a 2 ms idle gap in
-    `python loadtests/bench_router_sections.py`; 3 against 1.3 back to back): each function and
+    that cost 12-15 us of CPU against 5-6 us for this class (`count` after a 2 ms idle gap in
+    `python loadtests/bench_router_sections.py`; 3.6 against 1.6 back to back): each function and
     lock is one more thing to bring back into the caches. Here a request is one call that adds
     to two dicts, and the metric families are built when `/metrics` is collected; the exposition
     is the same line for line (tests/router/test_request_counts.py), without `_created` samples.

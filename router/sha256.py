@@ -4,9 +4,9 @@ Both give the same digests (the golden assignment cases and the HMAC test check 
 what a call costs on a router that is woken for each request: OpenSSL 3 sets up a provider
 context per hash, which is a lot of code and memory to bring back into the caches every time.
 With a 2 ms sleep before each request, alternating the two request by request
-(`python loadtests/bench_router_sections.py`, `idle_gap_2ms` rows), the assignment hash costs
-about 15 us against 31 us and the request id 22 us against 30 us; back to back they differ by
-1-2 us. The module's name changed in Python 3.12 (`_sha256` -> `_sha2`), and a
+(`python loadtests/bench_router_sections.py`, `idle_gap_2ms` rows), the assignment costs
+11-13 us against 22-25 us and the request id 15-18 us against 20-25 us; back to back they
+differ by 1-2 us. The module's name changed in Python 3.12 (`_sha256` -> `_sha2`), and a
 build without it falls back to hashlib.
 """
 
