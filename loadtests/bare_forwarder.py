@@ -60,7 +60,13 @@ class _Client(asyncio.Protocol):
 
     def connection_made(self, transport) -> None:
         self.transport = transport
-        self.loop.create_task(self.loop.create_connection(lambda: _Upstream(self), *self.legacy))
+        self.loop.create_task(self._connect())
+
+    async def _connect(self) -> None:
+        try:
+            await self.loop.create_connection(lambda: _Upstream(self), *self.legacy)
+        except OSError:
+            self.transport.close()  # no legacy system: the client sees its connection closed
 
     def upstream_ready(self, upstream: _Upstream) -> None:
         self.upstream = upstream

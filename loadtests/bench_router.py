@@ -2,8 +2,9 @@
 
     python loadtests/bench_router.py --models models [--rps 500] [--seconds 20] [--json out.json]
 
-Starts `modelramp legacy`, `modelramp serve-model` and one `modelramp router` (model weight 1% unless `--model-weight`,
-so nearly every request is forwarded to the legacy system, the production case at stage 1) on
+Starts `modelramp legacy`, `modelramp serve-model` and one `modelramp router` (model weight 1%
+unless `--model-weight` says otherwise, so nearly every request is forwarded to the legacy
+system, the production case at stage 1) on
 free loopback ports, then drives the SAME open-loop load (constant arrival rate, one new
 request every 1/rps seconds whatever the answers do, so slow answers cannot hide as fewer
 requests) with the same rows at the legacy system and through the router, in alternating
@@ -20,8 +21,9 @@ rounds so that other load on the machine hits both paths alike:
 - throughput of one router process at saturation (closed loop, `--saturate` clients).
 
 Goals (issue 3): added p50 <= 0.5 ms, added p99 <= 2 ms at 500 rps, <= 0.3 CPU-s per 1,000
-forwarded requests (about 3,300 req/s per core), RSS < 150 MB. On a shared 2-core machine the load generator, the legacy
-system and the router compete for the cores: compare the rows of one run, not runs.
+forwarded requests (about 3,300 req/s per core), RSS < 150 MB. On a shared 2-core machine the
+load generator, the legacy system and the router compete for the cores: compare the rows of
+one run, not runs.
 """
 
 from __future__ import annotations
@@ -146,15 +148,15 @@ def start_forwarder(direct_url: str, workdir: Path) -> tuple[subprocess.Popen, s
     """bare_forwarder.py in front of the same legacy system; (process, its predict URL)."""
     port = free_port()
     legacy_port = direct_url.split(":")[2].split("/")[0]
-    log = open(workdir / "forwarder.log", "wb")
-    proc = subprocess.Popen([sys.executable, str(Path(__file__).with_name("bare_forwarder.py")), "--legacy-port", legacy_port,
-                             "--port", str(port)], stdout=log, stderr=subprocess.STDOUT)
+    with open(workdir / "forwarder.log", "wb") as log:  # the child keeps its own copy of the descriptor
+        proc = subprocess.Popen([sys.executable, str(Path(__file__).with_name("bare_forwarder.py")), "--legacy-port", legacy_port,
+                                 "--port", str(port)], stdout=log, stderr=subprocess.STDOUT)
     wait_until(lambda: port_open(port), 30, "bare forwarder listening", proc)
     return proc, f"http://127.0.0.1:{port}/v1/models/churn:predict"
 
 
-async def cpu_per_1000(url: str, proc: psutil.Process, body: bytes, rps: float, seconds: float,
-                       latencies: dict[str, list[float]] | None = None) -> tuple[dict, float, float]:
+async def round_with_cpu(url: str, proc: psutil.Process, body: bytes, rps: float, seconds: float,
+                         latencies: dict[str, list[float]] | None = None) -> tuple[dict, float, float]:
     """One open-loop round against `url`: (its summary, user and kernel CPU-seconds `proc` spent)."""
     before = proc.cpu_times()
     part = await open_loop(url, body, rps, seconds, True, latencies)
@@ -177,17 +179,18 @@ async def bench(args: argparse.Namespace) -> dict:
         routed_lat: dict[str, list[float]] = {}
         direct_parts, routed_parts = [], []
         cpu_user = cpu_system = forwarder_cpu = 0.0
-        forwarded = 0
+        forwarded = forwarder_errors = 0
         round_seconds = args.seconds / args.rounds
         for _ in range(args.rounds):
             direct_parts.append(await open_loop(direct_url, body, args.rps, round_seconds, False, direct_lat))
-            part, user, system = await cpu_per_1000(router_url, router_proc, body, args.rps, round_seconds, routed_lat)
+            part, user, system = await round_with_cpu(router_url, router_proc, body, args.rps, round_seconds, routed_lat)
             routed_parts.append(part)
             cpu_user += user
             cpu_system += system
-            part, user, system = await cpu_per_1000(forwarder_url, forwarder_proc, body, args.rps, round_seconds)
+            part, user, system = await round_with_cpu(forwarder_url, forwarder_proc, body, args.rps, round_seconds)
             forwarder_cpu += user + system
             forwarded += part["requests"]
+            forwarder_errors += part["errors"]
         # CPU only, at the other rates: router and forwarder rounds alternate as above.
         by_rate = {}
         for rate in args.cpu_rps:
@@ -195,7 +198,7 @@ async def bench(args: argparse.Namespace) -> dict:
             sent = {"router": 0, "bare_forwarder": 0}
             for _ in range(args.rounds):
                 for name, url, proc in (("router", router_url, router_proc), ("bare_forwarder", forwarder_url, forwarder_proc)):
-                    part, user, system = await cpu_per_1000(url, proc, body, rate, round_seconds)
+                    part, user, system = await round_with_cpu(url, proc, body, rate, round_seconds)
                     spent[name] += user + system
                     sent[name] += part["requests"]
             by_rate[f"{rate:g}"] = {name: spent[name] / sent[name] * 1000 for name in spent}
@@ -224,7 +227,7 @@ async def bench(args: argparse.Namespace) -> dict:
         "added_p50_ms": routed["p50_ms"] - direct["p50_ms"], "added_p90_ms": routed["p90_ms"] - direct["p90_ms"],
         "added_p99_ms": routed["p99_ms"] - direct["p99_ms"],
         "cpu_s_per_1000": cpu_seconds / routed["requests"] * 1000, "rss_mb": max(rss_mb, rss_after_saturation),
-        "bare_forwarder_cpu_s_per_1000": forwarder_cpu / forwarded * 1000,
+        "bare_forwarder_cpu_s_per_1000": forwarder_cpu / forwarded * 1000, "bare_forwarder_errors": forwarder_errors,
         "cpu_s_per_1000_by_rps": by_rate,
         "cpu_user_s_per_1000": cpu_user / routed["requests"] * 1000,
         "router_all_arms_p99_ms": percentile(every, 0.99) * 1000,
@@ -270,7 +273,8 @@ def main() -> int:
               f"p99 {m['p99_ms']:.3f} ms; all arms together p99 {result['router_all_arms_p99_ms']:.3f} ms)")
     print(f"router CPU: {result['cpu_s_per_1000']:.3f} CPU-s per 1,000 requests (user {result['cpu_user_s_per_1000']:.3f}, "
           f"kernel {result['cpu_system_s_per_1000']:.3f}); RSS {result['rss_mb']:.0f} MB; "
-          f"a bare forwarder in the same rounds: {result['bare_forwarder_cpu_s_per_1000']:.3f}")
+          f"a bare forwarder in the same rounds: {result['bare_forwarder_cpu_s_per_1000']:.3f} "
+          f"({result['bare_forwarder_errors']} errors)")
     for rate, row in result["cpu_s_per_1000_by_rps"].items():
         print(f"at {rate} req/s: router {row['router']:.3f} CPU-s per 1,000 requests, bare forwarder {row['bare_forwarder']:.3f}")
     if result["router_saturation_rps"]:

@@ -32,7 +32,7 @@ def test_router_benchmark_measures_router_and_bare_forwarder_at_each_rate(tmp_pa
     result = run_script("bench_router.py", "--models", str(models_dir), "--rps", "100", "--seconds", "2", "--rounds", "1",
                         "--cpu-rps", "200", "--saturate", "0", tmp_path=tmp_path)
     assert result["direct"]["errors"] == 0 and result["router"]["errors"] == 0
-    assert result["cpu_s_per_1000"] > 0 and result["bare_forwarder_cpu_s_per_1000"] > 0
+    assert result["cpu_s_per_1000"] > 0 and result["bare_forwarder_cpu_s_per_1000"] > 0 and result["bare_forwarder_errors"] == 0
     assert set(result["cpu_s_per_1000_by_rps"]) == {"200"}
     assert all(v > 0 for v in result["cpu_s_per_1000_by_rps"]["200"].values())
 
