@@ -12,7 +12,6 @@ and the server process's CPU per call. `serving/grpc_stack.py` makes the choice 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import socket
 import subprocess
@@ -21,7 +20,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # sibling benchmark modules
 
+from results_file import save  # noqa: E402
 from serving.grpc_stack import IOMGR_EXPERIMENTS  # noqa: E402
 
 PAYLOAD = b"x" * 400
@@ -145,9 +146,7 @@ def main() -> int:
                          "server_cpu_ms_per_call": cpu[name] / len(lat) * 1000, "n": len(lat)}
         r = results[name]
         print(f"{name:>13}: p50 {r['p50_ms']:.3f} ms  p99 {r['p99_ms']:.3f} ms  server CPU {r['server_cpu_ms_per_call']:.3f} ms/call")
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"saved {args.json}")
+    save(args.json, results)
     return 0
 
 

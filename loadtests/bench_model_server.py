@@ -25,7 +25,9 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # sibling benchmark modules
 
+from results_file import save  # noqa: E402
 import httpx  # noqa: E402
 import numpy as np  # noqa: E402
 
@@ -153,9 +155,7 @@ def main() -> int:
     results["goal_met"] = overhead <= GOAL_GRPC_P50_OVERHEAD_MS
     print(f"gRPC p50 round trip minus the faster in-process p50: {overhead:.3f} ms (goal <= {GOAL_GRPC_P50_OVERHEAD_MS} ms): "
           f"{'met' if results['goal_met'] else 'NOT met'}")
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"saved {args.json}")
+    save(args.json, results)
     return 0
 
 

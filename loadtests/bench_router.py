@@ -39,7 +39,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # sibling benchmark modules
 
+from results_file import save  # noqa: E402
 import aiohttp  # noqa: E402
 import psutil  # noqa: E402
 import yaml  # noqa: E402
@@ -282,7 +284,7 @@ def main() -> int:
               f"{result['router_saturation_rps']:.0f} req/s, {result['cpu_s_per_1000_at_saturation']:.3f} CPU-s per 1,000 requests")
     print("goals met:", result["goals_met"])
     if args.json:
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
+        save(args.json, result)
     return 0
 
 

@@ -26,7 +26,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # sibling benchmark modules
 
+from results_file import save  # noqa: E402
 from experiments.config import parse_config  # noqa: E402
 from router.backends import ModelMetadata  # noqa: E402
 from router.core import Router  # noqa: E402
@@ -62,16 +64,24 @@ async def measure(call, requests: int, gap: float) -> float:
     return spent / requests * 1e6
 
 
-async def run(requests: int) -> dict:
-    loop = asyncio.get_running_loop()
-    server = await loop.create_server(LegacyResponder, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
+async def in_process_router(model_weight: float) -> tuple[asyncio.AbstractServer, Router]:
+    """A Router whose legacy arm is a `LegacyResponder` on this loop; the model arm is never called.
+
+    The model's signature is set by hand (the churn model's inputs, from the benchmark row) so
+    that requests are validated as in production without a model server.
+    """
+    server = await asyncio.get_running_loop().create_server(LegacyResponder, "127.0.0.1", 0)
     config = parse_config({"name": "bench", "salt": "bench", "model_name": "churn", "arms": {
-        "legacy": {"weight": 1.0, "backend": {"kind": "legacy_http", "url": f"http://127.0.0.1:{port}"}},
-        "model": {"weight": 0.0, "backend": {"kind": "tfserving_grpc", "target": "127.0.0.1:1", "model_name": "churn"}}}})
+        "legacy": {"weight": 1 - model_weight, "backend": {"kind": "legacy_http", "url": f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"}},
+        "model": {"weight": model_weight, "backend": {"kind": "tfserving_grpc", "target": "127.0.0.1:1", "model_name": "churn"}}}})
     router = Router(config)
     inputs = {k: TensorSpec(DT_STRING if isinstance(v, str) else DT_FLOAT, (-1,)) for k, v in ROW.items()}
     router.metadata = ModelMetadata(Signature("serving_default", inputs, {"probability": TensorSpec(DT_FLOAT, (-1,))}, 2))
+    return server, router
+
+
+async def run(requests: int) -> dict:
+    server, router = await in_process_router(model_weight=0.0)
     body = json.dumps({"instances": [ROW]}).encode()
 
     async def predict(i: int) -> None:
@@ -109,9 +119,7 @@ def main() -> int:
         results = uvloop.run(run(args.requests))
     except ImportError:  # pragma: no cover - uvicorn[standard] brings it
         results = asyncio.run(run(args.requests))
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"saved {args.json}")
+    save(args.json, results)
     return 0
 
 

@@ -20,7 +20,6 @@ Compare the columns of one run, not runs.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import hashlib
 import hmac
 import json
@@ -30,21 +29,20 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # sibling benchmark modules
 
 from prometheus_client import CollectorRegistry, Counter, Histogram  # noqa: E402
 
 import router.assignment  # noqa: E402
-from bench_router_idle import LegacyResponder  # noqa: E402
-from experiments.config import parse_config  # noqa: E402
+from bench_router_idle import in_process_router  # noqa: E402
+from results_file import save  # noqa: E402
 from router import json_codec  # noqa: E402
-from router.backends import ModelMetadata, PredictCall  # noqa: E402
-from router.core import Router  # noqa: E402
+from router.backends import PredictCall  # noqa: E402
 from router.metrics import DURATION_BUCKETS  # noqa: E402
 from router.sha256 import sha256 as cpython_sha256  # noqa: E402
-from router.signature import Signature, TensorSpec, rows_fit, validate_call  # noqa: E402
+from router.signature import rows_fit, validate_call  # noqa: E402
 from router.signing import Signer  # noqa: E402
 from serving.rest_format import format_columns  # noqa: E402
-from serving.tensors import DT_FLOAT, DT_STRING  # noqa: E402
 from tests.router.stack import ROW  # noqa: E402
 
 STAGES = ("decode", "assign", "validate", "legacy_call", "request_id", "count", "encode")
@@ -67,15 +65,8 @@ class _PrometheusClientCounts:
 
 
 async def run(requests: int) -> dict:
-    loop = asyncio.get_running_loop()
-    server = await loop.create_server(LegacyResponder, "127.0.0.1", 0)
-    config = parse_config({"name": "bench", "salt": "bench", "model_name": "churn", "arms": {
-        "legacy": {"weight": 0.99, "backend": {"kind": "legacy_http", "url": f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"}},
-        "model": {"weight": 0.01, "backend": {"kind": "tfserving_grpc", "target": "127.0.0.1:1", "model_name": "churn"}}}})
-    router_ = Router(config)
-    inputs = {k: TensorSpec(DT_STRING if isinstance(v, str) else DT_FLOAT, (-1,)) for k, v in ROW.items()}
-    signature = Signature("serving_default", inputs, {"probability": TensorSpec(DT_FLOAT, (-1,))}, 2)
-    router_.metadata = ModelMetadata(signature)
+    server, router_ = await in_process_router(model_weight=0.01)
+    signature = router_.signature
     body = json.dumps({"instances": [ROW]}).encode()
     legacy = router_.state.backends["legacy"]
     key = b"bench-key"
@@ -144,9 +135,7 @@ def main() -> int:
     import uvloop  # noqa: PLC0415 - the router's event loop
 
     results = uvloop.run(run(args.requests))
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"saved {args.json}")
+    save(args.json, results)
     return 0
 
 

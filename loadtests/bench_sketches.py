@@ -21,14 +21,15 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import platform
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # sibling benchmark modules
 
+from results_file import save  # noqa: E402
 import numpy as np  # noqa: E402
 
 from experiments.config import Skew  # noqa: E402
@@ -130,9 +131,7 @@ def main() -> int:
     width = max(len(k) for k in result)
     for key, value in result.items():
         print(f"{key:<{width}}  {value}")
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"written to {args.json}")
+    save(args.json, result)
     return 0 if result["meets_goal"] else 1
 
 
