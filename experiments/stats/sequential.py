@@ -99,3 +99,28 @@ def needed_information(effect: float, tau2: float, alpha: float, target_power: f
 
     # gap falls from +inf (tiny V) to below zero (V large); search in log space.
     return float(np.exp(brentq(gap, np.log(effect * effect) - 30, np.log(effect * effect) + 5)))
+
+
+def confidence_sequence(differences: np.ndarray, variances: np.ndarray, tau2: float, alpha: float) -> SequentialResult:
+    """Like `run_sequence`, but the reported interval always contains the current estimate.
+
+    Every per-look interval contains the estimate; their running intersection need not (issue
+    15: [+5.40, +5.58] kept around an estimate of +3.42 after an early look with a too-small
+    variance). Any set that contains the running intersection is still a valid confidence
+    sequence (it covers whenever the intersection does), so this reports the running
+    intersection when it contains the estimate and the current look's interval otherwise. The
+    root cause, a variance that is too small at tiny samples, is fixed where the variance is
+    computed (`clustered.stratified_difference`); this only keeps the report coherent.
+    """
+    d = np.asarray(differences, dtype=float)
+    seq = run_sequence(d, variances, tau2, alpha)
+    zb = np.asarray(seq.boundary)
+    v = np.asarray(variances, dtype=float)
+    with np.errstate(invalid="ignore"):
+        half = np.where(np.isfinite(zb), zb * np.sqrt(np.where(np.isfinite(zb), v, 0.0)), np.inf)
+    known = np.isfinite(half) & np.isfinite(d)
+    lo_now, hi_now = np.where(known, d - half, -np.inf), np.where(known, d + half, np.inf)
+    inside = known & (seq.lower <= d) & (d <= seq.upper)
+    lower = np.where(inside, seq.lower, lo_now)
+    upper = np.where(inside, seq.upper, hi_now)
+    return SequentialResult(seq.p_value, lower, upper, seq.boundary)
