@@ -12,6 +12,7 @@ totals of the new rows upserted.
 from __future__ import annotations
 
 import sqlite3
+import threading
 from collections import Counter
 from pathlib import Path
 
@@ -63,6 +64,9 @@ def sqlite_path(url: str) -> Path:
 
 class SQLiteBackend(Backend):
     name = "sqlite"
+    # Switching to WAL takes an exclusive lock without waiting for a busy one, so the writer's and
+    # the reader's first connections would fail each other: open them one at a time.
+    _setup = threading.Lock()
 
     def __init__(self, path: Path, busy_timeout: float = 5.0):
         if sqlite3.sqlite_version_info < (3, 24, 0):  # upserts (ON CONFLICT ... DO UPDATE) arrived in 3.24
@@ -74,14 +78,16 @@ class SQLiteBackend(Backend):
 
     def connect(self) -> sqlite3.Connection:
         # isolation_level=None: we issue BEGIN/COMMIT ourselves, so a round is exactly one transaction.
-        conn = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False)
-        try:
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=FULL")
-            conn.executescript(_SCHEMA)
-        except Exception:
-            conn.close()
-            raise
+        with self._setup:
+            conn = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False)
+            try:
+                if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":  # persistent: set once per file
+                    conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=FULL")
+                conn.executescript(_SCHEMA)
+            except Exception:
+                conn.close()
+                raise
         return conn
 
     def insert(self, conn: sqlite3.Connection, rows: list[Outcome]) -> set[bytes]:
