@@ -1,5 +1,5 @@
 """The audit database: ramp decisions, recorded looks, controller leases, gate runs and test-set uses,
-and the problem patterns database (seed 003; operations in `experiments.problems`).
+and the problem patterns database (seed 003; operations in `experiments.quality.problems`).
 
 SQLite by default (a path), the same schema on PostgreSQL through a URL
 (`postgresql+psycopg://user@host/db`; install the `postgres` extra for the driver). Written with

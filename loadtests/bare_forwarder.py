@@ -20,7 +20,6 @@ from http import HTTPStatus
 import httptools
 import uvloop
 
-
 _PHRASES = {status.value: status.phrase.encode() for status in HTTPStatus}
 
 

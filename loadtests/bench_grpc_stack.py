@@ -6,7 +6,7 @@ Two no-op `grpc.aio` servers (on uvloop, as `serve-model` and the router run) ec
 message, one on gRPC's default EventEngine stack and one with GRPC_EXPERIMENTS switching back to
 the previous (iomgr) stack; a blocking Python client in this process calls them in alternating
 rounds, beside a bare TCP echo (the floor of the machine). Reported per stack: round-trip p50/p99
-and the server process's CPU per call. `serving/grpc_stack.py` makes the choice from this.
+and the server process's CPU per call. `serving/tfserving/grpc_stack.py` makes the choice from this.
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # sibling benchmark modules
 
 from results_file import save  # noqa: E402
-from serving.grpc_stack import IOMGR_EXPERIMENTS  # noqa: E402
+
+from serving.tfserving.grpc_stack import IOMGR_EXPERIMENTS  # noqa: E402
 
 PAYLOAD = b"x" * 400
 STACKS = {"event_engine": "", "iomgr": IOMGR_EXPERIMENTS}

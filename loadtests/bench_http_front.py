@@ -4,7 +4,7 @@
 
 Both servers answer every POST with the same fixed 21-byte JSON body, so what differs is only
 the HTTP layer the router's front runs on: uvicorn with httptools and uvloop (what
-`modelramp router` uses, with the ASGI fast path of `router/http.py`) and a hand-written
+`modelramp router` uses, with the ASGI fast path of `router/rest/app.py`) and a hand-written
 asyncio protocol on the same httptools parser that writes the answer in one call. The same
 open-loop load (aiohttp, one new request every 1/rps s) drives each in alternating rounds;
 CPU is read from the server process. This is the decision input for issue 3's CPU goal:

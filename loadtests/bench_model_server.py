@@ -27,12 +27,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # sibling benchmark modules
 
-from results_file import save  # noqa: E402
 import httpx  # noqa: E402
 import numpy as np  # noqa: E402
+from results_file import save  # noqa: E402
 
-from serving import dataset  # noqa: E402
-from serving.grpc_client import PredictionClient, build_predict_request  # noqa: E402
+from serving.training import dataset  # noqa: E402
+from serving.tfserving.grpc_client import PredictionClient, build_predict_request  # noqa: E402
 from tests.conftest import start_model_server  # noqa: E402
 
 GOAL_GRPC_P50_OVERHEAD_MS = 1.0
@@ -100,7 +100,7 @@ def main() -> int:
 
     import tensorflow as tf  # noqa: PLC0415
 
-    from serving.servable import Servable, session_config  # noqa: PLC0415
+    from serving.model_server.servable import Servable, session_config  # noqa: PLC0415
 
     # The same TensorFlow threading in this process as in the server, so the limit is a fair one.
     tf.config.threading.set_intra_op_parallelism_threads(args.tf_threads)

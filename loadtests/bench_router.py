@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -41,10 +40,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # sibling benchmark modules
 
-from results_file import save  # noqa: E402
 import aiohttp  # noqa: E402
 import psutil  # noqa: E402
 import yaml  # noqa: E402
+from results_file import save  # noqa: E402
 
 from tests.router.stack import ROW  # noqa: E402
 from tests.support.processes import Process, free_port, port_open, wait_until  # noqa: E402

@@ -4,7 +4,7 @@
 
 `bench_router.py` finds the router's CPU per request higher at 500 req/s than at saturation.
 This separates the router's own work from what the machine charges for waking an idle process:
-one process runs the router's REST predict path (`router.http.answer_predict`: decode, assign,
+one process runs the router's REST predict path (`router.rest.app.answer_predict`: decode, assign,
 the legacy call over loopback through the real HTTP/1.1 client, sign, count, encode) against a
 minimal HTTP responder on the same event loop that stands in for the legacy system, and
 measures the thread's CPU time per request:
@@ -29,12 +29,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # sibling benchmark modules
 
 from results_file import save  # noqa: E402
+
 from experiments.config import parse_config  # noqa: E402
 from router.backends import ModelMetadata  # noqa: E402
 from router.core import Router  # noqa: E402
-from router.http import answer_predict  # noqa: E402
+from router.rest.app import answer_predict  # noqa: E402
 from router.signature import Signature, TensorSpec  # noqa: E402
-from serving.tensors import DT_FLOAT, DT_STRING  # noqa: E402
+from serving.tfserving.tensors import DT_FLOAT, DT_STRING  # noqa: E402
 from tests.router.stack import ROW  # noqa: E402
 
 LEGACY_ANSWER = b'{"predictions":[{"churn":false,"probability":0.0,"reasons":[]}]}'

@@ -10,7 +10,7 @@ responder), and compares two ways of doing the per-request bookkeeping, alternat
 request so that the machine's state hits both alike:
 
 - `router`: what the router does (CPython's SHA-256 for the assignment hash and the request-id
-  HMAC, `router.sha256`; request counters kept as plain numbers, `router.metrics.RequestCounts`);
+  HMAC, `router._sha256`; request counters kept as plain numbers, `router.metrics.RequestCounts`);
 - `openssl_prometheus`: hashlib's OpenSSL SHA-256 and HMAC, and prometheus_client's Counter and
   Histogram, as the router did before.
 
@@ -31,18 +31,18 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # sibling benchmark modules
 
+from bench_router_idle import in_process_router  # noqa: E402
 from prometheus_client import CollectorRegistry, Counter, Histogram  # noqa: E402
+from results_file import save  # noqa: E402
 
 import router.assignment  # noqa: E402
-from bench_router_idle import in_process_router  # noqa: E402
-from results_file import save  # noqa: E402
-from router import json_codec  # noqa: E402
+from router.rest import json_codec  # noqa: E402
+from router._sha256 import sha256 as cpython_sha256  # noqa: E402
 from router.backends import PredictCall  # noqa: E402
 from router.metrics import DURATION_BUCKETS  # noqa: E402
-from router.sha256 import sha256 as cpython_sha256  # noqa: E402
 from router.signature import rows_fit, validate_call  # noqa: E402
 from router.signing import Signer  # noqa: E402
-from serving.rest_format import format_columns  # noqa: E402
+from serving.tfserving.rest_format import format_columns  # noqa: E402
 from tests.router.stack import ROW  # noqa: E402
 
 STAGES = ("decode", "assign", "validate", "legacy_call", "request_id", "count", "encode")

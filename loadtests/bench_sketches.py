@@ -29,11 +29,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # sibling benchmark modules
 
-from results_file import save  # noqa: E402
 import numpy as np  # noqa: E402
+from results_file import save  # noqa: E402
 
-from experiments.config import Skew  # noqa: E402
-from router.skew_sink import SkewSink, load_baseline  # noqa: E402
+from router.config import SkewSpec  # noqa: E402
+from router.skew.sink import SkewSink, load_baseline  # noqa: E402
 
 GOAL_US_PER_REQUEST = 20.0
 EXTRA_NUMERIC = ("total_day_minutes", "total_eve_minutes", "total_night_minutes", "total_intl_minutes",
@@ -51,7 +51,7 @@ def widen(baseline: dict) -> tuple[dict, dict[str, str]]:
 
 
 def rows_of(data_dir: Path, copies: dict[str, str], n: int) -> list[dict]:
-    from serving.dataset import read_split, to_instances
+    from serving.training.dataset import read_split, to_instances
 
     base = to_instances(read_split(data_dir, "live"))
     rows = []
@@ -81,7 +81,7 @@ def per_call_us(fn, items) -> float:
 def bench(args: argparse.Namespace) -> dict:
     baseline, copies = widen(load_baseline(args.baseline))
     features = len(baseline["features"])
-    settings = Skew(max_pending=3 * args.requests + 10, min_sample=1)
+    settings = SkewSpec(max_pending=3 * args.requests + 10, min_sample=1)
     rows = rows_of(args.data, copies, args.requests)
     arrays = arrays_of(rows, baseline)
     scores = [{"probability": np.array([v], dtype=np.float32)} for v in np.random.default_rng(0).random(args.requests)]

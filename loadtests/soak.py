@@ -25,10 +25,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 
 from experiments.config import EXAMPLE_CONFIG, dump_config, load_config  # noqa: E402
-from experiments.demo import DemoSettings, demo_config  # noqa: E402
-from experiments.local_stack import Ports, start_stack  # noqa: E402
-from experiments.simulated_users import SimulatedUsers  # noqa: E402
-from serving import dataset  # noqa: E402
+from experiments.local.demo import DemoSettings, demo_config  # noqa: E402
+from experiments.local.simulated_users import SimulatedUsers  # noqa: E402
+from experiments.local.stack import Ports, start_stack  # noqa: E402
+from serving.training import dataset  # noqa: E402
 
 
 def rss_mb(pid: int) -> float:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import random
 from collections.abc import Mapping
 
-from router.sha256 import sha256
+from router._sha256 import sha256
 
 # The model arm is first so that its interval is [0, w_model): that is what makes ramps nested.
 ARM_ORDER = ("model", "legacy")

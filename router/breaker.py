@@ -13,7 +13,7 @@ import logging
 import time
 from collections import deque
 
-from experiments.config import CircuitBreaker as CircuitBreakerConfig
+from router.config import CircuitBreakerSpec
 
 log = logging.getLogger(__name__)
 
@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 class CircuitBreaker:
     """Sliding-window error-rate breaker for one arm."""
 
-    def __init__(self, config: CircuitBreakerConfig, arm: str = "model", clock=time.monotonic):
+    def __init__(self, config: CircuitBreakerSpec, arm: str = "model", clock=time.monotonic):
         self.config = config
         self.arm = arm
         self._clock = clock

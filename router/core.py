@@ -1,7 +1,7 @@
 """The router's decision logic, free of HTTP and gRPC: assign, validate, answer, fall back, count.
 
-Fronts (`router.http`, `router.grpc`) parse their protocol into a `decode` callable, call
-`Router.predict`, and format the `Served` result or the `serving.errors` error it raises.
+Fronts (`router.rest.app`, `router.grpc`) parse their protocol into a `decode` callable, call
+`Router.predict`, and format the `Served` result or the `serving.tfserving.errors` error it raises.
 Requests read one immutable `ExperimentState` snapshot, so a configuration change in the middle
 of a request never mixes two configurations.
 """
@@ -15,17 +15,25 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from experiments.config import ExperimentConfig
 from router.assignment import Assigner
-from router.backends import Backend, ModelMetadata, PredictCall, Prediction, check_finite, failure_reason, make_backend
+from router.backends import (
+    Backend,
+    ModelMetadata,
+    PredictCall,
+    Prediction,
+    check_finite,
+    failure_reason,
+    make_backend,
+)
 from router.breaker import CircuitBreaker
-from router.features import FeatureSink
+from router.config import RouterConfig
 from router.metrics import RouterMetrics, status_code
 from router.outcomes import OutcomeIntake
 from router.shadow import Shadow
 from router.signature import Signature, validate_call
 from router.signing import Signer
-from serving import errors
+from router.skew.features import FeatureSink
+from serving.tfserving import errors
 
 log = logging.getLogger("router")
 
@@ -49,7 +57,7 @@ class Served:
 class ExperimentState:
     """One applied configuration with its backends and breaker (replaced whole on every change)."""
 
-    config: ExperimentConfig
+    config: RouterConfig
     backends: dict[str, Backend]
     breaker: CircuitBreaker
     assign: Assigner  # the arm of a unit id (None: a fresh draw) under this configuration
@@ -63,7 +71,7 @@ class ExperimentState:
 class Router:
     """One experiment's router: shared by both fronts of a process."""
 
-    def __init__(self, config: ExperimentConfig, *, signer: Signer | None = None, metrics: RouterMetrics | None = None,
+    def __init__(self, config: RouterConfig, *, signer: Signer | None = None, metrics: RouterMetrics | None = None,
                  sinks: Iterable[FeatureSink] = (), backend_factory: Callable[[object], Backend] = make_backend,
                  rng: random.Random | None = None):
         self.metrics = metrics or RouterMetrics()
@@ -80,7 +88,7 @@ class Router:
         self._publish(self.state, None)
 
     # ---- configuration -------------------------------------------------------------------
-    def _build(self, config: ExperimentConfig, previous: ExperimentState | None) -> ExperimentState:
+    def _build(self, config: RouterConfig, previous: ExperimentState | None) -> ExperimentState:
         backends = {}
         for arm in (LEGACY, MODEL):
             old = previous.config.arms[arm].backend if previous else None
@@ -97,7 +105,7 @@ class Router:
         for arm in (LEGACY, MODEL):
             self.metrics.circuit_open.labels(state.config.name, arm).set(0)
 
-    def apply(self, config: ExperimentConfig, source: str) -> bool:
+    def apply(self, config: RouterConfig, source: str) -> bool:
         """Put a validated configuration in force; logs old -> new. Returns False if nothing changed."""
         old = self.state
         if config == old.config:
@@ -126,7 +134,7 @@ class Router:
         self.metrics.config_reloads.labels(source, "rejected").inc()
         log.error("configuration change rejected (%s), keeping the one in force: %s", source, reason)
 
-    async def _close_later(self, backend: Backend, config: ExperimentConfig) -> None:
+    async def _close_later(self, backend: Backend, config: RouterConfig) -> None:
         # Requests that started on the old state may still use it: wait out their deadline.
         await asyncio.sleep(config.router.request_timeout_ms / 1000.0 + 1.0)
         await backend.close()
@@ -163,7 +171,7 @@ class Router:
 
     async def predict(self, model_name: str, unit_id: str | None, decode: Callable[[Signature | None], PredictCall],
                       protocol: str, timeout: float | None = None) -> Served:
-        """Answer one predict request; raises a `serving.errors` error for the front to map."""
+        """Answer one predict request; raises a `serving.tfserving.errors` error for the front to map."""
         start = time.perf_counter()
         state = self.state
         cfg = state.config
@@ -235,7 +243,7 @@ class Router:
         if self.sinks and cfg.router.feature_sample_share > 0 and self._rng.random() < cfg.router.feature_sample_share:
             for sink in self.sinks:
                 try:
-                    # Optional sink methods (router.features): REST rows as they came (no numpy), model outputs.
+                    # Optional sink methods (router.skew.features): REST rows as they came (no numpy), model outputs.
                     observe_rows = getattr(sink, "observe_rows", None)
                     if observe_rows is not None and call.rows is not None:
                         observe_rows(cfg.name, arm, call.rows)
@@ -265,7 +273,7 @@ class Router:
 
     # ---- inspection ----------------------------------------------------------------------
     async def readiness(self, timeout: float = 1.0) -> dict:
-        """Ready when the legacy system answers and the model's signature is known (see `router.http`)."""
+        """Ready when the legacy system answers and the model's signature is known (see `router.rest.app`)."""
         state = self.state
         legacy_ok, model_ok = await asyncio.gather(state.backends[LEGACY].ready(timeout), state.backends[MODEL].ready(timeout))
         if model_ok and self.metadata is None:
@@ -289,7 +297,7 @@ class Router:
             await backend.close()
 
 
-def describe_change(old: ExperimentConfig, new: ExperimentConfig) -> str:
+def describe_change(old: RouterConfig, new: RouterConfig) -> str:
     """A one-line account of what changed, weights first: 'weights legacy 0.99->0.95, model 0.01->0.05'."""
     parts = []
     if old.weights != new.weights:

@@ -1,6 +1,6 @@
 """The router's gRPC front: TF Serving's PredictionService (Predict, GetModelMetadata) without TensorFlow.
 
-Generic handlers with the `serving.protos` serializers, so the wire format is TF Serving's and
+Generic handlers with the `serving.tfserving.protos` serializers, so the wire format is TF Serving's and
 any TF Serving client works unchanged. Unit id in request metadata `x-unit-id`; the assigned arm
 and the signed request id come back in trailing metadata (`x-modelramp-arm`, `x-request-id`).
 """
@@ -12,8 +12,8 @@ import grpc
 from router.backends import PredictCall
 from router.core import Router
 from router.signature import Signature
-from serving import errors, protos
-from serving.tensors import from_tensor_proto, to_tensor_proto
+from serving.tfserving import errors, protos
+from serving.tfserving.tensors import from_tensor_proto, to_tensor_proto
 
 SERVICE = "tensorflow.serving.PredictionService"
 

@@ -12,11 +12,17 @@ from __future__ import annotations
 
 from bisect import bisect_left
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 from prometheus_client.utils import floatToGoString
 
-from serving.errors import UserFacingError
+from serving.tfserving.errors import UserFacingError
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 # The router adds well under a millisecond; backends take a few. Buckets resolve both.

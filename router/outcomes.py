@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from router.metrics import RouterMetrics
 from router.signing import ExpiredRequestId, ForgedRequestId, RequestId, Signer
-from serving.errors import InvalidArgument, UserFacingError
+from serving.tfserving.errors import InvalidArgument, UserFacingError
 
 MAX_BATCH = 10_000
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import socket
 
-from serving.errors import FailedPrecondition
+from serving.tfserving.errors import FailedPrecondition
 
 
 def port_free(port: int, host: str = "127.0.0.1") -> bool:

@@ -15,14 +15,14 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
-from experiments.config import ARMS, ConfigError, ExperimentConfig, load_config, parse_config
+from router.config import ARMS, ConfigError, RouterConfig, load_config, parse_config
 from router.core import Router
-from serving.errors import InvalidArgument, NotFound
+from serving.tfserving.errors import InvalidArgument, NotFound
 
 log = logging.getLogger("router")
 
 
-def with_addresses(config: ExperimentConfig, legacy_url: str | None = None, model_target: str | None = None) -> ExperimentConfig:
+def with_addresses(config: RouterConfig, legacy_url: str | None = None, model_target: str | None = None) -> RouterConfig:
     """The config with backend addresses replaced (the `router --legacy-url/--model-target` flags)."""
     if not legacy_url and not model_target:
         return config
@@ -38,12 +38,12 @@ def with_addresses(config: ExperimentConfig, legacy_url: str | None = None, mode
 class ConfigFile:
     """The experiment YAML file, loaded with the process's address overrides applied."""
 
-    def __init__(self, path: str | Path, transform: Callable[[ExperimentConfig], ExperimentConfig] = lambda c: c):
+    def __init__(self, path: str | Path, transform: Callable[[RouterConfig], RouterConfig] = lambda c: c):
         self.path = Path(path)
         self.transform = transform
         self._fingerprint: tuple | None = None
 
-    def load(self) -> ExperimentConfig:
+    def load(self) -> RouterConfig:
         """Read and validate the file now (raises ConfigError)."""
         self._fingerprint = self._stat()
         return self.transform(load_config(self.path))
@@ -81,7 +81,7 @@ class ConfigFile:
                 log.exception("config watcher failed on %s", self.path)
 
 
-def put_weights(router: Router, experiment: str, body: object) -> ExperimentConfig:
+def put_weights(router: Router, experiment: str, body: object) -> RouterConfig:
     """Apply `{"weights": {"legacy": w, "model": w}}` (one arm is enough: the other takes the rest)."""
     config = router.state.config
     if experiment != config.name:

@@ -13,15 +13,14 @@ import signal
 from dataclasses import dataclass
 from pathlib import Path
 
-from experiments.config import EXAMPLE_CONFIG
 from router.core import Router
-from router.features import FeatureSink
 from router.grpc import create_server
-from router.http import create_app
-from router.http_server import HttpServer
 from router.metrics import RouterMetrics
 from router.reload import ConfigFile, with_addresses
+from router.rest.app import create_app
+from router.rest.server import HttpServer
 from router.signing import Signer, load_key
+from router.skew.features import FeatureSink
 
 log = logging.getLogger("router")
 
@@ -31,9 +30,9 @@ log = logging.getLogger("router")
 class RouterSettings:
     """Process settings of one router replica (the experiment itself lives in the YAML file)."""
 
-    config: Path = EXAMPLE_CONFIG
+    config: Path  # the experiment YAML, watched for changes
     host: str = "0.0.0.0"
-    http_port: int = 8080  # ARCHITECTURE.md ports
+    http_port: int = 8080  # docs/architecture.md, "Ports"
     grpc_port: int = 8090
     legacy_url: str | None = None  # overrides the file's legacy backend address
     model_target: str | None = None  # overrides the file's model backend address
@@ -52,7 +51,7 @@ def build_router(settings: RouterSettings, sinks: tuple[FeatureSink, ...] = ()) 
         log.warning("no signing key (file or $MODELRAMP_SIGNING_KEY): using a random one; "
                     "outcomes are accepted only by this process")
     metrics = RouterMetrics()
-    from router.skew_sink import skew_sink_for  # noqa: PLC0415 - issue 5's monitors, built only when configured
+    from router.skew.sink import skew_sink_for  # noqa: PLC0415 - issue 5's monitors, built only when configured
 
     skew = skew_sink_for(config, settings.baseline, metrics.registry)
     sinks = (*sinks, skew) if skew is not None else sinks

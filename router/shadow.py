@@ -19,7 +19,7 @@ import numpy as np
 
 from router.backends import Backend, PredictCall, Prediction, failure_reason
 from router.metrics import RouterMetrics
-from serving import errors
+from serving.tfserving import errors
 
 log = logging.getLogger(__name__)
 

@@ -13,9 +13,9 @@ from functools import cached_property
 
 import numpy as np
 
-from serving import protos
-from serving.errors import InvalidArgument
-from serving.tensors import DT_STRING, NUMPY_BY_DTYPE, dtype_name
+from serving.tfserving import protos
+from serving.tfserving.errors import InvalidArgument
+from serving.tfserving.tensors import DT_STRING, NUMPY_BY_DTYPE, dtype_name
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,7 @@ class Signature:
 
     @classmethod
     def from_metadata(cls, signature_defs: Mapping[str, dict], signature_name: str, model_version: int | None = None) -> "Signature":
-        """From `serving.grpc_client.parse_signature_defs` output (dtype names like "DT_FLOAT")."""
+        """From `serving.tfserving.grpc_client.parse_signature_defs` output (dtype names like "DT_FLOAT")."""
         if signature_name not in signature_defs:
             raise InvalidArgument(f"model has no signature {signature_name!r}; it has {sorted(signature_defs)}")
         sig = signature_defs[signature_name]

@@ -21,8 +21,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from router.sha256 import sha256
-from serving.errors import InvalidArgument, PermissionDenied
+from router._sha256 import sha256
+from serving.tfserving.errors import InvalidArgument, PermissionDenied
 
 _SIG_BYTES = 16
 KEY_ENV = "MODELRAMP_SIGNING_KEY"
@@ -68,7 +68,7 @@ class Signer:
         # A random key works for one replica only; the CLI warns when it falls back to one.
         self._key = key or secrets.token_bytes(32)
         # Keyed once; each id copies it (half the cost of hmac.digest, which sets up the key anew),
-        # on CPython's SHA-256 rather than OpenSSL's (router/sha256.py says why).
+        # on CPython's SHA-256 rather than OpenSSL's (router/_sha256.py says why).
         self._mac = hmac.new(self._key, digestmod=sha256)
         self.ttl_seconds = ttl_seconds
         # The nonce only keeps ids apart (the HMAC is what makes them unforgeable), so it need not

@@ -13,7 +13,7 @@ def _quiet_tensorflow() -> None:
 
 def _train(args: argparse.Namespace) -> int:
     _quiet_tensorflow()
-    from serving import train  # noqa: PLC0415
+    from serving.training import train  # noqa: PLC0415
 
     if args.all_versions:
         train.train_all_versions(args.out, seed=args.seed)
@@ -27,11 +27,11 @@ def _serve_model(args: argparse.Namespace) -> int:
     _quiet_tensorflow()
     import asyncio  # noqa: PLC0415
 
-    from serving.grpc_stack import prefer_iomgr_stack  # noqa: PLC0415
+    from serving.tfserving.grpc_stack import prefer_iomgr_stack  # noqa: PLC0415
 
     prefer_iomgr_stack()  # before grpc is imported (below)
-    from serving import model_server  # noqa: PLC0415
-    from serving.servable import session_config  # noqa: PLC0415
+    from serving.model_server import server as model_server  # noqa: PLC0415
+    from serving.model_server.servable import session_config  # noqa: PLC0415
 
     config = session_config(args.tensorflow_intra_op_parallelism, args.tensorflow_inter_op_parallelism)
     sources = model_server.sources_from_flags(args.model_name, args.model_base_path, args.model_config_file)
@@ -48,8 +48,8 @@ def _serve_model(args: argparse.Namespace) -> int:
 def _legacy(args: argparse.Namespace) -> int:
     import uvicorn  # noqa: PLC0415
 
-    from serving.legacy_app import build_legacy_app  # noqa: PLC0415
-    from serving.model_server import check_port_free  # noqa: PLC0415
+    from serving.legacy.app import build_legacy_app  # noqa: PLC0415
+    from serving.model_server.server import check_port_free  # noqa: PLC0415
 
     check_port_free(args.host, args.port)
     print(f"modelramp legacy system on http://{args.host}:{args.port}", flush=True)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from serving.model_server.model_config import render_model_config
 from tests.support.processes import Process, free_port, port_open, wait_until
 
 MODEL_NAME = "churn"
@@ -19,7 +20,7 @@ def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     reuse = os.environ.get("MODELRAMP_TEST_MODELS")
     if reuse:
         return Path(reuse)
-    from serving.train import train_all_versions
+    from serving.training.train import train_all_versions
 
     out = tmp_path_factory.mktemp("models")
     train_all_versions(out)
@@ -46,18 +47,6 @@ class Server:
         return f"http://127.0.0.1:{self.http_port}"
 
 
-MODEL_CONFIG = """
-model_config_list {
-  config {
-    name: "churn"
-    base_path: "%s"
-    model_platform: "tensorflow"
-    model_version_policy { specific { versions: 1 versions: 2 } }
-    version_labels { key: "stable" value: 1 }
-    version_labels { key: "canary" value: 2 }
-  }
-}
-"""
 
 
 def start_model_server(models_dir: Path, log_dir: Path, *extra: str, both_versions: bool = True,
@@ -66,7 +55,7 @@ def start_model_server(models_dir: Path, log_dir: Path, *extra: str, both_versio
     grpc_port, rest_port = ports or (free_port(), free_port())
     if both_versions:
         config = log_dir / f"models-{grpc_port}.config"
-        config.write_text(MODEL_CONFIG % (models_dir / MODEL_NAME).resolve())
+        config.write_text(render_model_config(MODEL_NAME, (models_dir / MODEL_NAME).resolve(), [1, 2], {"stable": 1, "canary": 2}))
         model_flags = ["--model_config_file", str(config)]
     else:
         model_flags = ["--model_name", MODEL_NAME, "--model_base_path", str(models_dir / MODEL_NAME)]

@@ -2,8 +2,17 @@
 
 from __future__ import annotations
 
-from router.backends.base import (Backend, BadResponse, ColumnOutputs, ModelMetadata, NonFiniteOutput, PredictCall, Prediction,
-                                  check_finite, failure_reason)
+from router.backends.base import (
+    Backend,
+    BadResponse,
+    ColumnOutputs,
+    ModelMetadata,
+    NonFiniteOutput,
+    PredictCall,
+    Prediction,
+    check_finite,
+    failure_reason,
+)
 from router.backends.nop import NopBackend
 
 

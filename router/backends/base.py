@@ -1,7 +1,7 @@
 """The backend interface: one arm's answering system (legacy HTTP, TF Serving gRPC or REST).
 
 A backend turns decoded, validated inputs into named output arrays within a timeout, or raises
-a `serving.errors` error. The core never sees HTTP or protobuf; fronts never see backends.
+a `serving.tfserving.errors` error. The core never sees HTTP or protobuf; fronts never see backends.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 
 from router.signature import Signature, TensorSpec
-from serving import errors
-from serving.tensors import DT_STRING, NUMPY_BY_DTYPE
+from serving.tfserving import errors
+from serving.tfserving.tensors import DT_STRING, NUMPY_BY_DTYPE
 
 
 class PredictCall:
@@ -138,7 +138,7 @@ class ModelMetadata:
 
 
 class Backend(ABC):
-    """One arm's backend. Implementations raise `serving.errors` subclasses, never transport errors."""
+    """One arm's backend. Implementations raise `serving.tfserving.errors` subclasses, never transport errors."""
 
     kind = "backend"
 

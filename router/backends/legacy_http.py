@@ -14,12 +14,19 @@ import asyncio
 
 import numpy as np
 
-from experiments.config import LegacyHttpBackend as LegacyHttpConfig
-from router import json_codec
-from router.backends.base import Backend, BadResponse, ColumnOutputs, PredictCall, Prediction
+from router.backends.base import (
+    Backend,
+    BadResponse,
+    ColumnOutputs,
+    PredictCall,
+    Prediction,
+)
 from router.backends.http1 import Http1Pool
-from serving import errors
-from serving.tensors import NUMPY_BY_DTYPE
+from router.config import LegacyHttpSpec
+from router.rest import json_codec
+from serving.tfserving import errors
+from serving.tfserving.tensors import NUMPY_BY_DTYPE
+
 
 def _column(array: np.ndarray) -> list:
     values = array.tolist()
@@ -31,7 +38,7 @@ def _column(array: np.ndarray) -> list:
 class LegacyHttpBackend(Backend):
     kind = "legacy_http"
 
-    def __init__(self, config: LegacyHttpConfig, max_connections: int = 256):
+    def __init__(self, config: LegacyHttpSpec, max_connections: int = 256):
         self.url = config.url.rstrip("/")
         self.timeout = config.timeout_ms / 1000.0
         self._max_connections = max_connections

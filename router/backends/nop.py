@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from router.backends.base import Backend, PredictCall, Prediction
-from serving import errors
+from serving.tfserving import errors
 
 
 class NopBackend(Backend):

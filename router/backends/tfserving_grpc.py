@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from experiments.config import TfServingGrpcBackend as TfServingGrpcConfig
 from router.backends.base import Backend, ModelMetadata, PredictCall, Prediction
+from router.config import TfServingGrpcSpec
 from router.signature import Signature
-from serving import protos
-from serving.grpc_client import AsyncPredictionClient, parse_predict_response, parse_signature_defs
-from serving.tensors import rows_into_tensor_protos, to_tensor_proto
+from serving.tfserving import protos
+from serving.tfserving.grpc_client import (
+    AsyncPredictionClient,
+    parse_predict_response,
+    parse_signature_defs,
+)
+from serving.tfserving.tensors import rows_into_tensor_protos, to_tensor_proto
 
 
 def _fill_spec(spec, name: str, version: int | None, label: str | None, signature_name: str | None = None) -> None:
@@ -23,7 +27,7 @@ def _fill_spec(spec, name: str, version: int | None, label: str | None, signatur
 class TfServingGrpcBackend(Backend):
     kind = "tfserving_grpc"
 
-    def __init__(self, config: TfServingGrpcConfig, max_in_flight: int = 256):
+    def __init__(self, config: TfServingGrpcSpec, max_in_flight: int = 256):
         self.config = config
         self.timeout = config.timeout_ms / 1000.0
         self._client: AsyncPredictionClient | None = None

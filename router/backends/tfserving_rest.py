@@ -8,18 +8,24 @@ import json
 import aiohttp
 import numpy as np
 
-from experiments.config import TfServingRestBackend as TfServingRestConfig
-from router.backends.base import Backend, BadResponse, ModelMetadata, PredictCall, Prediction
+from router.backends.base import (
+    Backend,
+    BadResponse,
+    ModelMetadata,
+    PredictCall,
+    Prediction,
+)
+from router.config import TfServingRestSpec
 from router.signature import Signature
-from serving import errors
-from serving.rest_format import format_predict_response
-from serving.tensors import NUMPY_BY_DTYPE
+from serving.tfserving import errors
+from serving.tfserving.rest_format import format_predict_response
+from serving.tfserving.tensors import NUMPY_BY_DTYPE
 
 
 class TfServingRestBackend(Backend):
     kind = "tfserving_rest"
 
-    def __init__(self, config: TfServingRestConfig, max_connections: int = 256):
+    def __init__(self, config: TfServingRestSpec, max_connections: int = 256):
         self.config = config
         self.timeout = config.timeout_ms / 1000.0
         base = f"{config.url.rstrip('/')}/v1/models/{config.model_name}"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import helm_python
 import pytest
@@ -12,7 +11,14 @@ from helm_python import Chart
 
 from experiments.config import parse_config
 from tests.deploy.manifests import (
-    CHART, OPTION_SETS, find, option_values, pod_specs, render, security_violations, validate,
+    CHART,
+    OPTION_SETS,
+    find,
+    option_values,
+    pod_specs,
+    render,
+    security_violations,
+    validate,
 )
 
 CASES = [pytest.param({}, id="defaults")] + [pytest.param(option_values(p), id=p.stem) for p in OPTION_SETS]

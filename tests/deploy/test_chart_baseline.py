@@ -19,8 +19,8 @@ from helm_python import Chart
 from prometheus_client.parser import text_string_to_metric_families
 
 from experiments.config import parse_config
-from router.skew_sink import load_baseline
-from router.sketches import PREDICTION, sketches_from_baseline
+from router.skew.sink import load_baseline
+from router.skew.sketches import PREDICTION, sketches_from_baseline
 from tests.deploy.manifests import CHART, find, option_values, render
 from tests.support.processes import Process, free_port, wait_until
 

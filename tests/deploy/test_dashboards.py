@@ -10,7 +10,7 @@ import json
 
 import pytest
 
-from experiments import dashboards
+from k8s import dashboards
 from tests.deploy.manifests import CHART, K8S
 
 
@@ -22,7 +22,7 @@ def boards() -> dict[str, dict]:
 def test_committed_json_is_what_the_builder_writes(folder):
     for name in dashboards.DASHBOARDS:
         assert (folder / f"{name}.json").read_text() == dashboards.render(name), \
-            f"{folder / name}.json is stale: run python -m experiments.dashboards"
+            f"{folder / name}.json is stale: run python -m k8s.dashboards"
     assert sorted(p.stem for p in folder.glob("*.json")) == sorted(dashboards.DASHBOARDS)
 
 
@@ -58,4 +58,4 @@ def test_dashboards_reuse_the_analyzers_named_queries():
              "fallback_rate", "success_rate", "p99_latency_seconds", "feature_drift", "feature_anomaly_rate", "feature_drifted",
              "feature_anomaly_share")
     for name in shown:
-        assert dashboards.q(name) in text, f"no panel shows experiments.promql query {name!r}"
+        assert dashboards.q(name) in text, f"no panel shows experiments.live.promql query {name!r}"

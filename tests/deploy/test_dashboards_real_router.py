@@ -13,7 +13,7 @@ import math
 import httpx
 import pytest
 
-from experiments import dashboards
+from k8s import dashboards
 from tests.deploy.live import MODEL, SERVING_EXPERIMENT
 from tests.support.processes import wait_until
 

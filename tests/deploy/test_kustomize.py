@@ -11,7 +11,18 @@ import pytest
 import yaml
 
 from tests.deploy.manifests import (
-    CHART, K8S, REPO, by_key, key, kustomize, normalize, option_values, pod_specs, render, security_violations, validate,
+    CHART,
+    K8S,
+    REPO,
+    by_key,
+    key,
+    kustomize,
+    normalize,
+    option_values,
+    pod_specs,
+    render,
+    security_violations,
+    validate,
 )
 
 OVERLAYS = sorted(p.name for p in (K8S / "overlays").iterdir() if (p / "kustomization.yaml").exists())

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from experiments import promql
+from experiments.live import promql
 from tests.deploy.manifests import CHART, K8S, OPTION_SETS, find, option_values, render
 from tests.support.binaries import require_binary
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from statsmodels.stats.proportion import proportions_ztest
 
-from experiments.analysis import DECISIONS, analyze
 from experiments.config import load_config
-from experiments.history import ArmCounts, History, Look, load_history
+from experiments.live.analysis import DECISIONS, analyze
+from experiments.live.history import ArmCounts, History, Look, load_history
 
 DATA = Path(__file__).parents[1] / "data" / "histories"
 CONFIG = load_config(DATA / "experiment.yaml")

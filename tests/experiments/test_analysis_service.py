@@ -11,13 +11,13 @@ from pathlib import Path
 import httpx
 import pytest
 
-from experiments.analysis_service import Feed, analysis_document, create_app
 from experiments.config import load_config
-from experiments.controller import Controller
-from experiments.history import load_history, parse_history
-from experiments.sources import RouterMetricsSource
+from experiments.live.controller import Controller
+from experiments.live.history import load_history, parse_history
+from experiments.live.service import Feed, analysis_document, create_app
+from experiments.live.sources import RouterMetricsSource
+from experiments.live.weights import FileWeightStore, NopWeightStore
 from experiments.store import Store
-from experiments.weights import FileWeightStore, NopWeightStore
 from tests.support.asgi_server import serve_app
 from tests.support.experiment import write_config
 from tests.support.processes import REPO, Process, free_port, wait_until

@@ -8,13 +8,13 @@ from datetime import datetime, timedelta, timezone
 import pytest
 import yaml
 
-from experiments import controller as controller_module
 from experiments.config import load_config
-from experiments.controller import Controller
-from experiments.sources import PrometheusSource, RouterMetricsSource
-from experiments.sources.base import Reading
+from experiments.live import controller as controller_module
+from experiments.live.controller import Controller
+from experiments.live.sources import PrometheusSource, RouterMetricsSource
+from experiments.live.sources.base import Reading
+from experiments.live.weights import FileWeightStore, NopWeightStore
 from experiments.store import Store
-from experiments.weights import FileWeightStore, NopWeightStore
 from tests.support.experiment import write_config
 from tests.support.processes import free_port
 from tests.support.prometheus import PrometheusServer, RouterExporter

@@ -11,8 +11,8 @@ import math
 import pytest
 from rich.console import Console
 
-from experiments.demo import DemoSettings, run_demo
-from experiments.local_stack import Ports
+from experiments.local.demo import DemoSettings, run_demo
+from experiments.local.stack import Ports
 from tests.support.binaries import require_binary
 from tests.support.processes import free_port
 

@@ -7,8 +7,8 @@ import pytest
 from scipy.spatial.distance import jensenshannon
 from scipy.stats import chi2_contingency, entropy
 
-from experiments import drift
-from experiments.config import Skew
+from router.config import SkewSpec
+from router.skew import drift
 
 RNG_SEED = 20261123
 # Known distributions over 6 bins: a baseline and a shifted one.
@@ -97,7 +97,7 @@ def test_many_categories_same_distribution_small_sample_no_false_alarm():
 
 
 def test_thresholds_from_config_defaults_and_overrides():
-    skew = Skew(thresholds={"psi": 0.25}, features={"state": {"psi": 0.5, "js_distance": 0.3}})
+    skew = SkewSpec(thresholds={"psi": 0.25}, features={"state": {"psi": 0.5, "js_distance": 0.3}})
     assert skew.thresholds_for("total_day_minutes", "numeric") == {"psi": 0.25, "js_distance": 0.1}
     assert skew.thresholds_for("area_code", "categorical") == {"psi": 0.25, "linf": 0.1}
     assert skew.thresholds_for("state", "categorical") == {"psi": 0.5, "linf": 0.1, "js_distance": 0.3}

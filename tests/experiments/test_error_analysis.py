@@ -11,11 +11,12 @@ import pytest
 import yaml
 
 from experiments.cli import main
-from experiments.config import EXAMPLE_CONFIG, Slice, load_config
-from experiments.error_analysis import Priority, analyse, rank
-from experiments.slices_cli import check_split, parse_versions
-from experiments.slicing import slice_mask
-from serving import dataset, legacy_rule
+from experiments.cli.slices import check_split, parse_versions
+from experiments.config import EXAMPLE_CONFIG, SliceSpec, load_config
+from experiments.quality.slices import Priority, analyse, rank
+from experiments.quality.slicing import slice_mask
+from serving.legacy import rule as legacy_rule
+from serving.training import dataset
 from tests.support.processes import free_port
 
 # Ten customers: four with an international plan, three churners (rows 0, 1, 4).
@@ -23,9 +24,9 @@ FRAME = pd.DataFrame({"international_plan": ["yes"] * 4 + ["no"] * 6, "churn": [
 BASELINE = np.array([1, 1, 0, 0, 0, 0, 0, 0, 0, 0], dtype=float)                       # 9/10 right, misses row 4
 SCORES = {1: np.array([0.9, 0.2, 0.1, 0.6, 0.8, 0.1, 0.1, 0.1, 0.1, 0.1]),           # wrong on rows 1 and 3
           2: np.array([0.9, 0.9, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.7])}           # wrong on rows 4 and 9
-SLICES = [Slice(name="intl", feature="international_plan", values=["yes"]),
-          Slice(name="domestic", feature="international_plan", values=["no"]),
-          Slice(name="churners", label=1)]
+SLICES = [SliceSpec(name="intl", feature="international_plan", values=["yes"]),
+          SliceSpec(name="domestic", feature="international_plan", values=["no"]),
+          SliceSpec(name="churners", label=1)]
 
 
 def test_per_slice_reports_by_hand() -> None:
@@ -77,7 +78,7 @@ def test_seed_004_table() -> None:
 
 
 def test_an_empty_slice_ranks_last_and_scores_are_checked() -> None:
-    nobody = Slice(name="nobody", feature="international_plan", values=["maybe"])
+    nobody = SliceSpec(name="nobody", feature="international_plan", values=["maybe"])
     rows = analyse(FRAME, BASELINE, SCORES, [*SLICES, nobody]).priorities
     empty = [p for p in rows if p.slice == "nobody"]
     assert all(p.gap is None and p.potential_gain == 0.0 and p.share == 0.0 and p.rank == 4 for p in empty)

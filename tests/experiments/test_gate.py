@@ -14,8 +14,9 @@ from statsmodels.stats.proportion import proportions_ztest
 from experiments.cli import main
 from experiments.config import EXAMPLE_CONFIG
 from experiments.store import Store
-from serving import dataset, legacy_rule
-from serving.grpc_client import PredictionClient
+from serving.legacy import rule as legacy_rule
+from serving.tfserving.grpc_client import PredictionClient
+from serving.training import dataset
 from tests.support.processes import free_port
 
 

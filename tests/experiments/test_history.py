@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from experiments.history import (
+from experiments.live.history import (
     ArmCounts,
     CounterResetError,
     History,

@@ -8,12 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from experiments import problems as db
 from experiments.cli import main
-from experiments.gate import score
+from experiments.quality import problems as db
+from experiments.quality.gate import score
 from experiments.store import Store
-from serving import dataset
-from serving.grpc_client import PredictionClient
+from serving.tfserving.grpc_client import PredictionClient
+from serving.training import dataset
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

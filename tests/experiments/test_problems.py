@@ -8,12 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from experiments import problems as db
 from experiments.cli import main
-from experiments.problem_eval import problem_metrics
-from experiments.problem_import import read_patterns
+from experiments.quality import problems as db
+from experiments.quality.problem_eval import problem_metrics
+from experiments.quality.problem_import import read_patterns
 from experiments.store import Store
-from serving import dataset
+from serving.training import dataset
 
 ROW = {"state": "KS", "area_code": "area_code_415", "international_plan": "yes", "voice_mail_plan": "no",
        **{name: 1.0 for name in dataset.NUMERIC}}
@@ -65,7 +65,7 @@ def test_a_bad_line_refuses_the_whole_file_and_names_the_line(tmp_path, capsys, 
     path = write_jsonl(tmp_path / "bad.jsonl", [good, line])
     code = main(["problems", "import", str(path), "--db", str(tmp_path / "p.db")])
     err = capsys.readouterr().err
-    assert code == 2 and f"bad.jsonl:2" in err and message in err
+    assert code == 2 and "bad.jsonl:2" in err and message in err
     s = Store.open(tmp_path / "p.db")
     try:
         assert db.list_problems(s, "churn") == []  # the good first line was not stored either

@@ -11,10 +11,10 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from experiments.analysis_service import Feed, create_app
 from experiments.cli import build_parser
 from experiments.config import load_config, parse_config
-from experiments.history import load_history
+from experiments.live.history import load_history
+from experiments.live.service import Feed, create_app
 from tests.support.asgi_server import serve_app
 
 REPO = Path(__file__).resolve().parents[2]

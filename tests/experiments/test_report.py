@@ -9,8 +9,8 @@ import pytest
 
 from experiments.cli import main
 from experiments.config import load_config
-from experiments.history import load_history
-from experiments.report import replay, write_report
+from experiments.live.history import load_history
+from experiments.live.report import replay, write_report
 
 DATA = Path(__file__).parents[1] / "data" / "histories"
 CONFIG = str(DATA / "experiment.yaml")

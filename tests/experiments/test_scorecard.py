@@ -9,10 +9,24 @@ from pathlib import Path
 
 import pytest
 
-from experiments import ml_test_score as rubric
-from experiments.cli import main
-from experiments.ml_test_score import AUTOMATED, MANUAL, NOT_COVERED, RUBRIC, Claim, RubricTest, Section
-from experiments.scorecard import assess, check_reference, claim_problems, db_state, models_state, score
+from experiments.cli import main, rubric
+from experiments.cli.rubric import (
+    AUTOMATED,
+    MANUAL,
+    NOT_COVERED,
+    RUBRIC,
+    Claim,
+    RubricTest,
+    Section,
+)
+from experiments.cli.scorecard import (
+    assess,
+    check_reference,
+    claim_problems,
+    db_state,
+    models_state,
+    score,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 PREFIX = {"data": "Data", "model": "Model", "infrastructure": "Infra", "monitoring": "Monitor"}
@@ -205,7 +219,7 @@ def test_another_checkout_without_the_evidence_scores_zero(capsys, tmp_path):
 
 
 def test_deployment_state_is_reported_and_changes_no_points(capsys, tmp_path):
-    from experiments import problems
+    from experiments.quality import problems
     from experiments.store import Store
 
     prints = {"train": "sha256:a", "test": "sha256:b"}
@@ -247,7 +261,7 @@ def test_deployment_state_is_reported_and_changes_no_points(capsys, tmp_path):
 
 def test_importing_the_command_stays_light():
     """`modelramp --help` imports every command module: no rich, SQLAlchemy or numpy at import time."""
-    code = ("import sys, experiments.scorecard, experiments.ml_test_score; "
+    code = ("import sys, experiments.cli.scorecard, experiments.cli.rubric; "
             "print(sorted({m.split('.')[0] for m in sys.modules} & {'rich', 'sqlalchemy', 'numpy', 'yaml', 'tensorflow'}))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True).stdout
     assert out.strip() == "[]"

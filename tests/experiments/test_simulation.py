@@ -12,12 +12,19 @@ from datetime import datetime, timedelta, timezone
 import numpy as np
 import pytest
 
-from experiments.analysis import analyze
-from experiments.config import Arm, ExperimentConfig, LegacyHttpBackend, TfServingGrpcBackend
-from experiments.history import ArmCounts, History, Look
+from experiments.config import ExperimentConfig
+from experiments.live.analysis import analyze
+from experiments.live.history import ArmCounts, History, Look
 from experiments.stats.sequential import run_sequence
 from experiments.stats.stratified import stratified_difference
 from experiments.stats.two_proportions import two_proportion_ztest
+from router.config import (
+    ArmsSpec,
+    LegacyArmSpec,
+    LegacyHttpSpec,
+    ModelArmSpec,
+    TfServingGrpcSpec,
+)
 
 ALPHA = 0.05
 MDE = 0.03
@@ -87,8 +94,8 @@ def config() -> ExperimentConfig:
         name="sim",
         salt="sim",
         model_name="m",
-        arms={"legacy": Arm(weight=0.99, backend=LegacyHttpBackend()),
-              "model": Arm(weight=0.01, backend=TfServingGrpcBackend(model_name="m"))},
+        arms=ArmsSpec(legacy=LegacyArmSpec(weight=0.99, backend=LegacyHttpSpec()),
+              model=ModelArmSpec(weight=0.01, backend=TfServingGrpcSpec(model_name="m"))),
         criteria={"minimum_detectable_effect": MDE, "alpha": ALPHA, "non_inferiority_margin": 0.01},
     )
 

@@ -22,7 +22,7 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from serving.dataset import CATEGORICAL, NUMERIC, read_split, to_instances
+from serving.training.dataset import CATEGORICAL, NUMERIC, read_split, to_instances
 from tests.support.processes import REPO, Process, free_port, wait_until
 
 pytestmark = pytest.mark.slow

@@ -6,8 +6,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from experiments.config import EXAMPLE_CONFIG, ConfigError, Slice, load_config, parse_config
-from experiments.slicing import SliceError, check_slices, slice_mask, slice_rule
+from experiments.config import EXAMPLE_CONFIG, SliceSpec, load_config, parse_config
+from experiments.quality.slicing import SliceError, check_slices, slice_mask, slice_rule
+from router.config import ConfigError
 
 FRAME = pd.DataFrame({
     "international_plan": ["yes", "no", "yes", "no", "no", "yes"],
@@ -24,12 +25,12 @@ def config_with(slices: list[dict]) -> dict:
 
 
 def test_category_range_and_rare_class_masks() -> None:
-    intl = Slice(name="intl", feature="international_plan", values=["yes"])
-    calls = Slice(name="calls", feature="number_customer_service_calls", min=4)
-    day = Slice(name="day", feature="total_day_minutes", min=250, max=300)
-    churners = Slice(name="churners", label=1)
-    intl_churners = Slice(name="intl-churners", feature="international_plan", values=["yes"], label=1)
-    exact = Slice(name="calls-3-or-4", feature="number_customer_service_calls", values=[3, 4])
+    intl = SliceSpec(name="intl", feature="international_plan", values=["yes"])
+    calls = SliceSpec(name="calls", feature="number_customer_service_calls", min=4)
+    day = SliceSpec(name="day", feature="total_day_minutes", min=250, max=300)
+    churners = SliceSpec(name="churners", label=1)
+    intl_churners = SliceSpec(name="intl-churners", feature="international_plan", values=["yes"], label=1)
+    exact = SliceSpec(name="calls-3-or-4", feature="number_customer_service_calls", values=[3, 4])
     assert slice_mask(FRAME, intl).tolist() == [True, False, True, False, False, True]
     assert slice_mask(FRAME, calls).tolist() == [False, True, True, False, True, False]
     # min inclusive, max exclusive: 250 is in, 300 and 249.9 are out.
@@ -44,7 +45,7 @@ def test_category_range_and_rare_class_masks() -> None:
 
 def test_label_slice_needs_labels() -> None:
     with pytest.raises(SliceError, match="no 'churn' column"):
-        slice_mask(FRAME.drop(columns="churn"), Slice(name="churners", label=1))
+        slice_mask(FRAME.drop(columns="churn"), SliceSpec(name="churners", label=1))
 
 
 @pytest.mark.parametrize(("slice_", "message"), [
@@ -68,13 +69,13 @@ def test_repeated_slice_names_are_refused() -> None:
 
 
 @pytest.mark.parametrize(("slice_", "message"), [
-    (Slice(name="typo", feature="day_minutes", min=1), "slice 'typo': unknown feature 'day_minutes'"),
-    (Slice(name="cat", feature="international_plan", min=1), "international_plan is categorical; give values, not min/max"),
-    (Slice(name="num", feature="total_day_minutes", values=["high"]), "total_day_minutes is numeric"),
+    (SliceSpec(name="typo", feature="day_minutes", min=1), "slice 'typo': unknown feature 'day_minutes'"),
+    (SliceSpec(name="cat", feature="international_plan", min=1), "international_plan is categorical; give values, not min/max"),
+    (SliceSpec(name="num", feature="total_day_minutes", values=["high"]), "total_day_minutes is numeric"),
 ])
 def test_schema_errors_name_the_slice(slice_, message) -> None:
     with pytest.raises(SliceError, match=message):
-        check_slices([Slice(name="fine", label=1), slice_])
+        check_slices([SliceSpec(name="fine", label=1), slice_])
     with pytest.raises(SliceError, match=message):
         slice_mask(FRAME, slice_)
 

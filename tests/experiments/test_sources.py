@@ -6,10 +6,16 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from experiments import promql
-from experiments.history import load_history
-from experiments.sources import PrometheusSource, Recorder, RouterMetricsSource, SourceError, make_source
-from experiments.sources.base import Reading, histogram_quantile
+from experiments.live import promql
+from experiments.live.history import load_history
+from experiments.live.sources import (
+    PrometheusSource,
+    Recorder,
+    RouterMetricsSource,
+    SourceError,
+    make_source,
+)
+from experiments.live.sources.base import Reading, histogram_quantile
 from tests.support.processes import free_port
 from tests.support.prometheus import PrometheusServer, RouterExporter
 

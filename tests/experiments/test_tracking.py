@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 
 from experiments.cli import main
-from experiments.controller import Controller
-from experiments.sources import RouterMetricsSource
+from experiments.live.controller import Controller
+from experiments.live.sources import RouterMetricsSource
+from experiments.live.weights import FileWeightStore
+from experiments.quality.tracking import collect
 from experiments.store import DecisionRecord, Store
-from experiments.tracking import collect
-from experiments.weights import FileWeightStore
 from tests.support.experiment import write_config
 from tests.support.prometheus import RouterExporter
 

@@ -12,10 +12,15 @@ import pytest
 import yaml
 
 from experiments.config import load_config
-from experiments.weights import (
-    ConfigMapWeightStore, FileWeightStore, NopWeightStore, WeightConflict, WeightStoreError, make_weight_store,
+from experiments.live.weights import (
+    ConfigMapWeightStore,
+    FileWeightStore,
+    NopWeightStore,
+    WeightConflict,
+    WeightStoreError,
+    make_weight_store,
 )
-from experiments.weights.configmap import parse_target
+from experiments.live.weights.configmap import parse_target
 from tests.support.experiment import config_dict, write_config
 from tests.support.kube_standin import KubeStandin
 from tests.support.processes import free_port

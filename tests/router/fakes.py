@@ -9,8 +9,8 @@ import numpy as np
 from experiments.config import parse_config
 from router.backends import Backend, ModelMetadata, PredictCall, Prediction
 from router.signature import Signature, TensorSpec
-from serving import errors
-from serving.tensors import DT_FLOAT, DT_STRING
+from serving.tfserving import errors
+from serving.tfserving.tensors import DT_FLOAT, DT_STRING
 
 SIGNATURE = Signature("serving_default",
                       {"state": TensorSpec(DT_STRING, (-1,)), "total_day_minutes": TensorSpec(DT_FLOAT, (-1,))},

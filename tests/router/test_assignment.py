@@ -71,11 +71,11 @@ def test_zero_and_full_weights():
 
 
 def test_cpython_sha256_agrees_with_hashlib():
-    """router.sha256 (CPython's own SHA-256, see its docstring) gives hashlib's digests."""
+    """router._sha256 (CPython's own SHA-256, see its docstring) gives hashlib's digests."""
     import hashlib
     import platform
 
-    from router.sha256 import sha256
+    from router._sha256 import sha256
 
     if platform.python_implementation() == "CPython":
         assert sha256.__module__ in ("_sha256", "_sha2")

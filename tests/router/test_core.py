@@ -10,9 +10,9 @@ import pytest
 
 from router.backends import BadResponse, NonFiniteOutput
 from router.core import Router
-from router.features import RecordingFeatureSink
 from router.signing import Signer
-from serving import errors
+from router.skew.features import RecordingFeatureSink
+from serving.tfserving import errors
 from tests.router.fakes import columns, decoder, fake_factory, make_config
 
 

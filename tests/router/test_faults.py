@@ -93,10 +93,10 @@ def _traffic(router, n: int, prefix: str) -> None:
 
 @pytest.mark.slow
 def test_router_restart_resets_counters_the_controller_holds_and_counts_nothing_twice(model_server, legacy_server, tmp_path):
-    from experiments.controller import Controller
-    from experiments.sources import RouterMetricsSource
+    from experiments.live.controller import Controller
+    from experiments.live.sources import RouterMetricsSource
+    from experiments.live.weights import FileWeightStore
     from experiments.store import Store
-    from experiments.weights import FileWeightStore
 
     doc = experiment(legacy_server.url, model_server.grpc_target, 0.2)
     router = start_router(tmp_path, doc)

@@ -12,14 +12,14 @@ from tests.support.processes import REPO
 NO_TF = textwrap.dedent("""
     import asyncio, sys
     import experiments.cli                      # the console script the router runs under
-    import router.cli, router.server, router.http, router.grpc, router.up
+    import router.cli, router.server, router.rest.app, router.grpc, experiments.cli.local, experiments.local.stack
     from router.backends.legacy_http import LegacyHttpBackend
     from router.backends.tfserving_grpc import TfServingGrpcBackend
     from router.backends.tfserving_rest import TfServingRestBackend
     from router.core import Router
-    from router.http import rest_decoder
+    from router.rest.app import rest_decoder
     from experiments.config import parse_config
-    from serving.errors import UserFacingError
+    from serving.tfserving.errors import UserFacingError
 
     config = parse_config({"name": "x", "salt": "s", "model_name": "churn", "arms": {
         "legacy": {"weight": 0.5, "backend": {"kind": "legacy_http", "url": "http://127.0.0.1:9"}},
@@ -53,7 +53,7 @@ def test_metrics_pass_promtool(tmp_path):
 
     from router.core import Router
     from router.signing import Signer
-    from serving import errors
+    from serving.tfserving import errors
     from tests.router.fakes import decoder, fake_factory, make_config
 
     promtool = require_binary("promtool")

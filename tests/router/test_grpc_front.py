@@ -11,9 +11,13 @@ import pytest
 from router.core import Router
 from router.grpc import create_server
 from router.signing import Signer
-from serving import protos
-from serving.grpc_client import build_predict_request, parse_predict_response, parse_signature_defs
-from serving.tensors import to_tensor_proto
+from serving.tfserving import protos
+from serving.tfserving.grpc_client import (
+    build_predict_request,
+    parse_predict_response,
+    parse_signature_defs,
+)
+from serving.tfserving.tensors import to_tensor_proto
 from tests.router.fakes import columns, fake_factory, make_config
 
 

@@ -14,7 +14,7 @@ with warnings.catch_warnings():
     from fastapi.testclient import TestClient
 
 from router.core import Router
-from router.http import create_app
+from router.rest.app import create_app
 from router.signing import Signer
 from tests.router.fakes import fake_factory, make_config
 
@@ -67,7 +67,7 @@ def test_bad_inputs_get_4xx_and_are_counted(client, body, status, message):
     r = client.post("/v1/models/churn:predict", content=body, headers={"Content-Type": "application/json", "X-Unit-Id": "u1"})
     assert r.status_code == status and message in r.json()["error"]
     metrics = client.get("/metrics").text
-    assert f'protocol="http"' in metrics and f'code="{status}"' in metrics
+    assert 'protocol="http"' in metrics and f'code="{status}"' in metrics
 
 
 def test_unknown_model_is_404(client):

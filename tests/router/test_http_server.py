@@ -9,8 +9,8 @@ import random
 import pytest
 
 from router.core import Router
-from router.http import create_app
-from router.http_server import HttpServer
+from router.rest.app import create_app
+from router.rest.server import HttpServer
 from router.signing import Signer
 from tests.router.fakes import fake_factory, make_config
 from tests.support.processes import free_port
@@ -155,7 +155,7 @@ def test_stop_lets_a_request_in_flight_finish():
 
 
 def test_a_failing_request_is_500_and_the_connection_goes_on(monkeypatch):
-    import router.http_server as http_server
+    import router.rest.server as http_server
 
     async def broken(*args):
         raise RuntimeError("a bug")

@@ -16,10 +16,17 @@ from scipy import stats
 
 from router.assignment import assign
 from router.signing import Signer
-from serving import protos
-from serving.grpc_client import build_predict_request
+from serving.tfserving import protos
+from serving.tfserving.grpc_client import build_predict_request
 from tests.conftest import start_model_server
-from tests.router.stack import ROW, SIGNING_KEY, TOKEN, experiment, grpc_inputs, start_router
+from tests.router.stack import (
+    ROW,
+    SIGNING_KEY,
+    TOKEN,
+    experiment,
+    grpc_inputs,
+    start_router,
+)
 from tests.support.binaries import require_binary
 from tests.support.processes import wait_until
 
@@ -214,7 +221,11 @@ def test_bad_inputs_get_4xx_over_rest_and_grpc(make_router):
 def test_official_tensorflow_serving_client_works_unchanged(make_router):
     """The test process uses TF Serving's own stubs (with TensorFlow); the router stays TensorFlow-free."""
     tf = pytest.importorskip("tensorflow")
-    from tensorflow_serving.apis import get_model_metadata_pb2, predict_pb2, prediction_service_pb2_grpc
+    from tensorflow_serving.apis import (
+        get_model_metadata_pb2,
+        predict_pb2,
+        prediction_service_pb2_grpc,
+    )
 
     router = make_router(0.5)
     seen = {}

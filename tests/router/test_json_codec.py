@@ -8,7 +8,7 @@ import random
 
 import pytest
 
-from router import json_codec
+from router.rest import json_codec
 
 
 def random_document(rng: random.Random, depth: int = 0):

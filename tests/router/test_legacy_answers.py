@@ -11,8 +11,8 @@ from router.backends import ColumnOutputs, PredictCall
 from router.backends.base import BadResponse
 from router.backends.legacy_http import _outputs
 from router.signature import TensorSpec
-from serving.rest_format import format_columns, format_predict_response
-from serving.tensors import DT_DOUBLE, DT_FLOAT, DT_INT64
+from serving.tfserving.rest_format import format_columns, format_predict_response
+from serving.tfserving.tensors import DT_DOUBLE, DT_FLOAT, DT_INT64
 
 
 def call_with_outputs(**dtypes: int) -> PredictCall:

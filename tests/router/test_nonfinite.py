@@ -20,7 +20,7 @@ def test_check_finite_names_the_output():
 
 
 class _Dense:
-    """What `serving.export` reads of a Keras Dense layer."""
+    """What `serving.training.export` reads of a Keras Dense layer."""
 
     def __init__(self, kernel: np.ndarray, bias: np.ndarray):
         self._weights = [kernel, bias]
@@ -35,9 +35,9 @@ class _Dense:
 @pytest.fixture(scope="module")
 def nan_model_server(models_dir, tmp_path_factory):
     """The real model server serving a real SavedModel with the churn signature whose weights are NaN."""
-    from serving import dataset
-    from serving.encoding import Encoder
-    from serving.export import export_saved_model
+    from serving.training import dataset
+    from serving.training.encoding import Encoder
+    from serving.training.export import export_saved_model
 
     out = tmp_path_factory.mktemp("nan-models")
     encoder = Encoder.fit(dataset.read_split(models_dir / "data", "train"))

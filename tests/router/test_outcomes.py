@@ -11,7 +11,7 @@ import pytest
 from router.metrics import RouterMetrics
 from router.outcomes import OutcomeIntake
 from router.signing import ExpiredRequestId, ForgedRequestId, Signer, load_key
-from serving.errors import InvalidArgument, PermissionDenied
+from serving.tfserving.errors import InvalidArgument, PermissionDenied
 
 
 def counted(metrics: RouterMetrics, arm: str, outcome: str, experiment: str = "exp") -> float:

@@ -9,12 +9,19 @@ import numpy as np
 import pytest
 from prometheus_client import generate_latest
 
-from experiments.config import Skew
 from router.backends import PredictCall
+from router.config import SkewSpec
 from router.core import Router
 from router.signing import Signer
-from router.sketches import MISSING, OTHER, PREDICTION, CategoricalSketch, NumericSketch, sketches_from_baseline
-from router.skew_sink import SkewSink
+from router.skew.sink import SkewSink
+from router.skew.sketches import (
+    MISSING,
+    OTHER,
+    PREDICTION,
+    CategoricalSketch,
+    NumericSketch,
+    sketches_from_baseline,
+)
 from tests.router.fakes import fake_factory, make_config
 
 EDGES = [19.067, 23.07, 25.867]  # total_day_charge-like edges, not exact in float32
@@ -82,7 +89,7 @@ class Clock:
 
 def make_sink(**settings) -> tuple[SkewSink, Clock]:
     clock = Clock()
-    return SkewSink(BASELINE, Skew(**{"min_sample": 100, "window_seconds": 60, **settings}), "churn", clock=clock), clock
+    return SkewSink(BASELINE, SkewSpec(**{"min_sample": 100, "window_seconds": 60, **settings}), "churn", clock=clock), clock
 
 
 def feed(sink: SkewSink, n: int, charge: float, plan: str, rows: bool) -> None:

@@ -9,6 +9,8 @@ import sys
 import httpx
 import pytest
 
+from experiments.cli import main
+from experiments.config import EXAMPLE_CONFIG
 from tests.router.stack import ROW
 from tests.support.processes import REPO, Process, free_port, port_open, wait_until
 
@@ -25,7 +27,7 @@ def test_up_starts_everything_and_stops_on_sigterm(models_dir, tmp_path):
         r = httpx.post(f"{router}/v1/models/churn:predict", json={"instances": [ROW]}, headers={"X-Unit-Id": "up-1"})
         assert r.status_code == 200 and r.headers["X-Modelramp-Arm"] in ("legacy", "model")
         assert httpx.get(f"{router}/v1/experiments").json()["experiments"][0]["name"] == "churn-v2-vs-legacy"
-        assert f"/v1/models/churn:predict" in proc.log()
+        assert "/v1/models/churn:predict" in proc.log()
     finally:
         code = proc.stop(timeout=60)
     assert code == 0, proc.log()[-3000:]
@@ -50,6 +52,13 @@ def test_router_refuses_a_busy_port():
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        result = subprocess.run([sys.executable, "-m", "experiments.cli", "router", "--host", "127.0.0.1", "--http-port", str(port),
-                                 "--grpc-port", str(free_port())], cwd=REPO, capture_output=True, text=True, timeout=60)
+        result = subprocess.run([sys.executable, "-m", "experiments.cli", "router", "--config", str(EXAMPLE_CONFIG), "--host", "127.0.0.1",
+                                 "--http-port", str(port), "--grpc-port", str(free_port())], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert result.returncode == 2 and "already in use" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_router_needs_a_config(capsys):
+    """No packaged default: a router replica runs the experiment it is given, or none."""
+    with pytest.raises(SystemExit) as exited:
+        main(["router", "--http-port", str(free_port())])
+    assert exited.value.code == 2 and "the following arguments are required: --config" in capsys.readouterr().err

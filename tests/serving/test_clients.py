@@ -6,9 +6,10 @@ import socket
 import numpy as np
 import pytest
 
-from serving import dataset, errors
-from serving.grpc_client import AsyncPredictionClient, PredictionClient
-from serving.rest_client import RestClient
+from serving.tfserving import errors
+from serving.tfserving.grpc_client import AsyncPredictionClient, PredictionClient
+from serving.tfserving.rest_client import RestClient
+from serving.training import dataset
 from tests.support.processes import free_port
 
 

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from serving import dataset
+from serving.training import dataset
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ from tests.support.processes import REPO
 PROBE = """
 import os, sys
 {before}
-from serving.grpc_stack import prefer_iomgr_stack
+from serving.tfserving.grpc_stack import prefer_iomgr_stack
 print(prefer_iomgr_stack(), os.environ.get("GRPC_EXPERIMENTS"))
 """
 

@@ -2,9 +2,9 @@
 
 import httpx
 import numpy as np
-import pytest
 
-from serving import dataset, legacy_rule
+from serving.legacy import rule as legacy_rule
+from serving.training import dataset
 
 
 def test_rule_is_a_real_baseline(models_dir):

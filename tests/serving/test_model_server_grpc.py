@@ -12,7 +12,7 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
-from serving import dataset
+from serving.training import dataset
 from tests.serving.conformance import external_target
 
 

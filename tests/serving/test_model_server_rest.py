@@ -4,7 +4,7 @@ import httpx
 import numpy as np
 import pytest
 
-from serving import dataset
+from serving.training import dataset
 from tests.serving.conformance import external_target
 
 
@@ -47,7 +47,7 @@ def test_row_and_columnar_formats_agree(http, instances):
 
 
 def test_rest_and_grpc_give_the_same_answer(model_server, instances, models_dir):
-    from serving.grpc_client import PredictionClient
+    from serving.tfserving.grpc_client import PredictionClient
 
     rest = httpx.post(f"{model_server.rest_url}/v1/models/churn:predict", json={"instances": instances}).json()["predictions"]
     frame = dataset.read_split(models_dir / "data", "validation").head(4)

@@ -5,9 +5,9 @@ import shutil
 import httpx
 import pytest
 
-from serving.dataset import NUMERIC
-from serving.errors import InvalidArgument
-from serving.model_config import parse_model_config
+from serving.model_server.model_config import parse_model_config
+from serving.tfserving.errors import InvalidArgument
+from serving.training.dataset import NUMERIC
 from tests.conftest import start_model_server
 from tests.support.processes import wait_until
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from serving import dataset
-from serving.servable import Servable
+from serving.model_server.servable import Servable
+from serving.training import dataset
 
 
 def test_repeated_or_reordered_output_filters_reuse_one_session_callable(models_dir):

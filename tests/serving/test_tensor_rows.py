@@ -7,8 +7,15 @@ import random
 import numpy as np
 import pytest
 
-from serving import protos
-from serving.tensors import DT_DOUBLE, DT_FLOAT, DT_INT64, DT_STRING, rows_into_tensor_protos, to_tensor_proto
+from serving.tfserving import protos
+from serving.tfserving.tensors import (
+    DT_DOUBLE,
+    DT_FLOAT,
+    DT_INT64,
+    DT_STRING,
+    rows_into_tensor_protos,
+    to_tensor_proto,
+)
 
 
 def _via_numpy(rows: list[dict], dtypes: dict[str, int]):

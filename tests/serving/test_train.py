@@ -1,14 +1,14 @@
 """Training: reproducible, exported exactly as trained, with a baseline and metrics beside it."""
 
 import json
-import os
 
 import numpy as np
 import pytest
 
-from serving import dataset, legacy_rule
-from serving.importance import permutation_importance
-from serving.train import RECIPES, Recipe, check_numerics, train
+from serving.legacy import rule as legacy_rule
+from serving.training import dataset
+from serving.training.importance import permutation_importance
+from serving.training.train import RECIPES, Recipe, check_numerics, train
 
 TINY = Recipe("mlp", (8,), epochs=3, learning_rate=0.01)
 
@@ -44,7 +44,7 @@ def test_served_graph_encodes_exactly_like_training(models_dir):
     """Training-serving skew check: the SavedModel's own encoding equals the numpy encoding."""
     import tensorflow as tf
 
-    from serving.encoding import Encoder
+    from serving.training.encoding import Encoder
 
     vdir = models_dir / dataset.MODEL_NAME / "2"
     enc = Encoder(**json.loads((vdir / "modelramp" / "training.json").read_text())["encoder"])

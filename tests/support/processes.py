@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+
+from experiments.local.stack import Child
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -41,33 +41,8 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
         return s.connect_ex((host, port)) == 0
 
 
-class Process:
-    """A `modelramp` subcommand run as a child process, its output kept in a log file."""
+class Process(Child):
+    """A `modelramp` subcommand run as a child process from the repository, its output kept in a log file."""
 
     def __init__(self, args: Sequence[str], log_path: Path, env: dict[str, str] | None = None):
-        self.args = list(args)
-        self.log_path = log_path
-        self._log = open(log_path, "wb")
-        full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "experiments.cli", *self.args],
-            cwd=REPO, stdout=self._log, stderr=subprocess.STDOUT, env=full_env,
-        )
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self, timeout: float = 15.0) -> int:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._log.close()
-        return self.proc.returncode
-
-    def kill(self) -> None:
-        self.proc.kill()
-        self.proc.wait()
+        super().__init__(args[0] if args else "modelramp", args, env, log_path=log_path, cwd=REPO)

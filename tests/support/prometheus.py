@@ -16,7 +16,13 @@ from typing import Any, Callable
 
 import httpx
 import yaml
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    start_http_server,
+)
 
 from tests.support.binaries import require_binary
 from tests.support.processes import free_port, wait_until

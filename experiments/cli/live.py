@@ -1,0 +1,315 @@
+"""`modelramp analyze` (a history or live sources, once or `--serve`) and `modelramp ramp` (the controller).
+
+Errors of the store, the weight store and the sources become one line on stderr, exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from experiments.config import ExperimentConfig
+    from experiments.live.history import History
+    from experiments.store import DecisionRecord
+
+
+def _fail(command: str, err: Exception) -> int:
+    print(f"modelramp {command}: error: {err}", file=sys.stderr)
+    return 2
+
+
+def _source_options(p: argparse.ArgumentParser) -> None:
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--prometheus", metavar="URL", help="read counters from Prometheus's HTTP API at URL")
+    src.add_argument("--metrics-url", metavar="URL", action="append", default=[],
+                     help="scrape a router's /metrics directly (repeat for each replica; default http://127.0.0.1:8080)")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add `analyze` and `ramp` to the `modelramp` parser."""
+    add_live_analyze_options(_add_analyze(sub), _run_analyze)
+    add_ramp(sub)
+
+
+# --- analyze ------------------------------------------------------------------------------------
+
+
+def _add_analyze(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """The `analyze` parser; returned so live sources and other options can be added to it."""
+    p = sub.add_parser(
+        "analyze",
+        help="statistics and a decision (hold/ramp/ship/rollback/blocked) for one experiment",
+        description="Analyse an experiment's per-arm counts and decide hold, ramp, ship, rollback or blocked.",
+    )
+    p.add_argument("--history", type=Path, metavar="FILE", help="replay a recorded history (JSON, see ARCHITECTURE.md)")
+    p.add_argument("--config", type=Path, metavar="FILE",
+                   help="experiment YAML (default: the example config shipped in the package)")
+    p.add_argument("--json", action="store_true", help="print the analysis as one JSON document")
+    p.add_argument("--report", type=Path, metavar="DIR", help="also write DIR/report.md with PNG plots")
+    p.set_defaults(handler=_run_analyze)
+    return p
+
+
+def _analyze_config(args: argparse.Namespace) -> tuple["ExperimentConfig", bool]:
+    """The experiment config and whether the user chose it (a chosen one must match the history)."""
+    from experiments.config import EXAMPLE_CONFIG, ExperimentConfig, load_config
+    from router.config import (
+        ArmsSpec,
+        LegacyArmSpec,
+        LegacyHttpSpec,
+        ModelArmSpec,
+        TfServingGrpcSpec,
+    )
+
+    if args.config is not None:
+        return load_config(args.config), True
+    if EXAMPLE_CONFIG.exists():
+        return load_config(EXAMPLE_CONFIG), False
+    # The documented defaults (1/5/20/50/100% stages, MDE 3 pp, alpha 0.05, margin 1 pp).
+    return ExperimentConfig(
+        name="default", salt="default", model_name="model",
+        arms=ArmsSpec(legacy=LegacyArmSpec(weight=0.99, backend=LegacyHttpSpec()),
+              model=ModelArmSpec(weight=0.01, backend=TfServingGrpcSpec(model_name="model"))),
+    ), False
+
+
+def _analyze_history(args: argparse.Namespace) -> "History":
+    """The history to analyse; live sources (Prometheus, routers' /metrics) plug in here."""
+    from experiments.live.history import load_history
+
+    if is_live(args):
+        if args.history is not None:
+            raise ValueError("give --history FILE or a live source, not both")
+        return live_history(args, _analyze_config(args)[0])
+    if args.history is None:
+        raise ValueError("no data source: give --history FILE, --prometheus URL or --metrics-url URL")
+    # A reset is analysed (blocked, with the reason), not refused as a bad file.
+    return load_history(args.history, allow_resets=True)
+
+
+def _run_analyze(args: argparse.Namespace) -> int:
+    import json
+
+    from experiments.live.analysis import analyze
+    from experiments.live.report import print_table, write_report
+
+    config, chosen = _analyze_config(args)
+    history = _analyze_history(args)
+    if chosen and history.experiment != config.name:
+        raise ValueError(f"the history is for experiment {history.experiment!r} but {args.config} configures {config.name!r}")
+    result = analyze(history, config)
+    if args.report is not None:
+        path = write_report(history, config, args.report)
+        if not args.json:
+            print(f"report written to {path}")
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2, allow_nan=False))
+    else:
+        print_table(result)
+    return 0
+
+
+# --- ramp ---------------------------------------------------------------------------------------
+
+
+def add_ramp(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """The `ramp` parser: the ramp controller, once or as a loop, and its audit log."""
+    p = sub.add_parser("ramp", help="the ramp controller: look, decide, and apply ramp/ship/rollback (once or as a loop)",
+                       description="Take a look at the live experiment, analyse it, and write new weights when the "
+                                   "decision is ramp, ship or rollback. Every decision is recorded in the audit log.")
+    p.add_argument("--config", type=Path, metavar="FILE", help="experiment YAML the local router watches (weights are written here)")
+    p.add_argument("--configmap", metavar="NAMESPACE/NAME",
+                   help="write weights to this ConfigMap (key experiment.yaml) instead of a file")
+    _source_options(p)
+    p.add_argument("--db", default=None, metavar="URL",
+                   help="audit database: a SQLite path or a SQLAlchemy URL (default: modelramp.db)")
+    when = p.add_mutually_exclusive_group()
+    when.add_argument("--once", action="store_true", help="one look and decision, then exit (the default)")
+    when.add_argument("--interval", type=float, metavar="S", help="loop: one look every S seconds until Ctrl-C")
+    p.add_argument("--dry-run", action="store_true", help="decide and record, but write no weights")
+    p.add_argument("--log", action="store_true", help="print the experiment's audit log and exit")
+    p.add_argument("--json", action="store_true", help="with --log: one JSON document per decision")
+    p.add_argument("--who", metavar="NAME", help="who applies (lease holder and audit log; default user@host:pid)")
+    p.set_defaults(handler=run_ramp)
+    return p
+
+
+def _weight_store(args: argparse.Namespace):
+    from experiments.live.weights import make_weight_store
+
+    if args.config and args.configmap:
+        raise ValueError("give --config FILE or --configmap NAMESPACE/NAME, not both")
+    if not args.config and not args.configmap:
+        raise ValueError("the controller needs --config FILE (or --configmap NAMESPACE/NAME)")
+    return make_weight_store(args.config, args.configmap, dry_run=args.dry_run)
+
+
+def run_ramp(args: argparse.Namespace) -> int:
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from experiments.live.controller import Controller
+    from experiments.live.sources import SourceError, make_source
+    from experiments.live.weights import WeightStoreError
+    from experiments.store import DEFAULT_DB, Store, StoreError
+
+    if args.interval is not None and args.interval <= 0:
+        raise ValueError(f"--interval must be positive, got {args.interval:g}")
+    try:
+        weights = _weight_store(args)
+        store = Store.open(args.db or DEFAULT_DB)
+        if args.log:
+            return _print_log(store, weights.load().name, args.json)
+        with make_source(args.prometheus, args.metrics_url) as source:
+            ttl = max(60.0, 3 * (args.interval or 0))
+            ctl = Controller(source, weights, store, holder=args.who, lease_ttl_seconds=ttl)
+            if args.interval is None:
+                try:
+                    _print_decision(ctl.step())
+                finally:
+                    ctl.release()
+            else:
+                print(f"ramp controller for {ctl.experiment!r}: a look every {args.interval:g} s via "
+                      f"{source.description}, weights in {weights.description}; Ctrl-C stops", flush=True)
+                ctl.run(args.interval, on_step=_print_decision)
+    except (StoreError, WeightStoreError, SourceError) as err:
+        return _fail("ramp", err)
+    except SQLAlchemyError as err:  # the database went away mid-run
+        return _fail("ramp", f"audit database: {getattr(err, 'orig', None) or err}")
+    return 0
+
+
+def _print_decision(record: "DecisionRecord") -> None:
+    applied = "applied" if record.applied else "not applied"
+    stage = f"{record.stage_percent:g}%" if record.stage_percent is not None else "?"
+    print(f"{record.time:%Y-%m-%d %H:%M:%S}Z  stage {stage:>5}  {record.decision:<8} {applied:<11}  {record.reason}",
+          flush=True)
+
+
+def _print_log(store, experiment: str, as_json: bool) -> int:
+    records = store.decisions(experiment)
+    if as_json:
+        for r in records:
+            print(json.dumps(r.to_dict(), allow_nan=False))
+        return 0
+    if not records:
+        print(f"no decisions recorded for {experiment!r} yet")
+        return 0
+    print(f"audit log of {experiment!r}: {len(records)} decision(s)")
+    for r in records:
+        who = f"by {r.applied_by}"
+        weights = f" -> {r.weights_after}" if r.weights_after else ""
+        print(f"{r.time:%Y-%m-%d %H:%M:%S}Z  stage {r.stage_percent or 0:>5g}%  {r.decision:<8} "
+              f"{'applied' if r.applied else 'not applied'}{weights} {who}\n    {r.reason}")
+    return 0
+
+
+# --- analyze: live sources and --serve ----------------------------------------------------------
+
+
+def add_live_analyze_options(p: argparse.ArgumentParser, run_analyze: Callable[[argparse.Namespace], int]) -> None:
+    """Give `analyze` live sources, `--save-history` and `--serve`; `run_analyze` handles the rest."""
+    _source_options(p)
+    p.add_argument("--save-history", type=Path, metavar="FILE",
+                   help="with a live source: add this look to the history in FILE (created if missing) and "
+                        "analyse that history, so repeated runs build a replayable record")
+    p.add_argument("--serve", action="store_true",
+                   help="serve the analysis over HTTP for Argo Rollouts / Flagger gates (see k8s/progressive-delivery/)")
+    p.add_argument("--host", default="127.0.0.1", help="with --serve: listen address (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8088, help="with --serve: port (default 8088)")
+    p.add_argument("--db", default=None, metavar="URL",
+                   help="with --serve and a live source: keep the history in this audit database (default modelramp.db)")
+    p.add_argument("--interval", type=float, default=60.0, metavar="S",
+                   help="with --serve and a live source: take a look every S seconds (default 60)")
+
+    def handler(args: argparse.Namespace) -> int:
+        if args.serve:
+            return serve(args)
+        if args.save_history and not is_live(args):
+            raise ValueError("--save-history needs a live source (--prometheus URL or --metrics-url URL)")
+        return run_analyze(args)
+
+    p.set_defaults(handler=handler)
+
+
+def is_live(args: argparse.Namespace) -> bool:
+    return bool(getattr(args, "prometheus", None) or getattr(args, "metrics_url", None))
+
+
+def live_history(args: argparse.Namespace, config: "ExperimentConfig") -> "History":
+    """One look from the live source, added to `--save-history FILE` when given (and saved there)."""
+    from experiments.live.history import History, load_history
+    from experiments.live.sources import Recorder, SourceError, make_source
+
+    path = args.save_history
+    history = load_history(path, allow_resets=True) if path and path.exists() else History(config.name, ())
+    if history.experiment != config.name:
+        raise ValueError(f"{path} holds experiment {history.experiment!r}, not {config.name!r}")
+    recorder = Recorder(config.name, history)
+    with make_source(args.prometheus, args.metrics_url) as source:
+        try:
+            recorder.add(source.read(config.name), config.weights)
+        except SourceError as err:
+            raise ValueError(str(err)) from None
+    if path:
+        recorder.save(path)
+    return recorder.history
+
+
+def serve(args: argparse.Namespace) -> int:
+    """Serve the analysis: a replayed `--history FILE`, or a live source recorded into the audit DB."""
+    import threading
+
+    import uvicorn
+
+    from experiments.config import load_config
+    from experiments.live.history import load_history, parse_history
+    from experiments.live.service import Feed, create_app
+    from experiments.live.weights import FileWeightStore, NopWeightStore
+    from experiments.store import DEFAULT_DB, Store, StoreError
+
+    if args.config is None:
+        raise ValueError("--serve needs --config FILE (the experiment's criteria and weights)")
+    config_path: Path = args.config
+    config = load_config(config_path)
+    stop = threading.Event()
+    recorder_thread = None
+    if args.history is not None:
+        history_path: Path = args.history
+        load_history(history_path, allow_resets=True)  # a bad file fails now, not on the first request
+        feed = Feed(lambda: load_config(config_path), lambda: load_history(history_path, allow_resets=True), live=False)
+    elif is_live(args):
+        from experiments.live.controller import Controller
+        from experiments.live.sources import make_source
+
+        if args.interval <= 0:
+            raise ValueError(f"--interval must be positive, got {args.interval:g}")
+        try:
+            store = Store.open(args.db or DEFAULT_DB)
+        except StoreError as err:
+            return _fail("analyze", err)
+        source = make_source(args.prometheus, args.metrics_url)
+        # The recorder is a dry-run controller: it takes the looks (under the lease) and records
+        # what it would decide; whatever applies weights (Argo, Flagger) acts on the answers.
+        recorder = Controller(source, NopWeightStore(FileWeightStore(config_path)), store,
+                              lease_ttl_seconds=max(60.0, 3 * args.interval))
+        recorder_thread = threading.Thread(target=recorder.run, args=(args.interval, stop), daemon=True)
+        recorder_thread.start()
+        feed = Feed(lambda: load_config(config_path),
+                    lambda: parse_history(store.history_document(config.name), allow_resets=True),
+                    live=True, max_age_seconds=3 * args.interval)
+    else:
+        raise ValueError("--serve needs --history FILE or a live source (--prometheus URL / --metrics-url URL)")
+    print(f"serving the analysis of {config.name!r} on http://{args.host}:{args.port}/v1/analysis/{config.name}", flush=True)
+    try:
+        uvicorn.run(create_app({config.name: feed}), host=args.host, port=args.port, log_level="warning")
+    finally:
+        stop.set()
+        if recorder_thread is not None:
+            recorder_thread.join(timeout=10)
+            source.close()
+    return 0

@@ -1,0 +1,1 @@
+"""The live experiment: history, analysis, the ramp controller, its data sources and weight stores."""

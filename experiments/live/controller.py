@@ -1,0 +1,192 @@
+"""The ramp controller: look, record, analyze, and apply ramp / ship / rollback under a lease.
+
+One `step()` is one look: hold the lease, read the source, extend the history kept in the audit
+database, call `analyze`, and write the new weights when the decision asks for it. Every step ends
+in exactly one audit row, applied or not. Anything doubtful (source unreachable, no counters yet, a
+router restart, the lease lost to another controller, weights changed under us, the analyzer
+failing) ends in `hold` with the reason, never in a ramp.
+
+The controller keeps no state of its own between steps: history, raw counters and the lease all
+live in the database, so a restarted controller, or the one that takes the lease over, continues
+where the last one stopped.
+"""
+
+from __future__ import annotations
+
+import getpass
+import logging
+import os
+import socket
+import threading
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from typing import Any
+
+from experiments.config import ExperimentConfig
+from experiments.live.analysis import Analysis, analyze
+from experiments.live.history import History, dump_history, parse_history
+from experiments.live.sources import Recorder, RecorderError, Source, SourceError
+from experiments.live.sources.base import utc_now
+from experiments.live.weights import (
+    NopWeightStore,
+    WeightStore,
+    WeightStoreError,
+    same_weights,
+)
+from experiments.store import DecisionRecord, Store
+
+log = logging.getLogger(__name__)
+
+ACTIONS = ("ramp", "ship", "rollback")
+
+
+def default_holder() -> str:
+    """Who this controller is, for the lease and the audit log: user@host:pid."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = str(os.getuid())
+    return f"{user}@{socket.gethostname()}:{os.getpid()}"
+
+
+def candidate(config: ExperimentConfig) -> dict[str, Any]:
+    """The model arm's candidate: model name and pinned version or label (both None: the server's latest).
+
+    Recorded with every decision (in `statistics`, so existing audit databases keep their schema),
+    so `modelramp versions` can tell which version a live result belongs to.
+    """
+    backend = config.arms["model"].backend
+    return {"model_name": getattr(backend, "model_name", None), "version": getattr(backend, "version", None),
+            "version_label": getattr(backend, "version_label", None), "backend": backend.kind}
+
+
+class Controller:
+    """Ramps one experiment. `weights` says where its config lives; a NopWeightStore makes it a dry run."""
+
+    def __init__(self, source: Source, weights: WeightStore, store: Store, *, holder: str | None = None,
+                 lease_ttl_seconds: float = 120.0, clock: Callable[[], datetime] = utc_now):
+        self.source, self.weights, self.store = source, weights, store
+        self.holder = holder or default_holder()
+        self.lease_ttl_seconds = lease_ttl_seconds
+        self.clock = clock
+        self.dry_run = isinstance(weights, NopWeightStore)
+        self.experiment = weights.load().name  # fails loudly at start if the config cannot be read
+
+    @property
+    def lease_name(self) -> str:
+        return f"ramp/{self.experiment}"
+
+    def step(self) -> DecisionRecord:
+        """Take one look and decide; returns the audit row written for it."""
+        now = self.clock()
+        try:
+            config = self.weights.load()
+        except WeightStoreError as err:
+            return self._hold(now, None, f"cannot read the experiment config: {err}")
+        if not self.store.acquire_lease(self.lease_name, self.holder, self.lease_ttl_seconds, now):
+            return self._hold(now, config, f"another controller holds the lease: {self._lease_text(now)}; "
+                                           "this one only watches")
+        try:
+            reading = self.source.read(self.experiment, now)
+        except SourceError as err:
+            return self._hold(now, config, f"cannot read counters: {err}")
+        if reading.empty:
+            return self._hold(now, config, f"no counters for experiment {self.experiment!r} in "
+                                           f"{self.source.description} yet (no traffic, or routers not scraped)")
+        try:
+            recorder = self._recorder()
+            step = recorder.add(reading, config.weights)
+        except (RecorderError, ValueError) as err:
+            return self._hold(now, config, f"cannot extend the history: {err}")
+        look_doc = dump_history(History(self.experiment, (step.look,)))["looks"][0]
+        self.store.append_look(self.experiment, now, look_doc, recorder.state())
+        counts = look_doc["arms"]
+        try:
+            analysis = analyze(recorder.history, config, now)
+        except Exception as err:  # noqa: BLE001 - a bug in the analysis must hold the ramp, not crash or ramp it
+            log.exception("analysis failed")
+            return self._hold(now, config, f"the analysis failed ({err.__class__.__name__}: {err})", counts)
+        stats = analysis.to_dict()
+        if step.resets:
+            return self._hold(now, config, f"counters reset on {', '.join(step.resets)} (router restart); the counts "
+                                           f"are folded in, holding this look (analysis said {analysis.decision})",
+                              counts, stats)
+        if analysis.decision not in ACTIONS:
+            return self._record(now, config, analysis.decision, analysis.reason, counts, stats)
+        return self._act(now, config, analysis, counts, stats)
+
+    def _act(self, now: datetime, config: ExperimentConfig, analysis: Analysis, counts: Any, stats: Any) -> DecisionRecord:
+        target = analysis.next_weights or {}
+        if same_weights(target, config.weights):
+            return self._record(now, config, analysis.decision, f"{analysis.reason} (weights already in force)",
+                                counts, stats)
+        if self.dry_run:
+            self.weights.apply(target, expected=config.weights)  # validates; writes nothing
+            return self._record(now, config, analysis.decision, f"{analysis.reason} (dry run: would write {target})",
+                                counts, stats, weights_after=target)
+        # Renew right before writing: a controller that was paused past its lease must not write.
+        if not self.store.acquire_lease(self.lease_name, self.holder, self.lease_ttl_seconds, self.clock()):
+            return self._hold(now, config, f"lost the lease before applying {analysis.decision} "
+                                           f"({self._lease_text(now)}); nothing written", counts, stats)
+        try:
+            written = self.weights.apply(target, expected=config.weights)
+        except WeightStoreError as err:
+            return self._hold(now, config, f"could not apply {analysis.decision} to {self.weights.description}: {err}",
+                              counts, stats)
+        log.info("%s: applied %s, weights %s -> %s", self.experiment, analysis.decision, config.weights, written.weights)
+        return self._record(now, config, analysis.decision, analysis.reason, counts, stats,
+                            applied=True, weights_after=written.weights)
+
+    def _recorder(self) -> Recorder:
+        stored = self.store.looks(self.experiment)
+        history = parse_history({"experiment": self.experiment, "looks": [s.look for s in stored]}, allow_resets=True)
+        return Recorder(self.experiment, history, stored[-1].source_state if stored else None)
+
+    def _lease_text(self, now: datetime) -> str:
+        held = self.store.lease_holder(self.lease_name, now)
+        return f"{held[0]} until {held[1].isoformat()}" if held else "nobody now"
+
+    def _hold(self, now: datetime, config: ExperimentConfig | None, reason: str, counts: Any = None,
+              stats: Any = None) -> DecisionRecord:
+        log.warning("%s: hold: %s", self.experiment, reason)
+        return self._record(now, config, "hold", f"hold: {reason}", counts, stats)
+
+    def _record(self, now: datetime, config: ExperimentConfig | None, decision: str, reason: str, counts: Any,
+                stats: Any, *, applied: bool = False, weights_after: Mapping[str, float] | None = None) -> DecisionRecord:
+        before = config.weights if config else None
+        if config is not None:
+            stats = {**(stats or {}), "candidate": candidate(config)}
+        return self.store.record_decision(DecisionRecord(
+            experiment=self.experiment, time=now, decision=decision, reason=reason, applied=applied,
+            applied_by=f"dry-run:{self.holder}" if self.dry_run else self.holder,
+            stage_percent=100 * before["model"] if before else None, weights_before=before,
+            weights_after=weights_after, counts=counts, statistics=stats,
+        ))
+
+    def release(self) -> None:
+        """Give the lease back (at exit) so another controller need not wait for it to expire."""
+        self.store.release_lease(self.lease_name, self.holder)
+
+    def run(self, interval_seconds: float, stop: threading.Event | None = None, max_steps: int | None = None,
+            on_step: Callable[[DecisionRecord], None] | None = None) -> None:
+        """Step every `interval_seconds` until `stop` is set or `max_steps` were taken; releases the lease."""
+        stop = stop or threading.Event()
+        steps = 0
+        try:
+            while not stop.is_set():
+                try:
+                    record = self.step()
+                except Exception:  # noqa: BLE001 - e.g. the database is briefly down: log, keep looping
+                    log.exception("%s: step failed; nothing applied", self.experiment)
+                else:
+                    if on_step:
+                        on_step(record)
+                steps += 1
+                if max_steps is not None and steps >= max_steps:
+                    break
+                stop.wait(interval_seconds)
+        finally:
+            try:
+                self.release()
+            except Exception:  # noqa: BLE001 - the lease expires on its own anyway
+                log.warning("could not release the lease %s", self.lease_name)

@@ -1,0 +1,116 @@
+"""`modelramp analyze --serve`: the analysis over HTTP, one JSON document per experiment, as a delivery gate.
+
+Shaped for the tools teams already run (example manifests in `k8s/progressive-delivery/`):
+
+- Argo Rollouts' `web` metric provider reads `GET /v1/analysis/{experiment}` (always 200 with the
+  document) and gates on it, e.g. `successCondition: result.go` and
+  `failureCondition: result.rollback`; hold and blocked are neither, so the measurement is
+  inconclusive;
+- Flagger's webhooks only look at the status code: `/v1/gates/{experiment}/promote` (for
+  `confirm-traffic-increase` and `confirm-promotion`) answers 200 when the decision is ramp or
+  ship, and `/v1/gates/{experiment}/rollback` (for `rollback`) answers 200 when it is rollback;
+  otherwise 412 with the document, whose `reason` Flagger puts in its events.
+
+Every answer is computed by `analyze` at request time from the experiment's history. A live history
+whose last look is older than `max_age_seconds` answers `hold`: a gate must not open on stale data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import JSONResponse
+
+from experiments.config import ExperimentConfig
+from experiments.live.analysis import analyze
+from experiments.live.history import History
+from experiments.live.sources.base import utc_now
+
+GO = ("ramp", "ship")
+
+
+@dataclass(frozen=True)
+class Feed:
+    """Where one experiment's config and history come from, read afresh on every request."""
+
+    config: Callable[[], ExperimentConfig]
+    history: Callable[[], History]
+    #: Live feeds are judged at the request time; a replayed file at its last look.
+    live: bool = True
+    #: A live history whose last look is older than this answers hold (None: no limit).
+    max_age_seconds: float | None = None
+
+
+def analysis_document(feed: Feed, now: datetime) -> dict[str, Any]:
+    """The JSON document of one experiment: the analysis plus `go`, `rollback` and data age."""
+    config, history = feed.config(), feed.history()
+    result = analyze(history, config, now if feed.live else None).to_dict()
+    last = history.looks[-1].time if history.looks else None
+    age = (now - last).total_seconds() if last and feed.live else None
+    if age is not None and feed.max_age_seconds is not None and age > feed.max_age_seconds:
+        result["analysis_decision"] = result["decision"]
+        result["decision"] = "hold"
+        result["reason"] = (f"hold: the last look is {age:.0f} s old (limit {feed.max_age_seconds:g} s); is the "
+                            f"recorder running? (the analysis of that look said {result['analysis_decision']})")
+    result["go"] = result["decision"] in GO
+    result["rollback"] = result["decision"] == "rollback"
+    result["data_age_seconds"] = age
+    return result
+
+
+def create_app(feeds: Mapping[str, Feed], clock: Callable[[], datetime] = utc_now) -> FastAPI:
+    """The FastAPI app serving `feeds` (experiment name -> Feed)."""
+    app = FastAPI(title="modelramp analysis", description=__doc__)
+
+    def document(experiment: str) -> dict[str, Any]:
+        feed = feeds.get(experiment)
+        if feed is None:
+            raise HTTPException(404, f"no experiment {experiment!r}; served: {sorted(feeds)}")
+        try:
+            return analysis_document(feed, clock())
+        except (OSError, ValueError, RuntimeError) as err:
+            # Unreadable config or history: an error for Argo (counts toward its error limit),
+            # a halt for Flagger; never a go.
+            raise HTTPException(503, f"cannot analyse {experiment!r}: {err}") from None
+
+    @app.get("/healthz")
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/v1/analysis")
+    def all_experiments() -> dict[str, Any]:
+        """One document per experiment (an experiment that cannot be analysed carries its error)."""
+        out = []
+        for name in sorted(feeds):
+            try:
+                out.append(document(name))
+            except HTTPException as err:
+                out.append({"experiment": name, "error": err.detail})
+        return {"experiments": out}
+
+    @app.get("/v1/analysis/{experiment}")
+    def one_experiment(experiment: str) -> dict[str, Any]:
+        """The decision and its statistics (Argo Rollouts `web` provider: always 200)."""
+        return document(experiment)
+
+    async def gate(experiment: str, request: Request, opens: Callable[[dict[str, Any]], bool]) -> JSONResponse:
+        if request.method == "POST":
+            await request.body()  # Flagger's payload (name, namespace, phase, metadata): not needed
+        doc = document(experiment)
+        return JSONResponse(doc, status_code=200 if opens(doc) else 412)
+
+    @app.api_route("/v1/gates/{experiment}/promote", methods=["GET", "POST"])
+    async def promote(experiment: str, request: Request) -> JSONResponse:
+        """200 when the decision is ramp or ship (Flagger confirm-traffic-increase / confirm-promotion)."""
+        return await gate(experiment, request, lambda d: d["go"])
+
+    @app.api_route("/v1/gates/{experiment}/rollback", methods=["GET", "POST"])
+    async def rollback(experiment: str, request: Request) -> JSONResponse:
+        """200 when the decision is rollback (Flagger rollback hook: 2xx rolls the canary back)."""
+        return await gate(experiment, request, lambda d: d["rollback"])
+
+    return app

@@ -1,0 +1,167 @@
+"""Simulated production clients for the demo: steady traffic through the router, outcomes later.
+
+Each request scores one customer drawn at random from the live split (data no model was trained
+or tuned on) for one of many client units (stable ids sent as `X-Unit-Id`), exactly as a TF
+Serving REST client would. After a delay, like a real client learning whether the customer
+churned, it reports the outcome (`success` = the prediction was right) through `/v1/outcomes`
+with the signed request id, in batches. Requests are paced to a fixed rate; if the router cannot
+keep up, requests are skipped and counted rather than queued without bound.
+
+Units: every request picks one of `units` ids (100,000 by default). That many units keep the
+realised share of units per arm within a few percent of the configured weight, so the sample
+ratio check measures the router, not the luck of a small unit draw; repeated ids still exercise
+stickiness.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import threading
+import time
+from dataclasses import dataclass, field
+
+import aiohttp
+import pandas as pd
+
+from serving.training import dataset
+
+OUTCOME_BATCH = 200
+
+
+@dataclass
+class ArmTally:
+    requests: int = 0
+    correct: int = 0
+    reported: int = 0
+
+
+@dataclass
+class UserStats:
+    """What the clients saw; read by the display while the traffic runs."""
+
+    requests: int = 0
+    client_errors: int = 0
+    skipped: int = 0
+    outcome_errors: int = 0
+    last_error: str = ""
+    arms: dict[str, ArmTally] = field(default_factory=lambda: {"legacy": ArmTally(), "model": ArmTally()})
+    latencies_ms: list[float] = field(default_factory=list)
+
+    def p99_ms(self) -> float | None:
+        recent = sorted(self.latencies_ms[-5000:])
+        return recent[int(0.99 * (len(recent) - 1))] if recent else None
+
+
+class SimulatedUsers:
+    """Sends `rate` requests per second to the router's REST predict endpoint until stopped."""
+
+    def __init__(self, router_url: str, model_name: str, live: pd.DataFrame, rate: float, *, units: int = 100_000,
+                 outcome_delay: tuple[float, float] = (0.2, 1.0), max_in_flight: int = 64, seed: int = 0):
+        self.url = f"{router_url}/v1/models/{model_name}:predict"
+        self.outcomes_url = f"{router_url}/v1/outcomes"
+        self.rate = rate
+        self.units = units
+        self.outcome_delay = outcome_delay
+        self.max_in_flight = max_in_flight
+        self.rng = random.Random(seed)
+        # Bodies are serialised once: the load generator shares two cores with the system under test.
+        self.bodies = [json.dumps({"instances": [row]}).encode() for row in dataset.to_instances(live)]
+        self.labels = live[dataset.LABEL].astype(bool).tolist()
+        self.stats = UserStats()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), name="simulated-users", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join(timeout)
+
+    async def _run(self) -> None:
+        pending: list[tuple[float, str, bool, str]] = []  # (due time, request id, success, arm)
+        slots = asyncio.Semaphore(self.max_in_flight)
+        connector = aiohttp.TCPConnector(limit=self.max_in_flight + 4)
+        async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=5)) as http:
+            reporter = asyncio.create_task(self._report_outcomes(http, pending))
+            tasks: set[asyncio.Task] = set()
+            next_at = time.monotonic()
+            while not self._stop.is_set():
+                next_at += 1.0 / self.rate
+                delay = next_at - time.monotonic()
+                if delay < -1.0:  # more than a second behind: drop the backlog instead of bursting
+                    self.stats.skipped += int(-delay * self.rate)
+                    next_at = time.monotonic()
+                await asyncio.sleep(max(delay, 0.0))
+                if slots.locked():
+                    self.stats.skipped += 1
+                    continue
+                await slots.acquire()
+                task = asyncio.create_task(self._one(http, pending, slots))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+            await asyncio.gather(*tasks, return_exceptions=True)
+            for i in range(len(pending)):  # report everything still due: nothing is lost at the end
+                pending[i] = (0.0, *pending[i][1:])
+            await self._flush(http, pending)
+            reporter.cancel()
+
+    async def _one(self, http: aiohttp.ClientSession, pending: list, slots: asyncio.Semaphore) -> None:
+        row = self.rng.randrange(len(self.bodies))
+        unit = f"unit-{self.rng.randrange(self.units)}"
+        started = time.perf_counter()
+        try:
+            async with http.post(self.url, data=self.bodies[row], headers={"X-Unit-Id": unit, "Content-Type": "application/json"}) as r:
+                body = await r.read()
+                if r.status != 200:
+                    self.stats.client_errors += 1
+                    self.stats.last_error = f"HTTP {r.status}: {body[:200]!r}"
+                    return
+                arm, request_id = r.headers["X-Modelramp-Arm"], r.headers["X-Request-Id"]
+            probability = json.loads(body)["predictions"][0]
+        except (aiohttp.ClientError, asyncio.TimeoutError, KeyError, ValueError) as err:
+            self.stats.client_errors += 1
+            self.stats.last_error = f"{type(err).__name__}: {err}"
+            return
+        finally:
+            slots.release()
+        self.stats.latencies_ms.append((time.perf_counter() - started) * 1000)
+        if len(self.stats.latencies_ms) > 20_000:
+            del self.stats.latencies_ms[:10_000]
+        correct = (probability >= 0.5) == self.labels[row]
+        self.stats.requests += 1
+        tally = self.stats.arms.setdefault(arm, ArmTally())
+        tally.requests += 1
+        tally.correct += correct
+        pending.append((time.monotonic() + self.rng.uniform(*self.outcome_delay), request_id, correct, arm))
+
+    async def _report_outcomes(self, http: aiohttp.ClientSession, pending: list) -> None:
+        while True:
+            await asyncio.sleep(0.25)  # batch interval: outcomes go in groups, as a real client batches them
+            await self._flush(http, pending)
+
+    async def _flush(self, http: aiohttp.ClientSession, pending: list) -> None:
+        now = time.monotonic()
+        due = [p for p in pending if p[0] <= now]
+        if not due:
+            return
+        pending[:] = [p for p in pending if p[0] > now]
+        for start in range(0, len(due), OUTCOME_BATCH):
+            chunk = due[start:start + OUTCOME_BATCH]
+            body = [{"request_id": rid, "success": bool(ok)} for _, rid, ok, _ in chunk]
+            try:
+                async with http.post(self.outcomes_url, json=body) as r:
+                    if r.status != 200:
+                        self.stats.outcome_errors += len(chunk)
+                        self.stats.last_error = f"outcomes HTTP {r.status}: {(await r.read())[:200]!r}"
+                        continue
+            except (aiohttp.ClientError, asyncio.TimeoutError) as err:
+                self.stats.outcome_errors += len(chunk)
+                self.stats.last_error = f"outcomes: {type(err).__name__}: {err}"
+                continue
+            for _, _, _, arm in chunk:
+                self.stats.arms.setdefault(arm, ArmTally()).reported += 1

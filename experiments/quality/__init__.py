@@ -1,0 +1,1 @@
+"""Model quality before and beside the experiment: the offline gate, slices, problem patterns, tracking."""

@@ -1,0 +1,273 @@
+"""The router's HTTP/1.1 server: asyncio and httptools, predict answered directly, the rest through ASGI.
+
+Predict is the only hot path, and with uvicorn its HTTP layer alone cost about 76 us of CPU per
+request more than a bare httptools protocol (loadtests/bench_http_front.py): a third of what the
+router adds. This server parses with the same httptools, hands `POST /v1/models/...:predict`
+straight to `router.rest.app.answer_predict` and writes each answer with one `write`; every other
+route (outcomes, experiments, metrics, probes, OpenAPI docs) goes to the FastAPI app through a
+small ASGI bridge. It does what the router needs: keep-alive and HTTP/1.0 close, pipelined
+requests answered in order, `Expect: 100-continue`, a body limit answered 413 without buffering
+the body, an idle timeout, and a graceful stop that lets requests in flight finish.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections import deque
+from http import HTTPStatus
+from urllib.parse import unquote
+
+import httptools
+
+from router.core import Router
+from router.rest.app import PREDICT_PATH, answer_predict
+
+log = logging.getLogger("router.rest.app")
+
+KEEP_ALIVE_SECONDS = 5.0  # idle connections are closed after this (uvicorn's default)
+_JSON = b"application/json"
+# HTTPStatus(code) is an enum call through Python code on every answer (0.47 us against 0.04 for a dict).
+_PHRASES = {status.value: status.phrase.encode() for status in HTTPStatus}
+
+
+class _Request:
+    __slots__ = ("method", "url", "headers", "body", "too_large", "keep_alive", "unit_id")
+
+    def __init__(self) -> None:
+        self.url = b""
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.body: list[bytes] = []
+        self.too_large = False
+        self.keep_alive = True
+        self.unit_id: str | None = None
+        self.method = b""
+
+
+class HttpServer:
+    """Listens on (host, port); `app` answers everything but predict (ASGI)."""
+
+    def __init__(self, router: Router, app, host: str, port: int):
+        self.router, self.app, self.host, self.port = router, app, host, port
+        self.connections: set[_Connection] = set()
+        self._server: asyncio.AbstractServer | None = None
+
+    async def start(self) -> None:
+        # Kept, not looked up per request: asyncio.get_running_loop() makes a getpid() system call
+        # each time (fork detection), six of them per request before this.
+        self.loop = loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(lambda: _Connection(self), self.host, self.port, reuse_address=True)
+        self._sweeper = loop.create_task(self._close_idle())
+
+    async def _close_idle(self) -> None:
+        # One sweep a second instead of a timer per request: a timer costs a few microseconds of
+        # CPU on every request, and closing an idle connection a second late harms no one.
+        while True:
+            await asyncio.sleep(1.0)
+            cutoff = self.loop.time() - KEEP_ALIVE_SECONDS
+            for conn in list(self.connections):
+                if not conn.busy and conn.last_active < cutoff:
+                    conn.close()
+
+    async def stop(self, grace: float = 5.0) -> None:
+        """Stop accepting, close idle connections, give busy ones `grace` seconds, then close the rest."""
+        if self._server is not None:
+            self._server.close()
+            self._sweeper.cancel()
+        for conn in list(self.connections):
+            conn.closing = True
+            if not conn.busy:
+                conn.close()
+        deadline = asyncio.get_running_loop().time() + grace
+        while any(c.busy for c in self.connections) and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.05)  # polling the in-flight requests, bounded by the grace period
+        for conn in list(self.connections):
+            conn.close()
+
+
+class _Connection(asyncio.Protocol):
+    def __init__(self, server: HttpServer):
+        self.server = server
+        self.loop = server.loop
+        self.parser = httptools.HttpRequestParser(self)
+        self.transport: asyncio.Transport | None = None
+        self.request = _Request()
+        self.queue: deque[_Request] = deque()
+        self.busy = False
+        self.paused = False  # reading paused: pipelined requests are waiting in the queue
+        self.closing = False
+        self.size = 0
+        self.last_active = 0.0
+        self.writable = asyncio.Event()  # cleared while the client does not read what we write
+        self.writable.set()
+
+    # asyncio.Protocol ----------------------------------------------------------------------------
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        self.server.connections.add(self)
+        self.last_active = self.loop.time()
+
+    def connection_lost(self, exc) -> None:
+        self.server.connections.discard(self)
+        self.writable.set()  # nothing will drain any more: release a request waiting to write
+
+    def data_received(self, data: bytes) -> None:
+        self.last_active = self.loop.time()  # a slow upload is not an idle connection
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._fail(400, "protocol upgrades are not supported")
+        except httptools.HttpParserError as err:
+            self._fail(400, f"malformed HTTP request: {err}")
+
+    def pause_writing(self) -> None:
+        self.writable.clear()
+
+    def resume_writing(self) -> None:
+        self.writable.set()
+
+    def _pause_reading(self) -> None:
+        if not self.paused:
+            self.paused = True
+            self.transport.pause_reading()
+
+    def close(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.close()
+
+    # httptools callbacks -------------------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self.request = _Request()
+        self.size = 0
+
+    def on_url(self, url: bytes) -> None:
+        self.request.url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        name = name.lower()
+        self.request.headers.append((name, value))
+        if name == b"x-unit-id":
+            self.request.unit_id = value.decode("latin-1")
+
+    def on_headers_complete(self) -> None:
+        request = self.request
+        request.method = self.parser.get_method()
+        request.keep_alive = self.parser.should_keep_alive()
+        limit = self.server.router.state.config.router.max_body_bytes
+        for name, value in request.headers:
+            if name == b"content-length" and value.isdigit() and int(value) > limit:
+                request.too_large = True
+            elif name == b"expect" and value.lower() == b"100-continue" and not request.too_large:
+                self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+    def on_body(self, body: bytes) -> None:
+        request = self.request
+        if request.too_large:
+            return  # refused: counted, not kept
+        self.size += len(body)
+        if self.size > self.server.router.state.config.router.max_body_bytes:
+            request.too_large = True
+            request.body.clear()
+        else:
+            request.body.append(body)
+
+    def on_message_complete(self) -> None:
+        self.queue.append(self.request)
+        if self.busy:
+            # Pipelined requests wait in the queue and the socket, answered in order. Reading is
+            # paused only then: pausing and resuming around every request cost an epoll change each.
+            self._pause_reading()
+        else:
+            self.busy = True
+            self.loop.create_task(self._serve_queue())
+
+    # answering -----------------------------------------------------------------------------------
+
+    async def _serve_queue(self) -> None:
+        try:
+            while self.queue:
+                request = self.queue.popleft()
+                status, headers, body = await self._dispatch(request)
+                if self.transport.is_closing():
+                    return  # the client went away meanwhile
+                keep = request.keep_alive and not self.closing
+                self._write(request, status, headers, body, keep)
+                if not keep:
+                    self.close()
+                    return
+            # A client that sends but does not read must not pile up answers in memory: read its
+            # next request only once what we wrote has drained.
+            if not self.writable.is_set():
+                self._pause_reading()
+                await self.writable.wait()
+        finally:
+            self.busy = False
+        self.last_active = self.loop.time()
+        if self.paused and not self.transport.is_closing():
+            self.paused = False
+            self.transport.resume_reading()
+
+    async def _dispatch(self, request: _Request) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        path, _, query = request.url.partition(b"?")
+        match = PREDICT_PATH.match(path.decode("latin-1")) if request.method == b"POST" else None
+        try:
+            if match is not None:
+                body = None if request.too_large else b"".join(request.body)
+                status, content, extra = await answer_predict(self.server.router, match.group(1), request.unit_id, body)
+                return status, [(b"content-type", _JSON), *((k.lower().encode(), v.encode()) for k, v in extra.items())], content
+            if request.too_large:
+                limit = self.server.router.state.config.router.max_body_bytes
+                return 413, [(b"content-type", _JSON)], json.dumps({"error": f"request body is larger than the limit of {limit} bytes"}).encode()
+            return await self._asgi(request, path, query)
+        except Exception:  # noqa: BLE001 - one failing request must not take the connection or the process down
+            log.exception("error answering %s %s", request.method.decode(), path.decode("latin-1"))
+            return 500, [(b"content-type", _JSON)], b'{"error":"internal error in the router"}'
+
+    async def _asgi(self, request: _Request, path: bytes, query: bytes) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        scope = {"type": "http", "asgi": {"version": "3.0", "spec_version": "2.3"}, "http_version": "1.1",
+                 "method": request.method.decode(), "scheme": "http", "path": unquote(path.decode("latin-1")),
+                 "raw_path": path, "query_string": query, "root_path": "", "headers": request.headers,
+                 "client": self.transport.get_extra_info("peername"), "server": (self.server.host, self.server.port)}
+        body = b"".join(request.body)
+        sent = False
+        disconnected = self.loop.create_future()
+
+        async def receive() -> dict:
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await disconnected  # nothing more will come; only a disconnect
+
+        response: dict = {"status": 500, "headers": [], "body": []}
+
+        async def send(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                response["status"], response["headers"] = message["status"], list(message.get("headers", []))
+            elif message["type"] == "http.response.body":
+                response["body"].append(message.get("body", b""))
+
+        await self.server.app(scope, receive, send)
+        return response["status"], response["headers"], b"".join(response["body"])
+
+    def _write(self, request: _Request, status: int, headers: list[tuple[bytes, bytes]], body: bytes, keep: bool) -> None:
+        lines = [b"HTTP/1.1 %d %s\r\n" % (status, _PHRASES.get(status, b""))]
+        lines.extend(b"%s: %s\r\n" % (k, v) for k, v in headers if k.lower() not in (b"content-length", b"connection"))
+        lines.append(b"content-length: %d\r\n" % len(body))
+        if not keep:
+            lines.append(b"connection: close\r\n")
+        lines.append(b"\r\n")
+        if request.method != b"HEAD":
+            lines.append(body)
+        self.transport.write(b"".join(lines))
+
+    def _fail(self, status: int, message: str) -> None:
+        """A request that cannot be parsed: answer it and close (the stream's framing is lost)."""
+        if not self.transport.is_closing():
+            body = json.dumps({"error": message}).encode()
+            self.transport.write(b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
+                                 b"connection: close\r\n\r\n%s" % (status, HTTPStatus(status).phrase.encode(), len(body), body))
+            self.close()
