@@ -136,9 +136,11 @@ def stratified_difference(
     """Mantel-Haenszel risk difference over strata (axis -2) from bucket counts (last axis).
 
     The estimate is `stats.stratified`'s: sum_k w_k (p_mk - p_lk) / W with w_k = N_mk N_lk /
-    (N_mk + N_lk) on the stratum totals. Its cluster-robust variance linearises it per bucket,
+    (N_mk + N_lk) on the stratum totals. Its cluster-robust variance is the delta method over
+    buckets: with the estimate's gradient with respect to the totals dotted with bucket b's counts,
 
-        u_b = sum_k (w_k / W) [(S_mkb - p_mk N_mkb) / N_mk - (S_lkb - p_lk N_lkb) / N_lk],
+        u_b = sum_k (w_k / W) [(S_mkb - p_mk N_mkb) / N_mk - (S_lkb - p_lk N_lkb) / N_lk]
+              + sum_k (d_k - d) / W [(N_lk / N_k)^2 N_mkb + (N_mk / N_k)^2 N_lkb],
         V_cluster = G / (G - 1) * sum_b u_b^2,
 
     summing both arms and all strata inside a bucket before squaring. That is what makes it sound
@@ -163,9 +165,16 @@ def stratified_difference(
         infl_l = (share / safe_nl)[..., None] * (sl - pl[..., None] * nl)
         keep = both[..., None]
         infl_m, infl_l = np.where(keep, infl_m, 0.0).sum(axis=-2), np.where(keep, infl_l, 0.0).sum(axis=-2)
+        # The weights move with the trials too: d est / d w_k = (d_k - est) / W, and
+        # d w_k / d N_mk = (N_lk / N_k)^2 (and symmetrically), so each trial also carries
+        # (d_k - est) / W times that; zero when the strata share one difference.
+        tilt = np.where(both, ((pm - pl) - diff[..., None]) / big_w[..., None], 0.0)
+        total_k = safe_nm + safe_nl
+        tilt_m, tilt_l = tilt * (safe_nl / total_k) ** 2, tilt * (safe_nm / total_k) ** 2
+        infl_w = (tilt_m[..., None] * nm + tilt_l[..., None] * nl).sum(axis=-2)
         g = ((np.where(keep, nm + nl, 0.0)).sum(axis=-2) > 0).sum(axis=-1)
         factor = _cluster_factor(g)
-        v_cluster = factor * ((infl_m - infl_l) ** 2).sum(axis=-1)
+        v_cluster = factor * ((infl_m - infl_l + infl_w) ** 2).sum(axis=-1)
         # Request-level variances per stratum: own Agresti-Caffo rate or pooled (null) rate.
         pooled = (tsm + tsl) / (safe_nm + safe_nl)
         am, al = (tsm + 1) / (safe_nm + 2), (tsl + 1) / (safe_nl + 2)
