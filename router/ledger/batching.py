@@ -12,7 +12,6 @@ the thread reconnects with backoff and never dies of a database error.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import logging
 import threading
 import time
@@ -66,9 +65,11 @@ class Backend(ABC):
 @dataclass
 class _Request:
     outcomes: list[Outcome]
-    future: concurrent.futures.Future
-    loop: asyncio.AbstractEventLoop | None
+    future: asyncio.Future  # of the caller's loop: only that loop's thread may resolve it
+    loop: asyncio.AbstractEventLoop
     on_inserted: OnInserted | None
+    flags: list[bool] | None = None
+    new: list[Outcome] | None = None
 
 
 class BatchingLedger(OutcomeLedger):
@@ -107,7 +108,7 @@ class BatchingLedger(OutcomeLedger):
         if not batch:
             return []
         loop = asyncio.get_running_loop()
-        future: concurrent.futures.Future = concurrent.futures.Future()
+        future = loop.create_future()
         with self._cond:
             if self._closed:
                 raise LedgerUnavailable("the outcome ledger is closed (router shutting down)")
@@ -119,7 +120,7 @@ class BatchingLedger(OutcomeLedger):
             self._queue.append(_Request(batch, future, loop, on_inserted))
             self._pending_rows += len(batch)
             self._cond.notify()
-        return await asyncio.wrap_future(future)
+        return await future
 
     @property
     def available(self) -> bool:
@@ -222,7 +223,7 @@ class BatchingLedger(OutcomeLedger):
         while self._queue and (not taken or rows + len(self._queue[0].outcomes) <= self.max_rows_per_write):
             request = self._queue.popleft()
             self._pending_rows -= len(request.outcomes)
-            if request.future.set_running_or_notify_cancel():  # a cancelled caller's rows are not written
+            if not request.future.cancelled():  # a caller gone before the write: its rows are not written
                 taken.append(request)
                 rows += len(request.outcomes)
         return taken
@@ -250,22 +251,14 @@ class BatchingLedger(OutcomeLedger):
             return
         self.inserted_total += len(inserted)
         for request in requests:
-            flags, new = [], []
+            request.flags, request.new = [], []
             for o in request.outcomes:
                 is_new = o.signature in inserted
                 if is_new:
                     inserted.discard(o.signature)
-                    new.append(o)
-                flags.append(is_new)
-            if request.on_inserted is not None and new:
-                self._notify(request, new)
-            request.future.set_result(flags)
-
-    def _notify(self, request: _Request, new: list[Outcome]) -> None:
-        try:  # before set_result: callbacks run in order, so counting precedes the caller's resumption
-            request.loop.call_soon_threadsafe(request.on_inserted, new)
-        except RuntimeError:  # the caller's loop is closed: nobody is left to count for
-            log.warning("outcome ledger: %d inserted outcomes not counted, their event loop is closed", len(new))
+                    request.new.append(o)
+                request.flags.append(is_new)
+        _hand_back(requests, None)
 
     def _prune_step(self) -> None:
         try:
@@ -294,14 +287,38 @@ class BatchingLedger(OutcomeLedger):
         """Fail every queued request at once (caller holds the lock): they would only wait for the same outage."""
         error = LedgerUnavailable(f"the outcome ledger is unavailable: {reason}",
                                   retry_after=self._next_connect - time.monotonic())
-        while self._queue:
-            request = self._queue.popleft()
-            self._pending_rows -= len(request.outcomes)
-            if request.future.set_running_or_notify_cancel():
-                request.future.set_exception(error)
+        failed = list(self._queue)
+        self._queue.clear()
+        self._pending_rows = 0
+        _hand_back(failed, error)
 
     @staticmethod
     def _fail(requests: list[_Request], error: LedgerUnavailable) -> None:
-        for request in requests:
-            if not request.future.done():
+        _hand_back([r for r in requests if r.flags is None], error)
+
+
+def _hand_back(requests: list[_Request], error: LedgerUnavailable | None) -> None:
+    """Resolve the callers' futures on their loops: one wake-up per loop per round, not one per caller."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[_Request]] = {}
+    for request in requests:
+        by_loop.setdefault(request.loop, []).append(request)
+    for loop, group in by_loop.items():
+        try:
+            loop.call_soon_threadsafe(_resolve, group, error)
+        except RuntimeError:  # the caller's loop is closed: nobody is left to answer or count for
+            log.warning("outcome ledger: %d reports finished after their event loop closed", len(group))
+
+
+def _resolve(requests: list[_Request], error: LedgerUnavailable | None) -> None:
+    """On the caller's loop: count first (even for a caller cancelled meanwhile), then wake the caller."""
+    for request in requests:
+        if error is None and request.on_inserted is not None and request.new:
+            try:
+                request.on_inserted(request.new)
+            except Exception:  # noqa: BLE001 - a bug in the caller's counting must not lose the others' answers
+                log.exception("outcome ledger: on_inserted failed")
+        if not request.future.done():
+            if error is None:
+                request.future.set_result(request.flags)
+            else:
                 request.future.set_exception(error)
