@@ -30,9 +30,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # sibling benchmark modules
 
-from results_file import save  # noqa: E402
+from results_file import save
 
-from router.ledger import Outcome, OutcomeLedger, open_ledger  # noqa: E402
+from router.ledger import Outcome, OutcomeLedger, open_ledger
 
 
 def _p(values: list[float], q: float) -> float:
@@ -112,7 +112,7 @@ def _postgres(args: argparse.Namespace):
     if args.postgres_url:
         return args.postgres_url, None
     try:
-        from tests.router.ledger.pgserver import RestartablePostgres, _bindir
+        from tests.router.ledger.pgserver import RestartablePostgres, _bindir  # noqa: PLC0415 - only without --postgres-url
     except ImportError as err:
         return None, f"cannot start PostgreSQL: {err}"
     bindir = _bindir()
@@ -156,7 +156,8 @@ def main() -> int:
                 if server is not None:
                     server.remove()
 
-    header = f"{'database':<10} {'batch':>5} {'subm.':>5} {'outcomes/s':>11} {'reports/s':>10} {'p50 ms':>7} {'p99 ms':>7} {'CPU us/outc.':>12} {'loop lag p99 ms':>15}"
+    header = (f"{'database':<10} {'batch':>5} {'subm.':>5} {'outcomes/s':>11} {'reports/s':>10} {'p50 ms':>7} {'p99 ms':>7} "
+              f"{'CPU us/outc.':>12} {'loop lag p99 ms':>15}")
     print("\n" + header + "\n" + "-" * len(header))
     for r in rows:
         print(f"{r['database']:<10} {r['batch_size']:>5} {r['submitters']:>5} {r['outcomes_per_second']:>11,.0f} "

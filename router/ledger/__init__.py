@@ -14,8 +14,16 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+from router.ledger.backend import Backend
 from router.ledger.base import (
-    MAX_BATCH, BucketCount, InvalidOutcome, LedgerConfigError, LedgerCounts, LedgerUnavailable, Outcome, OutcomeLedger,
+    MAX_BATCH,
+    BucketCount,
+    InvalidOutcome,
+    LedgerConfigError,
+    LedgerCounts,
+    LedgerUnavailable,
+    Outcome,
+    OutcomeLedger,
 )
 from router.ledger.batching import BatchingLedger
 from router.ledger.memory import MemoryLedger
@@ -38,19 +46,20 @@ def open_ledger(url: str, *, ttl_seconds: float = 86_400.0, max_buckets: int = 1
     if url == "memory://":
         return MemoryLedger(ttl_seconds=ttl_seconds, max_buckets=max_buckets, clock=clock)
     scheme = url.split("://", 1)[0] if "://" in url else ""
+    backend: Backend
     if scheme == "sqlite":
-        from router.ledger.sqlite import SQLiteBackend, sqlite_path
+        from router.ledger.sqlite import SQLiteBackend, sqlite_path  # noqa: PLC0415 - each dialect loaded when named
 
         backend = SQLiteBackend(sqlite_path(url))
     elif scheme in ("postgresql", "postgres", "postgresql+psycopg"):
         try:
-            from router.ledger.postgres import PostgresBackend
+            from router.ledger.postgres import PostgresBackend  # noqa: PLC0415 - psycopg is optional (the postgres extra)
         except ImportError as err:
             raise LedgerConfigError(
                 f"a PostgreSQL outcome ledger needs psycopg 3 ({err}): pip install 'modelramp[postgres]'") from None
         try:
             backend = PostgresBackend(url)
-        except Exception as err:  # psycopg.ProgrammingError for a malformed URL
+        except Exception as err:  # noqa: BLE001 - psycopg.ProgrammingError (or another) for a malformed URL: startup error
             raise LedgerConfigError(f"bad PostgreSQL ledger URL {redact(url)}: {err}") from None
     else:
         raise LedgerConfigError(

@@ -15,51 +15,26 @@ import asyncio
 import logging
 import threading
 import time
-from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from router.ledger.backend import Backend
 from router.ledger.base import (
-    PRUNE_MARGIN_SECONDS, ROLLUP_MS, BucketCount, LedgerCounts, LedgerUnavailable, OnInserted, Outcome, OutcomeLedger,
+    PRUNE_MARGIN_SECONDS,
+    ROLLUP_MS,
+    LedgerCounts,
+    LedgerUnavailable,
+    OnInserted,
+    Outcome,
+    OutcomeLedger,
     check_batch,
 )
 
 log = logging.getLogger("modelramp.ledger")
 
 PRUNE_CHUNK = 20_000  # rows per delete: a long delete would stall the writes queued behind it
-
-
-class Backend(ABC):
-    """One database dialect; every method runs on a connection it made, in one thread at a time."""
-
-    name: str
-
-    @abstractmethod
-    def connect(self) -> Any:
-        """A new connection with the schema in place; raises on any failure."""
-
-    @abstractmethod
-    def insert(self, conn: Any, rows: list[Outcome]) -> set[bytes]:
-        """Insert rows (distinct signatures) and add their per-hour totals, in one transaction; the keys inserted."""
-
-    @abstractmethod
-    def prune_chunk(self, conn: Any, before_ms: int, limit: int) -> int:
-        """Delete up to `limit` rows issued before `before_ms`; the number deleted."""
-
-    @abstractmethod
-    def counts(self, conn: Any, experiment: str, since_ms: int) -> list[BucketCount]:
-        """Per-hour totals summed per (arm, bucket) for hours starting at or after since_ms, in one snapshot."""
-
-    @abstractmethod
-    def rows(self, conn: Any) -> int: ...
-
-    def close(self, conn: Any) -> None:
-        try:
-            conn.close()
-        except Exception:  # noqa: BLE001 - a broken connection may fail to close; it is dropped either way
-            pass
 
 
 @dataclass
@@ -210,7 +185,7 @@ class BatchingLedger(OutcomeLedger):
                     self._write(requests)
                 else:
                     self._prune_step()
-            except Exception:  # noqa: BLE001 - the writer must outlive any bug; log it and go on
+            except Exception:
                 log.exception("outcome ledger writer: unexpected error")
                 self._fail(requests, LedgerUnavailable("the outcome ledger failed unexpectedly"))
         if self._conn is not None:
@@ -219,7 +194,8 @@ class BatchingLedger(OutcomeLedger):
 
     def _take(self) -> list[_Request]:
         """Requests for one write, whole (a caller's batch is one transaction), up to max_rows_per_write."""
-        taken, rows = [], 0
+        taken: list[_Request] = []
+        rows = 0
         while self._queue and (not taken or rows + len(self._queue[0].outcomes) <= self.max_rows_per_write):
             request = self._queue.popleft()
             self._pending_rows -= len(request.outcomes)
@@ -315,7 +291,7 @@ def _resolve(requests: list[_Request], error: LedgerUnavailable | None) -> None:
         if error is None and request.on_inserted is not None and request.new:
             try:
                 request.on_inserted(request.new)
-            except Exception:  # noqa: BLE001 - a bug in the caller's counting must not lose the others' answers
+            except Exception:
                 log.exception("outcome ledger: on_inserted failed")
         if not request.future.done():
             if error is None:

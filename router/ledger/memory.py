@@ -13,7 +13,14 @@ import time
 from collections.abc import Callable, Sequence
 
 from router.ledger.base import (
-    PRUNE_MARGIN_SECONDS, ROLLUP_MS, BucketCount, LedgerCounts, LedgerUnavailable, OnInserted, Outcome, OutcomeLedger,
+    PRUNE_MARGIN_SECONDS,
+    ROLLUP_MS,
+    BucketCount,
+    LedgerCounts,
+    LedgerUnavailable,
+    OnInserted,
+    Outcome,
+    OutcomeLedger,
     check_batch,
 )
 

@@ -18,8 +18,8 @@ import psycopg
 from psycopg import errors as pg_errors
 from psycopg.conninfo import conninfo_to_dict
 
+from router.ledger.backend import Backend
 from router.ledger.base import ROLLUP_MS, BucketCount, Outcome
-from router.ledger.batching import Backend
 
 _LOCK_ID = 0x6D72_6C65  # "mrle": serialises schema creation between replicas starting together
 
@@ -126,4 +126,5 @@ class PostgresBackend(Backend):
         return [BucketCount(arm, bucket, s, f) for arm, bucket, s, f in conn.execute(_COUNTS, (experiment, since_ms))]
 
     def rows(self, conn: psycopg.Connection) -> int:
-        return conn.execute("SELECT COUNT(*) FROM modelramp_outcome_ids").fetchone()[0]
+        row = conn.execute("SELECT COUNT(*) FROM modelramp_outcome_ids").fetchone()
+        return int(row[0]) if row else 0

@@ -16,8 +16,8 @@ import threading
 from collections import Counter
 from pathlib import Path
 
+from router.ledger.backend import Backend
 from router.ledger.base import ROLLUP_MS, BucketCount, LedgerConfigError, Outcome
-from router.ledger.batching import Backend
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS modelramp_outcome_ids (

@@ -12,10 +12,17 @@ from pathlib import Path
 import pytest
 
 from router.ledger import (
-    BatchingLedger, InvalidOutcome, LedgerConfigError, LedgerUnavailable, MemoryLedger, Outcome, open_ledger, redact,
+    BatchingLedger,
+    InvalidOutcome,
+    LedgerConfigError,
+    LedgerUnavailable,
+    MemoryLedger,
+    Outcome,
+    open_ledger,
+    redact,
 )
+from router.ledger.backend import Backend
 from router.ledger.base import BucketCount
-from router.ledger.batching import Backend
 from tests.router.ledger.support import make_outcomes
 from tests.support.processes import wait_until
 
