@@ -11,6 +11,9 @@ So the unit is in the model arm iff u < weight(model). Raising the model weight 
 to 20% only widens the interval [0, weight): every unit already in the model arm stays there
 (nesting), and no unit is ever reshuffled between stages. A new salt draws new u's: a new
 experiment. A request without a unit id gets an independent uniform draw instead of a hash.
+
+One implementation: `Assigner` (what the router keeps per configuration, the intervals worked
+out once). `assign` and `arm_at` are the same rule as one-off calls, for tests and tools.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from router._sha256 import sha256
 # The model arm is first so that its interval is [0, w_model): that is what makes ramps nested.
 ARM_ORDER = ("model", "legacy")
 _SCALE = float(2**64)
+_DRAWS = random.Random()  # draws for `assign` without a unit id when the caller passes no generator
 
 
 def unit_position(salt: str, unit_id: str) -> float:
@@ -31,57 +35,46 @@ def unit_position(salt: str, unit_id: str) -> float:
     return int.from_bytes(digest[:8], "big") / _SCALE
 
 
-def arm_at(position: float, weights: Mapping[str, float]) -> str:
-    """The arm whose cumulative-weight interval (in ARM_ORDER) contains `position`."""
-    cumulative = 0.0
-    last = None
-    for arm in ARM_ORDER:
-        weight = weights.get(arm, 0.0)
-        if weight <= 0.0:
-            continue
-        cumulative += weight
-        last = arm
-        if position < cumulative:
-            return arm
-    # Rounding can leave the sum a hair under 1; the last arm with weight takes the rest.
-    if last is None:
-        raise ValueError(f"no arm has a positive weight: {dict(weights)}")
-    return last
-
-
-def assign(salt: str, unit_id: str | None, weights: Mapping[str, float], rng: random.Random | None = None) -> str:
-    """The arm for a unit; deterministic in (salt, unit id), an independent draw without a unit id."""
-    if unit_id is None or unit_id == "":
-        position = (rng or random).random()
-    else:
-        position = unit_position(salt, unit_id)
-    return arm_at(position, weights)
-
-
 class Assigner:
-    """`assign` for one experiment state: the salt and the arms' intervals worked out once.
+    """The assignment rule for one (salt, weights): the arms' cumulative intervals worked out once.
 
-    The router assigns every request; `assign` would rebuild the weights from the configuration
-    and walk them each time. Same hash, same intervals, same rounding rule as `arm_at`
-    (tests/router/test_assignment.py checks that the two agree).
+    The router assigns every request, so the intervals are not rebuilt from the configuration
+    each time; a new configuration makes a new Assigner.
     """
 
-    def __init__(self, salt: str, weights: Mapping[str, float]):
+    __slots__ = ("salt", "_bounds", "_last")
+
+    def __init__(self, salt: str, weights: Mapping[str, float]) -> None:
         self.salt = salt
-        self._bounds: list[tuple[float, str]] = []  # (cumulative weight, arm) for the arms with weight
+        bounds: list[tuple[float, str]] = []  # (cumulative weight, arm) for the arms with weight
         cumulative = 0.0
         for arm in ARM_ORDER:
             weight = weights.get(arm, 0.0)
             if weight > 0.0:
                 cumulative += weight
-                self._bounds.append((cumulative, arm))
-        if not self._bounds:
+                bounds.append((cumulative, arm))
+        if not bounds:
             raise ValueError(f"no arm has a positive weight: {dict(weights)}")
-        self._last = self._bounds[-1][1]
+        self._bounds = tuple(bounds)
+        self._last = bounds[-1][1]
 
     def __call__(self, unit_id: str | None, rng: random.Random) -> str:
-        position = unit_position(self.salt, unit_id) if unit_id else rng.random()
+        """The arm of `unit_id`; without one (None or ""), of an independent draw from `rng`."""
+        return self.arm_at(unit_position(self.salt, unit_id) if unit_id else rng.random())
+
+    def arm_at(self, position: float) -> str:
+        """The arm whose cumulative-weight interval (in ARM_ORDER) contains `position` in [0, 1)."""
         for bound, arm in self._bounds:
             if position < bound:
                 return arm
-        return self._last  # rounding can leave the sum a hair under 1
+        return self._last  # rounding can leave the sum a hair under 1: the last arm with weight takes the rest
+
+
+def assign(salt: str, unit_id: str | None, weights: Mapping[str, float], rng: random.Random | None = None) -> str:
+    """The arm for a unit; deterministic in (salt, unit id), an independent draw without a unit id."""
+    return Assigner(salt, weights)(unit_id, _DRAWS if rng is None else rng)
+
+
+def arm_at(position: float, weights: Mapping[str, float]) -> str:
+    """The arm whose cumulative-weight interval (in ARM_ORDER) contains `position`."""
+    return Assigner("", weights).arm_at(position)

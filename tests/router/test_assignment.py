@@ -85,8 +85,16 @@ def test_cpython_sha256_agrees_with_hashlib():
         assert sha256(data).digest() == hashlib.sha256(data).digest()
 
 
-def test_assigner_agrees_with_assign():
-    """The router's precomputed Assigner is the documented function: golden cases, random weights and units, draws."""
+def _documented_rule(salt: str, unit_id: str, weights: dict[str, float]) -> str:
+    """The module docstring's rule written out with hashlib: the reference `Assigner` must reproduce."""
+    import hashlib
+
+    digest = hashlib.sha256(salt.encode() + b"\x00" + unit_id.encode()).digest()
+    return "model" if int.from_bytes(digest[:8], "big") / 2**64 < weights["model"] or weights["legacy"] <= 0 else "legacy"
+
+
+def test_assigner_is_the_documented_rule():
+    """The router's Assigner: golden cases, random weights and units against the written-out rule, draws."""
     for case in CASES:
         assert Assigner(case["salt"], case["weights"])(case["unit_id"], random.Random(0)) == case["arm"]
     rng = random.Random(11)
@@ -95,9 +103,11 @@ def test_assigner_agrees_with_assign():
         weights = {"legacy": 1 - w, "model": w}
         assigner = Assigner("salt", weights)
         units = [f"u{rng.getrandbits(32)}" for _ in range(50)]
+        assert [assigner(u, rng) for u in units] == [_documented_rule("salt", u, weights) for u in units]
         assert [assigner(u, rng) for u in units] == [assign("salt", u, weights) for u in units]
     weights = {"legacy": 0.7, "model": 0.3}
     draws = random.Random(3), random.Random(3)
     assert [Assigner("s", weights)(None, draws[0]) for _ in range(500)] == [assign("s", None, weights, draws[1]) for _ in range(500)]
+    assert Assigner("s", weights)("", random.Random(3)) == assign("s", None, weights, random.Random(3))  # "" is no unit id
     with pytest.raises(ValueError, match="no arm has a positive weight"):
         Assigner("s", {"legacy": 0.0, "model": 0.0})
