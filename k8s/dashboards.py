@@ -32,13 +32,12 @@ from grafana_foundation_sdk.models.dashboard import (
 )
 
 from experiments.config import GuardrailsSpec
-from experiments.live.promql import QUERIES
+from experiments.live.promql import PREDICTION_FEATURE, QUERIES
 
 REPO = Path(__file__).resolve().parents[1]
 OUTPUT_DIRS = (REPO / "k8s" / "dashboards", REPO / "helm" / "modelramp" / "dashboards")
 DATASOURCE = DataSourceRef(type_val="prometheus", uid="${datasource}")
 LOOK_COUNTS = ("exposures", "successes", "failures", "backend_errors", "fallbacks")  # one look of the analyzer
-PREDICTION_FEATURE = "__prediction__"  # the `feature` label of the model's output score (alerts agree)
 Z95 = 1.959964  # two-sided 95% normal quantile
 
 

@@ -30,6 +30,8 @@ from pydantic import (
 LEGACY, MODEL = "legacy", "model"
 ARMS = (LEGACY, MODEL)
 Statistic = Literal["psi", "js_distance", "linf"]
+#: Drift limits per effect-size statistic when the file names none (the alert rules use the same numbers).
+DEFAULT_DRIFT_THRESHOLDS: dict[Statistic, float] = {"psi": 0.2, "js_distance": 0.1, "linf": 0.1}
 
 
 class ConfigError(ValueError):
@@ -182,7 +184,7 @@ class SkewSpec(_Strict):
     baseline: str | None = Field(None, description="Path of the model version's `modelramp/baseline.json` (relative to the working directory); `--baseline` overrides it.")
     sample_share: float = Field(1.0, ge=0.0, le=1.0, description="Share of requests sketched, unless `router.feature_sample_share` is set explicitly (that one wins). Default 1: every request; the sketch costs a few microseconds (loadtests/bench_sketches.py).")
     thresholds: dict[Statistic, PositiveFloat] = Field(
-        {"psi": 0.2, "js_distance": 0.1, "linf": 0.1},
+        default_factory=lambda: dict(DEFAULT_DRIFT_THRESHOLDS),
         description="Default limit per effect-size statistic (the alert rules use the same numbers); numeric features and the score are judged on psi and js_distance, categorical ones on psi and linf.")
     features: dict[str, dict[Statistic, PositiveFloat]] = Field(
         {}, description="Per-feature limits (feature name, or __prediction__ for the score); naming a statistic also judges the feature on it.")

@@ -162,6 +162,7 @@ def print_canary_failure(result: dict[str, Any]) -> None:
     console.print(f"[bold red]FAIL[/]: {result['reason']}", soft_wrap=True)
 
 
+@contextmanager
 def given(target: str) -> Iterator[str]:
     yield target
 

@@ -119,7 +119,7 @@ class Scorecard:
 def check_reference(ref: str, root: Path) -> str | None:
     """None when `ref` holds in the checkout at `root`; otherwise why not ("evidence missing: ...")."""
     if ref.startswith("modelramp "):
-        return None if ref.split()[1] in _subcommands(Path(root)) else f"evidence missing: {ref}"
+        return None if ref.split()[1] in _subcommands(DEFAULT_ROOT) else f"evidence missing: {ref}"
     path, _, anchor = ref.partition("::")
     target = Path(root) / path
     if Path(path).is_absolute() or ".." in Path(path).parts or not target.exists():
@@ -175,7 +175,7 @@ def _targets(node: ast.stmt) -> set[str]:
 
 @lru_cache(maxsize=1)
 def _subcommands(root: Path) -> frozenset[str]:
-    """The `modelramp` subcommands the checkout at `root` defines (read from its CLI modules, not imported)."""
+    """The `modelramp` subcommands defined under `root` (read from its CLI modules: importing the parser here would be a circle)."""
     sources = [root / "serving" / "cli.py", root / "router" / "cli.py", *sorted((root / "experiments" / "cli").glob("*.py"))]
     return frozenset(name for path in sources if path.exists()
                      for name in re.findall(r"""add_parser\(\s*["']([\w-]+)["']""", path.read_text()))

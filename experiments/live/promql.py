@@ -18,8 +18,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from string import Template
 
+from router.skew.sketches import PREDICTION as PREDICTION_FEATURE  # the `feature` label of the model's score
+
 MODEL_ARM = "model"
-PREDICTION_FEATURE = "__prediction__"  # the `feature` label of the model's score (router.skew.sketches.PREDICTION)
 
 
 @dataclass(frozen=True)

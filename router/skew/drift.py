@@ -27,11 +27,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from router.config import DEFAULT_DRIFT_THRESHOLDS
+
 EPS = 1e-4
 STATISTICS = ("psi", "js_distance", "linf", "chi2_pvalue")
 EFFECT_SIZES = ("psi", "js_distance", "linf")
 JUDGED = {"numeric": ("psi", "js_distance"), "categorical": ("psi", "linf")}
-DEFAULT_THRESHOLDS = {"psi": 0.2, "js_distance": 0.1, "linf": 0.1}
 # Verdicts: enough data and no drift; drift; not enough live data to judge.
 OK, DRIFT, TOO_FEW = "ok", "drift", "too_few"
 
@@ -130,7 +131,7 @@ def judge(feature: str, kind: str, expected: Sequence[float], actual: Sequence[f
 def judged_thresholds(kind: str, defaults: Mapping[str, float] | None = None,
                       override: Mapping[str, float] | None = None) -> dict[str, float]:
     """The statistics judged for a feature of `kind`, with limits: `JUDGED[kind]` plus any the override names."""
-    base = {**DEFAULT_THRESHOLDS, **(defaults or {})}
+    base = {**DEFAULT_DRIFT_THRESHOLDS, **(defaults or {})}
     limits = {s: base[s] for s in JUDGED[kind]}
     limits.update(override or {})
     return limits
