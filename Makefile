@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 MODELS ?= models
 
-.PHONY: demo test install model bench bench-router bench-sketches loadtest clean
+.PHONY: demo test lint install model bench bench-router bench-sketches loadtest clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,6 +27,11 @@ demo: $(MODELS)/.trained
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+# Lint and types: ruff and mypy read their settings (and mypy its file list) from pyproject.toml.
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 # Benchmarks: ratios measured within one run (see loadtests/); results land in loadtests/results/.
 bench: $(MODELS)/.trained
