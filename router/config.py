@@ -13,6 +13,7 @@ is configured by `CircuitBreakerSpec`). This module stays light: no numpy, Tenso
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar, Union, overload
 
@@ -40,6 +41,19 @@ class ConfigError(ValueError):
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+#: What each kind of feature is judged on (router.skew.drift explains the choice).
+JUDGED: dict[str, tuple[Statistic, ...]] = {"numeric": ("psi", "js_distance"), "categorical": ("psi", "linf")}
+
+
+def judged_thresholds(kind: str, defaults: Mapping[str, float] | None = None,
+                      override: Mapping[str, float] | None = None) -> dict[str, float]:
+    """The statistics judged for a feature of `kind`, with limits: `JUDGED[kind]` plus any the override names."""
+    base: dict[str, float] = {**DEFAULT_DRIFT_THRESHOLDS, **(defaults or {})}
+    limits = {s: base[s] for s in JUDGED[kind]}
+    limits.update(override or {})
+    return limits
 
 
 class LegacyHttpSpec(_Strict):
@@ -198,8 +212,6 @@ class SkewSpec(_Strict):
 
     def thresholds_for(self, feature: str, kind: str) -> dict[str, float]:
         """The statistics this feature is judged on, with their limits (kind: numeric or categorical)."""
-        from router.skew.drift import judged_thresholds  # noqa: PLC0415 - keeps this module free of numpy
-
         return judged_thresholds(kind, self.thresholds, self.features.get(feature))
 
 

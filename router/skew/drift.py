@@ -27,12 +27,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from router.config import DEFAULT_DRIFT_THRESHOLDS
+from router.config import JUDGED, judged_thresholds  # noqa: F401 - part of this module's API (the statistics judged per kind)
 
 EPS = 1e-4
 STATISTICS = ("psi", "js_distance", "linf", "chi2_pvalue")
 EFFECT_SIZES = ("psi", "js_distance", "linf")
-JUDGED = {"numeric": ("psi", "js_distance"), "categorical": ("psi", "linf")}
 # Verdicts: enough data and no drift; drift; not enough live data to judge.
 OK, DRIFT, TOO_FEW = "ok", "drift", "too_few"
 
@@ -126,12 +125,3 @@ def judge(feature: str, kind: str, expected: Sequence[float], actual: Sequence[f
     over = tuple(s for s in judged if stats[s] > limits[s])
     drifted = bool(over) and stats["chi2_pvalue"] < alpha
     return Judgement(feature, kind, n, stats, limits, DRIFT if drifted else OK, over, judged)
-
-
-def judged_thresholds(kind: str, defaults: Mapping[str, float] | None = None,
-                      override: Mapping[str, float] | None = None) -> dict[str, float]:
-    """The statistics judged for a feature of `kind`, with limits: `JUDGED[kind]` plus any the override names."""
-    base = {**DEFAULT_DRIFT_THRESHOLDS, **(defaults or {})}
-    limits = {s: base[s] for s in JUDGED[kind]}
-    limits.update(override or {})
-    return limits
