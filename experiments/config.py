@@ -9,6 +9,7 @@ ramp controller validates the whole file with this class before it writes one.
 
 from __future__ import annotations
 
+from itertools import pairwise
 from pathlib import Path
 from typing import Literal
 
@@ -52,7 +53,7 @@ class SliceSpec(_Strict):
     label: Literal[0, 1] | None = Field(None, description="Only rows whose true label is this (1: churners, the rare class).")
 
     @model_validator(mode="after")
-    def _defined(self) -> "SliceSpec":
+    def _defined(self) -> SliceSpec:
         condition = self.values is not None or self.min is not None or self.max is not None
         if self.feature is None and condition:
             raise ValueError(f"slice {self.name!r}: values, min and max need a feature")
@@ -66,7 +67,7 @@ class SliceSpec(_Strict):
 
 
 class GateSpec(_Strict):
-    """Offline launch gate on the pristine test split (seed 000)."""
+    """Offline launch gate on the pristine test split (the "Deep Learning Walkthrough" talk, step 9)."""
 
     target_accuracy: float = Field(0.80, gt=0.0, lt=1.0)
     alpha: float = Field(0.05, gt=0.0, lt=0.5)
@@ -97,7 +98,7 @@ class RampSpec(_Strict):
         if not stages:
             raise ValueError("at least one stage is needed")
         shares = [s.percent for s in stages]
-        if any(b <= a for a, b in zip(shares, shares[1:])):
+        if any(b <= a for a, b in pairwise(shares)):
             raise ValueError(f"stage percents must increase strictly, got {shares}")
         return stages
 

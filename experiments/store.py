@@ -224,7 +224,7 @@ class Store:
             raise StoreError(f"cannot open the audit database {engine.url.render_as_string()}: {cause}") from None
 
     @classmethod
-    def open(cls, target: str | Path = DEFAULT_DB) -> "Store":
+    def open(cls, target: str | Path = DEFAULT_DB) -> Store:
         """Open (and create if needed) the database at a SQLite path or a database URL."""
         url = database_url(target)
         # A busy SQLite file (a second controller) waits for the lock instead of failing at once.

@@ -26,7 +26,7 @@ _PHRASES = {status.value: status.phrase.encode() for status in HTTPStatus}
 class _Upstream(asyncio.Protocol):
     """The connection to the legacy system of one client connection; answers go straight back."""
 
-    def __init__(self, client: "_Client"):
+    def __init__(self, client: _Client):
         self.client = client
         self.parser = httptools.HttpResponseParser(self)
         self.body: list[bytes] = []

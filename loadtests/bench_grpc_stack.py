@@ -22,9 +22,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # sibling benchmark modules
 
-from results_file import save  # noqa: E402
+from results_file import save
 
-from serving.tfserving.grpc_stack import IOMGR_EXPERIMENTS  # noqa: E402
+from serving.tfserving.grpc_stack import IOMGR_EXPERIMENTS
 
 PAYLOAD = b"x" * 400
 STACKS = {"event_engine": "", "iomgr": IOMGR_EXPERIMENTS}

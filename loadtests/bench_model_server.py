@@ -27,13 +27,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # sibling benchmark modules
 
-import httpx  # noqa: E402
-import numpy as np  # noqa: E402
-from results_file import save  # noqa: E402
+import httpx
+import numpy as np
+from results_file import save
 
-from serving.training import dataset  # noqa: E402
-from serving.tfserving.grpc_client import PredictionClient, build_predict_request  # noqa: E402
-from tests.conftest import start_model_server  # noqa: E402
+from serving.tfserving.grpc_client import PredictionClient, build_predict_request
+from serving.training import dataset
+from tests.conftest import start_model_server
 
 GOAL_GRPC_P50_OVERHEAD_MS = 1.0
 

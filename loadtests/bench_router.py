@@ -40,13 +40,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # sibling benchmark modules
 
-import aiohttp  # noqa: E402
-import psutil  # noqa: E402
-import yaml  # noqa: E402
-from results_file import save  # noqa: E402
+import aiohttp
+import psutil
+import yaml
+from results_file import save
 
-from tests.router.stack import ROW  # noqa: E402
-from tests.support.processes import Process, free_port, port_open, wait_until  # noqa: E402
+from tests.router.stack import ROW
+from tests.support.processes import Process, free_port, port_open, wait_until
 
 GOALS = {"added_p50_ms": 0.5, "added_p99_ms": 2.0, "cpu_s_per_1000": 0.3, "rss_mb": 150.0}
 

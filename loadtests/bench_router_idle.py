@@ -28,15 +28,15 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # sibling benchmark modules
 
-from results_file import save  # noqa: E402
+from results_file import save
 
-from experiments.config import parse_config  # noqa: E402
-from router.backends import ModelMetadata  # noqa: E402
-from router.core import Router  # noqa: E402
-from router.rest.app import answer_predict  # noqa: E402
-from router.signature import Signature, TensorSpec  # noqa: E402
-from serving.tfserving.tensors import DT_FLOAT, DT_STRING  # noqa: E402
-from tests.router.stack import ROW  # noqa: E402
+from experiments.config import parse_config
+from router.backends import ModelMetadata
+from router.core import Router
+from router.rest.app import answer_predict
+from router.signature import Signature, TensorSpec
+from serving.tfserving.tensors import DT_FLOAT, DT_STRING
+from tests.router.stack import ROW
 
 LEGACY_ANSWER = b'{"predictions":[{"churn":false,"probability":0.0,"reasons":[]}]}'
 GAPS_S = {"back_to_back": 0.0, "idle_gaps_500_rps": 0.002, "idle_gaps_1000_rps": 0.001}

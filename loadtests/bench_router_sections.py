@@ -31,19 +31,19 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # sibling benchmark modules
 
-from bench_router_idle import in_process_router  # noqa: E402
-from prometheus_client import CollectorRegistry, Counter, Histogram  # noqa: E402
-from results_file import save  # noqa: E402
+from bench_router_idle import in_process_router
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from results_file import save
 
-import router.assignment  # noqa: E402
-from router.rest import json_codec  # noqa: E402
-from router._sha256 import sha256 as cpython_sha256  # noqa: E402
-from router.backends import PredictCall  # noqa: E402
-from router.metrics import DURATION_BUCKETS  # noqa: E402
-from router.signature import rows_fit, validate_call  # noqa: E402
-from router.signing import Signer  # noqa: E402
-from serving.tfserving.rest_format import format_columns  # noqa: E402
-from tests.router.stack import ROW  # noqa: E402
+import router.assignment
+from router._sha256 import sha256 as cpython_sha256
+from router.backends import PredictCall
+from router.metrics import DURATION_BUCKETS
+from router.rest import json_codec
+from router.signature import rows_fit, validate_call
+from router.signing import Signer
+from serving.tfserving.rest_format import format_columns
+from tests.router.stack import ROW
 
 STAGES = ("decode", "assign", "validate", "legacy_call", "request_id", "count", "encode")
 VARIANTS = ("router", "openssl_prometheus")
@@ -100,7 +100,7 @@ async def run(requests: int) -> dict:
         t6 = clock()
         json_codec.dumps(format_columns(prediction.outputs.columns, True))
         t7 = clock()
-        for stage, (a, b) in zip(STAGES, ((t0, t1), (t1, t2), (t2, t3), (t3, t4), (t4, t5), (t5, t6), (t6, t7))):
+        for stage, (a, b) in zip(STAGES, ((t0, t1), (t1, t2), (t2, t3), (t3, t4), (t4, t5), (t5, t6), (t6, t7)), strict=True):
             spent[stage] += b - a
 
     results: dict = {}

@@ -29,11 +29,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # sibling benchmark modules
 
-import numpy as np  # noqa: E402
-from results_file import save  # noqa: E402
+import numpy as np
+from results_file import save
 
-from router.config import SkewSpec  # noqa: E402
-from router.skew.sink import SkewSink, load_baseline  # noqa: E402
+from router.config import SkewSpec
+from router.skew.sink import SkewSink, load_baseline
 
 GOAL_US_PER_REQUEST = 20.0
 EXTRA_NUMERIC = ("total_day_minutes", "total_eve_minutes", "total_night_minutes", "total_intl_minutes",

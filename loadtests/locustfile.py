@@ -26,8 +26,8 @@ from locust import FastHttpUser, User, between, events, task
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from serving.tfserving import protos  # noqa: E402  (TensorFlow-free TF Serving protos)
-from serving.tfserving.grpc_client import build_predict_request  # noqa: E402
+from serving.tfserving import protos
+from serving.tfserving.grpc_client import build_predict_request
 
 grpc_gevent.init_gevent()  # grpc's C core must cooperate with gevent's loop
 

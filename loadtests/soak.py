@@ -22,13 +22,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from experiments.config import EXAMPLE_CONFIG, dump_config, load_config  # noqa: E402
-from experiments.local.demo import DemoSettings, demo_config  # noqa: E402
-from experiments.local.simulated_users import SimulatedUsers  # noqa: E402
-from experiments.local.stack import Ports, start_stack  # noqa: E402
-from serving.training import dataset  # noqa: E402
+from experiments.config import EXAMPLE_CONFIG, dump_config, load_config
+from experiments.local.demo import DemoSettings, demo_config
+from experiments.local.simulated_users import SimulatedUsers
+from experiments.local.stack import Ports, start_stack
+from serving.training import dataset
 
 
 def rss_mb(pid: int) -> float:

@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.handler(args) or 0)
     except KeyboardInterrupt:
         return 130
-    except Exception as err:  # noqa: BLE001 - the CLI's last line of defence: one clear line, no traceback
+    except Exception as err:
         if args.verbose:
             raise
         from serving.tfserving.errors import UserFacingError

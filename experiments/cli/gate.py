@@ -15,7 +15,6 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
-
 DEFAULT_TARGET = "127.0.0.1:8500"
 PREDICT_TIMEOUT_S = 10.0
 

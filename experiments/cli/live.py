@@ -46,7 +46,7 @@ def _add_analyze(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         help="statistics and a decision (hold/ramp/ship/rollback/blocked) for one experiment",
         description="Analyse an experiment's per-arm counts and decide hold, ramp, ship, rollback or blocked.",
     )
-    p.add_argument("--history", type=Path, metavar="FILE", help="replay a recorded history (JSON, see ARCHITECTURE.md)")
+    p.add_argument("--history", type=Path, metavar="FILE", help="replay a recorded history (JSON, see docs/architecture.md)")
     p.add_argument("--config", type=Path, metavar="FILE",
                    help="experiment YAML (default: the example config shipped in the package)")
     p.add_argument("--json", action="store_true", help="print the analysis as one JSON document")
@@ -55,7 +55,7 @@ def _add_analyze(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     return p
 
 
-def _analyze_config(args: argparse.Namespace) -> tuple["ExperimentConfig", bool]:
+def _analyze_config(args: argparse.Namespace) -> tuple[ExperimentConfig, bool]:
     """The experiment config and whether the user chose it (a chosen one must match the history)."""
     from experiments.config import EXAMPLE_CONFIG, ExperimentConfig, load_config
     from router.config import (
@@ -78,7 +78,7 @@ def _analyze_config(args: argparse.Namespace) -> tuple["ExperimentConfig", bool]
     ), False
 
 
-def _analyze_history(args: argparse.Namespace) -> "History":
+def _analyze_history(args: argparse.Namespace) -> History:
     """The history to analyse; live sources (Prometheus, routers' /metrics) plug in here."""
     from experiments.live.history import load_history
 
@@ -183,7 +183,7 @@ def run_ramp(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_decision(record: "DecisionRecord") -> None:
+def _print_decision(record: DecisionRecord) -> None:
     applied = "applied" if record.applied else "not applied"
     stage = f"{record.stage_percent:g}%" if record.stage_percent is not None else "?"
     print(f"{record.time:%Y-%m-%d %H:%M:%S}Z  stage {stage:>5}  {record.decision:<8} {applied:<11}  {record.reason}",
@@ -240,7 +240,7 @@ def is_live(args: argparse.Namespace) -> bool:
     return bool(getattr(args, "prometheus", None) or getattr(args, "metrics_url", None))
 
 
-def live_history(args: argparse.Namespace, config: "ExperimentConfig") -> "History":
+def live_history(args: argparse.Namespace, config: ExperimentConfig) -> History:
     """One look from the live source, added to `--save-history FILE` when given (and saved there)."""
     from experiments.live.history import History, load_history
     from experiments.live.sources import Recorder, SourceError, make_source

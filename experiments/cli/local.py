@@ -74,6 +74,7 @@ def run_up(args: argparse.Namespace) -> int:
                             stopping=stopping)
         controller = _start_controller(stack, local_config, run_dir, args.ramp_interval, stopping) if args.ramp_interval else None
         host = args.host
+        ramp = f"controller every {args.ramp_interval:g}s, audit log {run_dir / 'audit.db'}" if controller else "off (--ramp-interval S turns it on)"
         print(f"""
 modelramp is up (experiment {config.name!r}, weights {config.weights}); Ctrl-C stops everything.
   router HTTP    {stack.router_url}/v1/models/{config.model_name}:predict   (docs: {stack.router_url}/docs)
@@ -82,7 +83,7 @@ modelramp is up (experiment {config.name!r}, weights {config.weights}); Ctrl-C s
   model server   gRPC {stack.model_target}, REST http://{host}:{ports.model_rest}
   legacy system  {stack.legacy_url}
   Prometheus     {stack.prometheus_url or "not running (no prometheus binary on the PATH, or --no-prometheus)"}
-  ramp           {"controller every %gs, audit log %s" % (args.ramp_interval, run_dir / "audit.db") if controller else "off (--ramp-interval S turns it on)"}
+  ramp           {ramp}
   experiment     {local_config} (watched; weights API: PUT {stack.router_url}/v1/experiments/{config.name}/weights
                  with  Authorization: Bearer {stack.weights_token})
 """, flush=True)
@@ -103,10 +104,10 @@ modelramp is up (experiment {config.name!r}, weights {config.weights}); Ctrl-C s
 
 def _start_controller(stack: Stack, config_path: Path, run_dir: Path, interval: float, stopping: threading.Event) -> Controller:
     """The ramp controller in a background thread, reading Prometheus (or the router) and writing `config_path`."""
-    from experiments.live.controller import Controller  # noqa: PLC0415
-    from experiments.live.sources import make_source  # noqa: PLC0415
-    from experiments.live.weights import FileWeightStore  # noqa: PLC0415
-    from experiments.store import Store  # noqa: PLC0415
+    from experiments.live.controller import Controller
+    from experiments.live.sources import make_source
+    from experiments.live.weights import FileWeightStore
+    from experiments.store import Store
 
     source = make_source(prometheus=stack.prometheus_url, metrics_urls=[] if stack.prometheus_url else [stack.router_url])
     controller = Controller(source, FileWeightStore(config_path), Store.open(str(run_dir / "audit.db")))
@@ -139,7 +140,8 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_demo(args: argparse.Namespace) -> int:
-    from experiments.local.demo import DemoSettings, run_demo  # noqa: PLC0415
+    from experiments.local.demo import DemoSettings, run_demo
+    from experiments.local.stack import Ports
 
     base = Ports()
     ports = Ports(**{k: v + args.port_offset for k, v in vars(base).items()})

@@ -112,7 +112,7 @@ def evaluation_document(store: Store, evaluation: Evaluation) -> dict[str, Any]:
            "versions": evaluation.versions, "problems": evaluation.table(), "skipped": evaluation.skipped}
     earlier = [v for v in evaluation.versions if v < evaluation.candidate]
     if earlier:
-        for row, problem in zip(doc["problems"], evaluation.problems):
+        for row, problem in zip(doc["problems"], evaluation.problems, strict=True):
             changed = db.flips(store, problem, earlier[-1], evaluation.candidate)
             row["flips"] = {"from": earlier[-1], "fixed": sum(c["change"] == "fixed" for c in changed),
                             "broken": sum(c["change"] == "broken" for c in changed)}

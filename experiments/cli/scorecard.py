@@ -1,4 +1,4 @@
-"""`modelramp scorecard`: the ML Test Score rubric (seed 002) scored against this checkout's evidence, as a table or JSON."""
+"""`modelramp scorecard`: the ML Test Score rubric (Breck et al., "The ML Test Score", 2017) scored against this checkout's evidence, as a table or JSON."""
 
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from experiments.cli.rubric import RUBRIC  # noqa: PLC0415
+    from experiments.cli.rubric import RUBRIC
 
     state = (*(models_state(args.models) if args.models else ()), *(db_state(args.db) if args.db else ()))
     card = score(RUBRIC, args.root, tuple(state))
@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
 class Assessment:
     """A rubric test as scored against one checkout: the claim that held, or why none did."""
 
-    test: "RubricTest"
+    test: RubricTest
     status: str
     how: str = ""
     where: str = ""
@@ -70,7 +70,7 @@ class Assessment:
 
     @property
     def points(self) -> float:
-        from experiments.cli.rubric import POINTS  # noqa: PLC0415
+        from experiments.cli.rubric import POINTS
 
         return POINTS[self.status]
 
@@ -84,11 +84,11 @@ class Assessment:
 class Scorecard:
     """Every section's assessments and sum; the final score is the lowest sum."""
 
-    sections: tuple[tuple["Section", tuple[Assessment, ...]], ...]
+    sections: tuple[tuple[Section, tuple[Assessment, ...]], ...]
     root: Path
     state: tuple[dict[str, Any], ...] = ()
 
-    def total(self, section: "Section") -> float:
+    def total(self, section: Section) -> float:
         return sum(a.points for s, assessed in self.sections if s is section for a in assessed)
 
     @property
@@ -96,12 +96,12 @@ class Scorecard:
         return min(self.total(s) for s, _ in self.sections)
 
     @property
-    def weakest(self) -> tuple["Section", ...]:
+    def weakest(self) -> tuple[Section, ...]:
         """The sections whose sum is the final score (several on a tie), in rubric order."""
         return tuple(s for s, _ in self.sections if self.total(s) == self.final_score)
 
     def to_dict(self) -> dict[str, Any]:
-        from experiments.cli.rubric import POINTS, interpret  # noqa: PLC0415
+        from experiments.cli.rubric import POINTS, interpret
 
         return {
             "rubric": "The ML Test Score (Breck, Cai, Nielsen, Salib, Sculley; IEEE Big Data 2017)",
@@ -181,17 +181,17 @@ def _subcommands(root: Path) -> frozenset[str]:
                      for name in re.findall(r"""add_parser\(\s*["']([\w-]+)["']""", path.read_text()))
 
 
-def claim_problems(claim: "Claim", root: Path) -> list[str]:
+def claim_problems(claim: Claim, root: Path) -> list[str]:
     """Why `claim` does not hold in the checkout at `root` (empty: it holds)."""
-    from experiments.cli.rubric import AUTOMATED, CI_EVIDENCE  # noqa: PLC0415
+    from experiments.cli.rubric import AUTOMATED, CI_EVIDENCE
 
     refs = claim.evidence + (CI_EVIDENCE if claim.status == AUTOMATED else ())
     return [reason for reason in (check_reference(r, root) for r in refs) if reason]
 
 
-def assess(test: "RubricTest", root: Path) -> Assessment:
+def assess(test: RubricTest, root: Path) -> Assessment:
     """The first claim whose evidence holds; else not covered, with the first missing evidence or the gap."""
-    from experiments.cli.rubric import NOT_COVERED  # noqa: PLC0415
+    from experiments.cli.rubric import NOT_COVERED
 
     passed_over: list[str] = []
     rot: str | None = None
@@ -205,7 +205,7 @@ def assess(test: "RubricTest", root: Path) -> Assessment:
     return Assessment(test, NOT_COVERED, why=rot or test.gap or "no claim in the rubric", passed_over=tuple(passed_over))
 
 
-def score(sections: tuple["Section", ...], root: Path, state: tuple[dict[str, Any], ...] = ()) -> Scorecard:
+def score(sections: tuple[Section, ...], root: Path, state: tuple[dict[str, Any], ...] = ()) -> Scorecard:
     """Assess every test of every section against the checkout at `root`."""
     root = Path(root).resolve()
     return Scorecard(tuple((s, tuple(assess(t, root) for t in s.tests)) for s in sections), root, state)
@@ -220,7 +220,7 @@ def _fact(test: str, check: str, ok: bool | None, detail: str) -> dict[str, Any]
 
 def models_state(models: Path) -> list[dict[str, Any]]:
     """What the exported versions under `models` record: training provenance, baselines, age."""
-    from datetime import datetime, timezone  # noqa: PLC0415
+    from datetime import datetime, timezone
 
     models = Path(models)
     if not models.is_dir():
@@ -271,10 +271,10 @@ def _version_facts(facts: list[dict[str, Any]], label: str, vdir: Path, manifest
 
 def db_state(db: str) -> list[dict[str, Any]]:
     """What the audit database records: canary problems (Model 6), gate runs (Infra 4), rollbacks (Infra 7)."""
-    import sqlalchemy as sa  # noqa: PLC0415 - SQLAlchemy only when asked
+    import sqlalchemy as sa
 
-    from experiments import store as audit  # noqa: PLC0415
-    from experiments.store import Store, StoreError  # noqa: PLC0415
+    from experiments import store as audit
+    from experiments.store import Store, StoreError
 
     if "://" not in db and not Path(db).exists():
         return [_fact("Infra 4", "audit database", False, f"no database at {db}")]
@@ -307,11 +307,11 @@ def _points(p: float) -> str:
 
 def print_tables(card: Scorecard) -> None:
     """One table per section, the section sums, the final score, and the deployment state if asked for."""
-    from rich.console import Console  # noqa: PLC0415
-    from rich.markup import escape  # noqa: PLC0415
-    from rich.table import Table  # noqa: PLC0415
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
 
-    from experiments.cli.rubric import interpret  # noqa: PLC0415
+    from experiments.cli.rubric import interpret
 
     colour = {"automated": "green", "manual": "yellow", "not covered": "red"}
     console = Console()

@@ -1,7 +1,7 @@
 """The analyzer's core: one pure function from an experiment's history and config to a decision.
 
 `analyze(history, config)` is what the CLI, the ramp controller and the HTTP endpoint call; users
-can call it to replay or simulate any experiment. The rules (issue 4), checked in this order:
+can call it to replay or simulate any experiment. The rules, checked in this order:
 
 1. blocked: no looks, a counter reset, weights that are no configured stage, an arm without
    outcomes, or a sample ratio mismatch (p below `criteria.srm_p_value`): nothing can be trusted.
@@ -236,8 +236,8 @@ def analyze(history: History, config: ExperimentConfig, now: datetime | None = N
     shares = np.array([[p.weights["legacy"], p.weights["model"]] for p in periods])
     expected = (observed.sum(axis=1, keepdims=True) * shares / shares.sum(axis=1, keepdims=True)).sum(axis=0)
     srm_raw = sample_ratio_mismatch(observed.sum(axis=0), expected)
-    srm = SrmStats(dict(zip(("legacy", "model"), (int(x) for x in observed.sum(axis=0)))),
-                   dict(zip(("legacy", "model"), srm_raw.expected)), srm_raw.statistic, srm_raw.p_value,
+    srm = SrmStats(dict(zip(("legacy", "model"), (int(x) for x in observed.sum(axis=0)), strict=True)),
+                   dict(zip(("legacy", "model"), srm_raw.expected, strict=True)), srm_raw.statistic, srm_raw.p_value,
                    crit.srm_p_value, srm_raw.p_value < crit.srm_p_value)
     common = dict(stage=stage, arms=arms, srm=srm)
     if srm.mismatch:

@@ -103,7 +103,7 @@ class Controller:
         counts = look_doc["arms"]
         try:
             analysis = analyze(recorder.history, config, now)
-        except Exception as err:  # noqa: BLE001 - a bug in the analysis must hold the ramp, not crash or ramp it
+        except Exception as err:
             log.exception("analysis failed")
             return self._hold(now, config, f"the analysis failed ({err.__class__.__name__}: {err})", counts)
         stats = analysis.to_dict()
@@ -176,7 +176,7 @@ class Controller:
             while not stop.is_set():
                 try:
                     record = self.step()
-                except Exception:  # noqa: BLE001 - e.g. the database is briefly down: log, keep looping
+                except Exception:
                     log.exception("%s: step failed; nothing applied", self.experiment)
                 else:
                     if on_step:

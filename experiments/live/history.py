@@ -2,7 +2,7 @@
 
 This is the analyzer's input. A recorded file (`modelramp analyze --history FILE`) and the live
 sources (Prometheus, routers' `/metrics`) both produce a `History`, so any experiment can be saved
-with `dump_history` and replayed later. The JSON shape is fixed in ARCHITECTURE.md:
+with `dump_history` and replayed later. The JSON shape (docs/architecture.md, "Experiment history"):
 
     {"experiment": "...",
      "looks": [{"time": "2026-11-23T10:00:00Z",
@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from router.config import ARMS
 
@@ -48,7 +49,7 @@ class ArmCounts:
     `exposures` counts units (requests) served by the arm. Outcomes arrive later and not always:
     when `failures` is given, the success rate is successes / (successes + failures), i.e. over
     reported outcomes only, so a request whose outcome never came is not counted as a failure.
-    When `failures` is None (the ARCHITECTURE.md example), every exposure is an outcome and the
+    When `failures` is None (the short form in docs/architecture.md), every exposure is an outcome and the
     rate is successes / exposures. `errors` and `fallbacks` count backend errors and answers served
     by the fallback; `p99_latency_seconds` is a gauge (the arm's current p99), not cumulative.
     """
@@ -166,7 +167,7 @@ class History:
                             f"(counter reset, e.g. a router restart)"
                         )
 
-    def periods(self) -> list["Period"]:
+    def periods(self) -> list[Period]:
         """Maximal runs of consecutive looks with the same weights, oldest first (the strata)."""
         out: list[Period] = []
         for i, look in enumerate(self.looks):
@@ -176,7 +177,7 @@ class History:
                 out.append(Period(dict(look.weights), i, i))
         return out
 
-    def upto(self, n: int) -> "History":
+    def upto(self, n: int) -> History:
         """The history as it was after its first `n` looks (for replaying decisions)."""
         return History(self.experiment, self.looks[:n])
 

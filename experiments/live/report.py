@@ -85,7 +85,7 @@ def _plot_rates(history: History, steps: list[Analysis], path: Path) -> None:
     ax = fig.add_subplot()
     times = [look.time for look in history.looks]
     for arm, colour in (("legacy", "tab:grey"), ("model", "tab:blue")):
-        pts = [(t, s.arms[arm]) for t, s in zip(times, steps) if arm in s.arms and s.arms[arm].ci]
+        pts = [(t, s.arms[arm]) for t, s in zip(times, steps, strict=True) if arm in s.arms and s.arms[arm].ci]
         if not pts:
             continue
         ax.plot([t for t, _ in pts], [a.rate for _, a in pts], marker="o", color=colour, label=arm)
@@ -106,7 +106,7 @@ def _plot_weights(history: History, steps: list[Analysis], path: Path) -> None:
     times = [look.time for look in history.looks]
     ax.step(times, [100 * look.weights["model"] for look in history.looks], where="post", color="tab:blue")
     for decision, (marker, colour) in MARKERS.items():
-        pts = [(t, 100 * look.weights["model"]) for t, look, s in zip(times, history.looks, steps) if s.decision == decision]
+        pts = [(t, 100 * look.weights["model"]) for t, look, s in zip(times, history.looks, steps, strict=True) if s.decision == decision]
         if pts:
             ax.scatter([t for t, _ in pts], [w for _, w in pts], marker=marker, color=colour, s=80, label=decision, zorder=3)
     ax.set_yscale("symlog", linthresh=1)
@@ -122,7 +122,7 @@ def _plot_sequential(history: History, steps: list[Analysis], margin: float, pat
 
     fig = Figure(figsize=(8, 6), layout="constrained")
     top, bottom = fig.subplots(2, 1, sharex=True)
-    pts = [(look.time, s.difference) for look, s in zip(history.looks, steps) if s.difference]
+    pts = [(look.time, s.difference) for look, s in zip(history.looks, steps, strict=True) if s.difference]
     t = [p[0] for p in pts]
     top.plot(t, [d.z for _, d in pts], marker="o", label="observed z (stratified)")
     top.plot(t, [d.boundary for _, d in pts], "r--", label="mixture SPRT boundary")
@@ -157,7 +157,7 @@ def write_report(history: History, config: ExperimentConfig, out_dir: str | Path
         lines += [f"| {label} | {value.replace('|', '/')} |" for label, value in summary_rows(final)]
         lines += ["", "## Decisions at each look", "", "| look | time | model weight | decision | reason |",
                   "| --- | --- | --- | --- | --- |"]
-        for i, (look, s) in enumerate(zip(history.looks, steps)):
+        for i, (look, s) in enumerate(zip(history.looks, steps, strict=True)):
             lines.append(f"| {i} | {look.time.isoformat()} | {100 * look.weights['model']:g}% | {s.decision} | "
                          f"{s.reason.replace('|', '/')} |")
         _plot_rates(history, steps, out / "rates.png")

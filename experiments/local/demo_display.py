@@ -25,7 +25,7 @@ class Display:
         self.record = None
         self.live = Live(console=console, refresh_per_second=4, transient=False) if console.is_terminal else None
 
-    def __enter__(self) -> "Display":
+    def __enter__(self) -> Display:
         if self.live:
             self.live.__enter__()
         return self

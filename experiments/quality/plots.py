@@ -1,6 +1,6 @@
 """Plots of the problem patterns database: each problem's accuracy across versions, and per-pattern grids.
 
-The first is seed 003's graph ("performance of models over time, on different identified
+The first is the graph of "Machine Learning in Real Life, part 2" ("performance of models over time, on different identified
 problems"); the second is its drill-down: one row per pattern, one column per version, so a
 pattern that flipped shows as a change of colour along its row. matplotlib's object API (no
 pyplot state), so plotting is safe from any thread.
@@ -23,7 +23,7 @@ def plot_problems(rows: list[dict[str, Any]], versions: list[int], path: Path, m
         points = [(v, row["versions"][str(v)]["accuracy"]) for v in versions if row["versions"].get(str(v))]
         if not points:
             continue
-        xs, ys = zip(*points)
+        xs, ys = zip(*points, strict=True)
         style = "-" if row["regression"] else "--"
         label = row["problem"] + (" (regression test)" if row["regression"] else "")
         ax.plot(xs, [100 * y for y in ys], style, marker="o", label=label)

@@ -57,7 +57,7 @@ def problem_metrics(expected: np.ndarray, scores: np.ndarray) -> dict[str, Any]:
 
 
 def versions_to_evaluate(client, model_name: str, candidate: int) -> list[int]:
-    """The candidate and every earlier version the server still has (seed 003's re-run of prior candidates)."""
+    """The candidate and every earlier version the server still has (as "Machine Learning in Real Life, part 2" re-runs prior candidates)."""
     available = served_versions(client, model_name)
     if candidate not in available:
         raise ProblemError(f"{model_name} version {candidate} is not available on the model server "
@@ -91,7 +91,7 @@ def evaluate(store: Store, client, model_name: str, candidate: int, versions: li
         if served != version:
             raise ProblemError(f"asked the model server for version {version} of {model_name}, got {served}")
         predicted = (scores >= THRESHOLD).astype(int)
-        results[version] = {p.id: (float(s), int(y), bool(y == p.expected)) for p, s, y in zip(every, scores, predicted)}
+        results[version] = {p.id: (float(s), int(y), bool(y == p.expected)) for p, s, y in zip(every, scores, predicted, strict=True)}
         metrics[version] = {}
         start = 0
         for problem, pats in with_patterns:

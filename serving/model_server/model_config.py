@@ -40,7 +40,7 @@ def render_model_config(name: str, base_path: Path, versions: Sequence[int] | st
     return "\n".join([*lines, "  }", "}", ""])
 
 
-def parse_model_config(text: str, relative_to: Path | None = None) -> list["ModelSource"]:
+def parse_model_config(text: str, relative_to: Path | None = None) -> list[ModelSource]:
     """ModelSources from a ModelServerConfig text proto; InvalidArgument on any problem."""
     from tensorflow_serving.config import model_server_config_pb2  # noqa: PLC0415 - needs TF; the server has it
 
@@ -81,7 +81,7 @@ def parse_model_config(text: str, relative_to: Path | None = None) -> list["Mode
     return sources
 
 
-def load_model_config(path: str | Path) -> list["ModelSource"]:
+def load_model_config(path: str | Path) -> list[ModelSource]:
     path = Path(path)
     try:
         text = path.read_text()

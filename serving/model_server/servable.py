@@ -115,7 +115,7 @@ class Servable:
             if spec.shape is not None:
                 if array.ndim != len(spec.shape):
                     raise InvalidArgument(f"input '{name}' must have rank {len(spec.shape)} (shape {list(spec.shape)}), got shape {list(array.shape)}")
-                for want, got in zip(spec.shape, array.shape):
+                for want, got in zip(spec.shape, array.shape, strict=True):
                     if want != -1 and want != got:
                         raise InvalidArgument(f"input '{name}' must have shape {list(spec.shape)}, got {list(array.shape)}")
             if array.ndim:
@@ -138,7 +138,7 @@ class Servable:
             outputs = self.session_callable(key, wanted)(*(inputs[name] for name in sorted(inputs)))
         except (tf.errors.InvalidArgumentError, ValueError, TypeError) as err:
             raise InvalidArgument(f"{type(err).__name__}: {getattr(err, 'message', err)}") from None
-        return key, dict(zip(wanted, outputs))
+        return key, dict(zip(wanted, outputs, strict=True))
 
     def session_callable(self, key: str, outputs: tuple[str, ...]):
         """The unchecked call of one signature: input arrays in sorted alias order, outputs as listed."""
@@ -153,5 +153,5 @@ class Servable:
                     # The session's own callable (TF_SessionMakeCallable): numpy in, numpy out, no
                     # Python per input. The public `make_callable` with a feed list falls back to
                     # `Session.run` with a feed dict, which costs eight times as much per row here.
-                    found = self._callables[(key, outputs)] = self._session._make_callable_from_options(options)  # noqa: SLF001
+                    found = self._callables[(key, outputs)] = self._session._make_callable_from_options(options)
         return found

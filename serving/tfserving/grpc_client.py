@@ -148,7 +148,7 @@ class PredictionClient:
     def close(self) -> None:
         self._channel.close()
 
-    def __enter__(self) -> "PredictionClient":
+    def __enter__(self) -> PredictionClient:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -91,7 +91,7 @@ class RestClient:
     def close(self) -> None:
         self._http.close()
 
-    def __enter__(self) -> "RestClient":
+    def __enter__(self) -> RestClient:
         return self
 
     def __exit__(self, *exc) -> None:

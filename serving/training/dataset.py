@@ -57,7 +57,7 @@ def split_frame(frame: pd.DataFrame, seed: int = SPLIT_SEED) -> dict[str, pd.Dat
         idx = rng.permutation(np.flatnonzero(frame[LABEL].to_numpy() == label))
         bounds = np.cumsum([0] + [round(f * len(idx)) for f in SPLIT_FRACTIONS.values()])
         bounds[-1] = len(idx)
-        for (name, _), lo, hi in zip(SPLIT_FRACTIONS.items(), bounds[:-1], bounds[1:]):
+        for (name, _), lo, hi in zip(SPLIT_FRACTIONS.items(), bounds[:-1], bounds[1:], strict=True):
             parts[name].append(idx[lo:hi])
     return {name: frame.iloc[np.sort(np.concatenate(ix))].reset_index(drop=True) for name, ix in parts.items()}
 

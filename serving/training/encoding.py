@@ -22,7 +22,7 @@ class Encoder:
     vocabularies: dict[str, list[str]]
 
     @classmethod
-    def fit(cls, train: pd.DataFrame) -> "Encoder":
+    def fit(cls, train: pd.DataFrame) -> Encoder:
         means = {c: float(train[c].mean()) for c in NUMERIC}
         # A constant column would divide by zero; its standardised value is 0 anyway.
         stds = {c: float(train[c].std(ddof=0)) or 1.0 for c in NUMERIC}

@@ -53,7 +53,7 @@ class ServingModule(tf.Module):
         for c in CATEGORICAL:
             parts.append(tf.one_hot(self.tables[c].lookup(features[c]), self.depths[c], dtype=tf.float32))
         x = tf.concat(parts, axis=1)
-        for kernel, bias, activation in zip(self.kernels, self.biases, self.activations):
+        for kernel, bias, activation in zip(self.kernels, self.biases, self.activations, strict=True):
             x = _ACTIVATIONS[activation](tf.matmul(x, kernel) + bias)
         return {OUTPUT: tf.reshape(x, [-1])}
 

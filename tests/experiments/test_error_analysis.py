@@ -128,7 +128,7 @@ def test_every_served_version_beside_legacy_matches_training_records(slices_cli,
     # Every configured slice, sized as its mask says, with the baseline checked directly.
     slices = load_config(EXAMPLE_CONFIG).gate.slices
     assert [s["name"] for s in doc["slices"]] == [s.name for s in slices]
-    for s, spec in zip(doc["slices"], slices):
+    for s, spec in zip(doc["slices"], slices, strict=True):
         mask = slice_mask(frame, spec)
         assert s["n"] == int(mask.sum()) and s["share"] == pytest.approx(mask.mean())
         assert s["baseline"]["correct"] == int((legacy[mask] == labels[mask]).sum())

@@ -34,7 +34,7 @@ def disagreements(models_dir, model_server):
 def pattern_lines(frame, rows, problem: str, note: str) -> list[dict]:
     instances = dataset.to_instances(frame.iloc[rows])
     return [{"problem": problem, "instance": inst, "expected": int(frame[dataset.LABEL].iloc[r]), "source": "production",
-             "note": f"{note} row {r}"} for inst, r in zip(instances, rows)]
+             "note": f"{note} row {r}"} for inst, r in zip(instances, rows, strict=True)]
 
 
 @pytest.fixture

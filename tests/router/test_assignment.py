@@ -53,7 +53,7 @@ def test_sticky_and_salt_dependent():
     first = [assign("a", f"u{i}", weights) for i in range(1000)]
     assert first == [assign("a", f"u{i}", weights) for i in range(1000)]
     other = [assign("b", f"u{i}", weights) for i in range(1000)]
-    assert 350 < sum(x != y for x, y in zip(first, other)) < 650  # a new salt reshuffles about half
+    assert 350 < sum(x != y for x, y in zip(first, other, strict=True)) < 650  # a new salt reshuffles about half
 
 
 def test_no_unit_id_is_an_independent_draw():

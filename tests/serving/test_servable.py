@@ -17,4 +17,4 @@ def test_repeated_or_reordered_output_filters_reuse_one_session_callable(models_
         assert list(filtered) == ["probability"]
         np.testing.assert_array_equal(filtered["probability"], plain["probability"])
     # Each distinct key registers a callable in the TensorFlow session; a client must not grow them.
-    assert len(servable._callables) == 1  # noqa: SLF001
+    assert len(servable._callables) == 1

@@ -56,7 +56,7 @@ def test_served_graph_encodes_exactly_like_training(models_dir):
                                                      for k, v in dataset.to_columns(frame).items()})["probability"].numpy()
     x = enc.transform(frame)
     h = x
-    layers = list(zip(loaded.kernels, loaded.biases))
+    layers = list(zip(loaded.kernels, loaded.biases, strict=True))
     for i, (kernel, bias) in enumerate(layers):  # hidden layers are ReLU, the last one sigmoid
         h = h @ kernel.numpy() + bias.numpy()
         h = 1 / (1 + np.exp(-h)) if i == len(layers) - 1 else np.maximum(h, 0)
@@ -67,7 +67,7 @@ def test_candidates_and_legacy_differ_measurably(models_dir):
     """v2 beats the legacy rule and v1 does not, on validation data (what the demo relies on)."""
     val = dataset.read_split(models_dir / "data", "validation")
     legacy_acc = np.mean([legacy_rule.predict(r)["churn"] == bool(y)
-                          for r, y in zip(dataset.to_instances(val), val[dataset.LABEL])])
+                          for r, y in zip(dataset.to_instances(val), val[dataset.LABEL], strict=True)])
     acc = {v: json.loads((models_dir / "churn" / str(v) / "modelramp" / "metrics.json").read_text())["validation"]["accuracy"]
            for v in RECIPES}
     assert acc[2] > legacy_acc + 0.02, (acc, legacy_acc)

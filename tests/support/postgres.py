@@ -39,7 +39,7 @@ def postgres_server() -> Iterator[str]:
             pytest.fail(f"required binary missing in CI: {reason}")
         pytest.skip(reason)
     try:
-        import psycopg  # noqa: F401 - the driver the store's PostgreSQL URL needs
+        import psycopg
     except ImportError:
         pytest.skip("psycopg is not installed (pip install 'modelramp[postgres]')")
     as_user: list[str] = []

@@ -142,7 +142,7 @@ class Source(ABC):
     def close(self) -> None:
         """Release connections; the source cannot be used afterwards."""
 
-    def __enter__(self) -> "Source":
+    def __enter__(self) -> Source:
         return self
 
     def __exit__(self, *exc: object) -> None:
