@@ -1,5 +1,5 @@
 """The audit database: ramp decisions, recorded looks, controller leases, gate runs and test-set uses,
-and the problem patterns database (seed 003; operations in `experiments.quality.problems`).
+and the problem patterns database ("Machine Learning in Real Life, part 2"; operations in `experiments.quality.problems`).
 
 SQLite by default (a path), the same schema on PostgreSQL through a URL
 (`postgresql+psycopg://user@host/db`; install the `postgres` extra for the driver). Written with
@@ -91,7 +91,7 @@ gate_runs = sa.Table(
 )
 
 
-# Known problems of the model (seed 003), their patterns, and every evaluation of them. A pattern
+# Known problems of the model ("Machine Learning in Real Life, part 2"), their patterns, and every evaluation of them. A pattern
 # is keyed by a hash of its input and expected output, so importing the same file twice adds nothing.
 problems = sa.Table(
     "problems", metadata,
@@ -275,7 +275,7 @@ class Store:
             return [StoredLook(r.experiment, r.time, r.look, r.source_state) for r in conn.execute(q)]
 
     def history_document(self, experiment: str) -> dict[str, Any]:
-        """The experiment's looks as a history JSON document (ARCHITECTURE.md format)."""
+        """The experiment's looks as a history JSON document (docs/architecture.md format)."""
         return {"experiment": experiment, "looks": [s.look for s in self.looks(experiment)]}
 
     # Leases ------------------------------------------------------------------------------------

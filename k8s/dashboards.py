@@ -128,7 +128,8 @@ def experiment_dashboard() -> dash.Dashboard:
                     .icon_color("orange")
                     .expr('changes(modelramp_traffic_weight{experiment="$experiment", arm="model"}[$__interval]) > 0'))
         .with_row(dash.Row("Traffic"))
-        .with_panel(_series("Traffic share per arm", "Configured weight per arm (what the routers were told) and the observed share of requests (what they did).",
+        .with_panel(_series("Traffic share per arm", "Configured weight per arm (what the routers were told) and the observed share of requests "
+                                                     "(what they did).",
                             (8, 16, 0, 1), [(q("traffic_weight"), "configured {{arm}}"), (observed, "observed {{arm}}")],
                             unit="percentunit"))
         .with_panel(_stat("Exposures per arm", "Requests served per arm since the routers started: the analyzer's exposures.",
@@ -138,7 +139,8 @@ def experiment_dashboard() -> dash.Dashboard:
                           (5, 24, 0, 9), [(q(name), f"{{{{arm}}}} {name}") for name in LOOK_COUNTS]))
         .with_row(dash.Row("Outcomes"))
         .with_panel(_series("Success rate per arm (95% Wilson interval)",
-                            "Reported successes over reported outcomes since the routers started (the analyzer's counts), with the 95% Wilson score interval of each arm.",
+                            "Reported successes over reported outcomes since the routers started (the analyzer's counts), with the 95% Wilson score "
+                            "interval of each arm.",
                             (9, 16, 0, 15), [(success, "{{arm}}"),
                                              (wilson(q("successes"), trials, "-"), "{{arm}} lower 95%"),
                                              (wilson(q("successes"), trials, "+"), "{{arm}} upper 95%")],
@@ -147,15 +149,18 @@ def experiment_dashboard() -> dash.Dashboard:
                             (9, 8, 16, 15), [(q("success_rate"), "{{arm}}")], unit="percentunit"))
         .with_row(dash.Row("Decisions"))
         .with_panel(_series("Decisions: model share over time",
-                            "Every ramp-up or rollback the ramp controller applies changes the model arm's weight: each step is a decision (the audit log has its reason).",
+                            "Every ramp-up or rollback the ramp controller applies changes the model arm's weight: each step is a decision (the "
+                            "audit log has its reason).",
                             (8, 16, 0, 25), [(weight_model, "model share")], unit="percentunit", step=True))
-        .with_panel(_stat("Replica weight disagreement", "Max minus min weight across router replicas; non-zero only while a ConfigMap change propagates.",
+        .with_panel(_stat("Replica weight disagreement", "Max minus min weight across router replicas; non-zero only while a ConfigMap change "
+                                                         "propagates.",
                           (8, 8, 16, 25), q("traffic_weight_spread"), "{{arm}}", unit="percentunit", limit=0.0001))
     )
 
 
-def serving_dashboard(guardrails: GuardrailsSpec = GuardrailsSpec()) -> dash.Dashboard:
-    """Request rate, latency percentiles per arm, errors and fallbacks, with the guardrails drawn in."""
+def serving_dashboard(guardrails: GuardrailsSpec | None = None) -> dash.Dashboard:
+    """Request rate, latency percentiles per arm, errors and fallbacks, with the guardrails drawn in (default: the defaults')."""
+    guardrails = guardrails if guardrails is not None else GuardrailsSpec()
     p99 = q("p99_latency_seconds")
     by_code = 'sum by (arm, protocol, code) (rate(modelramp_requests_total{experiment="$experiment"}[$__rate_interval]))'
     by_reason = 'sum by (arm, reason) (rate(modelramp_backend_errors_total{experiment="$experiment"}[$__rate_interval]))'
@@ -203,30 +208,38 @@ def skew_dashboard(anomaly_share_limit: float = 0.01) -> dash.Dashboard:
         sel = f'model="$model", statistic="{statistic}", feature{features}'
         return f"max by (feature) (modelramp_feature_drift{{{sel}}} / modelramp_feature_drift_threshold{{{sel}}})"
 
-    prediction = f'max by (statistic) (modelramp_feature_drift{{model="$model", feature="{PREDICTION_FEATURE}"}} / modelramp_feature_drift_threshold{{model="$model", feature="{PREDICTION_FEATURE}"}})'
+    prediction = (f'max by (statistic) (modelramp_feature_drift{{model="$model", feature="{PREDICTION_FEATURE}"}} / '
+                  f'modelramp_feature_drift_threshold{{model="$model", feature="{PREDICTION_FEATURE}"}})')
     anomalies_total = 'sum by (feature, kind) (increase(modelramp_feature_anomalies_total{model="$model"}[$__range]))'
     board = (
         _base("modelramp-skew", "modelramp / training-serving skew",
-              "Live features against the training baseline: drift per feature against its own limit, the routers' verdicts, drift of the model's score, and schema anomalies.")
+              "Live features against the training baseline: drift per feature against its own limit, the routers' verdicts, drift of the model's "
+              "score, and schema anomalies.")
         .with_variable(_label_var("model", "modelramp_feature_drift"))
         .with_row(dash.Row("Drift per feature"))
-        .with_panel(_series("Drift per feature (all statistics)", "Every drift statistic of every feature (chi2_pvalue included), once the window holds skew.min_sample values.",
+        .with_panel(_series("Drift per feature (all statistics)", "Every drift statistic of every feature (chi2_pvalue included), once the window "
+                                                                  "holds skew.min_sample values.",
                             (9, 16, 0, 1), [(q("feature_drift"), "{{feature}} {{statistic}}")]))
-        .with_panel(_series("Features judged drifted", "1 while some router judges the feature drifted (a statistic over the feature's limit, enough values, a significant chi-square test): what the drift alerts fire on.",
+        .with_panel(_series("Features judged drifted", "1 while some router judges the feature drifted (a statistic over the feature's limit, enough "
+                                                       "values, a significant chi-square test): what the drift alerts fire on.",
                             (9, 8, 16, 1), [(q("feature_drifted"), "{{feature}}")], limit=1, step=True))
     )
     for i, statistic in enumerate(("psi", "js_distance", "linf")):
         board = board.with_panel(_series(f"{statistic} relative to each feature's limit",
-                                         f"{statistic} of each feature divided by that feature's limit (skew.thresholds, skew.features); red line: the limit.",
+                                         f"{statistic} of each feature divided by that feature's limit (skew.thresholds, skew.features); red line: "
+                                         "the limit.",
                                          (8, 8, 8 * i, 10), [(over_limit(statistic, f'!="{PREDICTION_FEATURE}"'), "{{feature}}")], limit=1))
     return (
         board
         .with_row(dash.Row("Prediction drift and anomalies"))
-        .with_panel(_series("Prediction drift", "Drift of the model's output score against its validation distribution, relative to its limit; red line: the limit.",
+        .with_panel(_series("Prediction drift", "Drift of the model's output score against its validation distribution, relative to its limit; red "
+                                                "line: the limit.",
                             (8, 8, 0, 19), [(prediction, "{{statistic}}")], limit=1))
-        .with_panel(_series("Anomaly rate by feature and kind", "Missing, unexpected type, out of training range, unseen category: values per second.",
+        .with_panel(_series("Anomaly rate by feature and kind",
+                            "Missing, unexpected type, out of training range, unseen category: values per second.",
                             (8, 8, 8, 19), [(q("feature_anomaly_rate"), "{{feature}} {{kind}}")], unit="reqps"))
-        .with_panel(_series("Anomalous share of sketched values", "Anomalous values over the feature's sketched values, by kind: what the anomaly alert judges; red line: its default threshold.",
+        .with_panel(_series("Anomalous share of sketched values", "Anomalous values over the feature's sketched values, by kind: what the anomaly "
+                                                                  "alert judges; red line: its default threshold.",
                             (8, 8, 16, 19), [(q("feature_anomaly_share"), "{{feature}} {{kind}}")], unit="percentunit", limit=anomaly_share_limit))
         .with_panel(_stat("Anomalies in range", "Anomalous values in the dashboard's time range, by feature and kind.",
                           (6, 24, 0, 27), anomalies_total, "{{feature}} {{kind}}"))

@@ -20,7 +20,7 @@ rounds so that other load on the machine hits both paths alike:
   Envoy anchor), where a request less often finds the process asleep;
 - throughput of one router process at saturation (closed loop, `--saturate` clients).
 
-Goals (issue 3): added p50 <= 0.5 ms, added p99 <= 2 ms at 500 rps, <= 0.3 CPU-s per 1,000
+Goals: added p50 <= 0.5 ms, added p99 <= 2 ms at 500 rps, <= 0.3 CPU-s per 1,000
 forwarded requests (about 3,300 req/s per core), RSS < 150 MB. On a shared 2-core machine the
 load generator, the legacy system and the router compete for the cores: compare the rows of
 one run, not runs.
@@ -134,7 +134,7 @@ def start_stack(models: Path, workdir: Path, model_weight: float = 0.01) -> tupl
                       "--http-port", str(http_port), "--grpc-port", str(grpc_port)], workdir / "router.log",
                      env={"MODELRAMP_SIGNING_KEY": "bench"})
     procs = [router, legacy, model]
-    import urllib.request
+    import urllib.request  # noqa: PLC0415
 
     def ok(url: str) -> bool:
         with urllib.request.urlopen(url, timeout=1) as r:

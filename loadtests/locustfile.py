@@ -35,7 +35,7 @@ MODEL = os.environ.get("MODEL_NAME", "churn")
 GRPC_TARGET = os.environ.get("ROUTER_GRPC", "127.0.0.1:8090")
 OUTCOME_SHARE = 0.5
 
-# Thresholds (issue 3): no client errors at all (the model arm may fail, clients must not see it),
+# Thresholds: no client errors at all (the model arm may fail, clients must not see it),
 # and the router's answers stay fast on loopback. MODELRAMP_LOCUST_MAX_P99_MS overrides the
 # latency one (the test suite's 5-second smoke run checks the scenario, not the machine's speed).
 MAX_FAIL_RATIO = 0.0
@@ -117,7 +117,7 @@ class GrpcClientUser(User):
                             response_length=size, exception=error, context={})
         request_id = trailing.get("x-request-id")
         if request_id and random.random() < OUTCOME_SHARE:
-            import urllib.request
+            import urllib.request  # noqa: PLC0415
 
             body = f'{{"request_id": "{request_id}", "success": {"true" if random.random() < 0.8 else "false"}}}'.encode()
             start = time.perf_counter()

@@ -3,7 +3,7 @@
     python loadtests/soak.py --models models --seconds 600 --rate 200 [--port-offset 300]
 
 Starts its own local stack (model server, legacy system, router; no Prometheus needed) on
-ARCHITECTURE.md's ports plus the offset, drives the demo's simulated users (with outcome reports)
+the ports of docs/architecture.md plus the offset, drives the demo's simulated users (with outcome reports)
 at a steady rate, and every `--every` seconds records the router's resident memory, the clients'
 p50/p99 latency over that interval, and client errors. Bounded: it stops by itself after
 `--seconds`. Writes `loadtests/results/soak.csv` and `soak.png`, and fails (exit 1) if any client

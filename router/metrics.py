@@ -1,4 +1,4 @@
-"""The router's Prometheus metrics (names and labels fixed by ARCHITECTURE.md), one registry per router.
+"""The router's Prometheus metrics (names and labels listed in docs/architecture.md), one registry per router.
 
 One process per replica: each router process is a replica with its own registry, scraped on its
 own `/metrics`; Prometheus (or the analyzer's router-metrics source) sums over replicas. We do
@@ -62,7 +62,7 @@ class RouterMetrics:
         self.weight = Gauge(
             "modelramp_traffic_weight", "Configured share of units per arm (0 to 1).",
             ["experiment", "arm"], registry=r)
-        # Beyond ARCHITECTURE.md's table: state people must see when something goes wrong.
+        # Beyond the core metrics of docs/architecture.md: state people must see when something goes wrong.
         self.circuit_open = Gauge(
             "modelramp_circuit_open", "1 while the circuit breaker keeps the arm's traffic on the fallback.",
             ["experiment", "arm"], registry=r)

@@ -51,7 +51,7 @@ def build_router(settings: RouterSettings, sinks: tuple[FeatureSink, ...] = ()) 
         log.warning("no signing key (file or $MODELRAMP_SIGNING_KEY): using a random one; "
                     "outcomes are accepted only by this process")
     metrics = RouterMetrics()
-    from router.skew.sink import skew_sink_for  # noqa: PLC0415 - issue 5's monitors, built only when configured
+    from router.skew.sink import skew_sink_for  # noqa: PLC0415 - the skew monitors, built only when configured
 
     skew = skew_sink_for(config, settings.baseline, metrics.registry)
     sinks = (*sinks, skew) if skew is not None else sinks

@@ -1,4 +1,4 @@
-"""`modelramp problems` and `modelramp evaluate`: the problem patterns database (seed 003)."""
+"""`modelramp problems` and `modelramp evaluate`: the problem patterns database ("Machine Learning in Real Life, part 2")."""
 
 from __future__ import annotations
 

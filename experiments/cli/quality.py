@@ -22,7 +22,7 @@ def _add_slices(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         description="Score a data split through the model server with every version it serves (or --versions), "
                     "compute accuracy, precision, recall, F1, support and the confusion matrix per slice of the "
                     "config (gate.slices) beside the legacy rule, and rank the slices by potential gain: the gap "
-                    "to the legacy rule times the slice's share of rows (seed 004). Never on the pristine test "
+                    "to the legacy rule times the slice's share of rows (the talk 'ML in Production, part 2'). Never on the pristine test "
                     "split, which the launch gate uses once.")
     p.add_argument("--config", type=Path, metavar="FILE",
                    help="experiment YAML with gate.slices (default: the example config shipped in the package)")

@@ -1,4 +1,4 @@
-"""The ML Test Score rubric (Breck et al. 2017, seed 002) as data: 28 tests, how modelramp covers each, and where."""
+"""The ML Test Score rubric (Breck et al., "The ML Test Score", IEEE Big Data 2017) as data: 28 tests, how modelramp covers each, and where."""
 
 from __future__ import annotations
 

@@ -21,7 +21,7 @@ def check_split(split: str) -> str:
     """The split to analyse; the pristine test split is refused with the reason."""
     if split == "test":
         raise ValueError("--split test is refused: the pristine test split belongs to the launch gate, which uses it "
-                         "once (the "Deep Learning Walkthrough" talk, step 9); slicing it and looking at the errors would tune the model to it and make "
+                         "once (the 'Deep Learning Walkthrough' talk, step 9); slicing it and looking at the errors would tune the model to it and make "
                          "the gate's estimate optimistic. Use --split validation (default) or --split live")
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; error analysis runs on {', '.join(SPLITS)}")
@@ -157,7 +157,7 @@ def print_tables(doc: dict) -> None:
                       f"[{colour}]{gain}[/]" if colour else gain,
                       "n/a" if p["error_share"] is None else f"{100 * p['error_share']:.0f}%"],
                      i == len(prio) - 1 or prio[i + 1]["version"] != p["version"]))
-    console.print(_table("prioritising what to work on ("ML in Production, part 2")",
+    console.print(_table("prioritising what to work on ('ML in Production, part 2')",
                          ("slice", "version", "rank", "share", "acc.", "legacy", "gap pp", "gain pp", "of errors"), rows,
                          caption="gain = gap x share: accuracy on all rows won by matching the legacy rule on the slice"))
     for v in doc["versions"]:

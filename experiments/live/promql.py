@@ -90,11 +90,14 @@ _QUERIES = [
     # Windowed views per arm: dashboards and alert rules.
     Query("request_rate", f"sum by (arm) (rate(modelramp_requests_total{{{_EXP}}}[$window]))",
           "Requests per second per arm."),
-    Query("error_rate", f"sum by (arm) (rate(modelramp_backend_errors_total{{{_EXP}}}[$window])) / sum by (arm) (rate(modelramp_requests_total{{{_EXP}}}[$window]))",
+    Query("error_rate", f"sum by (arm) (rate(modelramp_backend_errors_total{{{_EXP}}}[$window]))"
+                        f" / sum by (arm) (rate(modelramp_requests_total{{{_EXP}}}[$window]))",
           "Share of requests per arm that hit a backend error over the window."),
-    Query("fallback_rate", f"sum by (arm) (rate(modelramp_fallbacks_total{{{_EXP}}}[$window])) / sum by (arm) (rate(modelramp_requests_total{{{_EXP}}}[$window]))",
+    Query("fallback_rate", f"sum by (arm) (rate(modelramp_fallbacks_total{{{_EXP}}}[$window]))"
+                           f" / sum by (arm) (rate(modelramp_requests_total{{{_EXP}}}[$window]))",
           "Share of requests per arm answered by the fallback over the window."),
-    Query("success_rate", f'sum by (arm) (rate(modelramp_outcomes_total{{{_EXP}, outcome="success"}}[$window])) / sum by (arm) (rate(modelramp_outcomes_total{{{_EXP}}}[$window]))',
+    Query("success_rate", f'sum by (arm) (rate(modelramp_outcomes_total{{{_EXP}, outcome="success"}}[$window]))'
+                          f" / sum by (arm) (rate(modelramp_outcomes_total{{{_EXP}}}[$window]))",
           "Share of reported outcomes that are successes, per arm, over the window."),
     Query("p99_latency_seconds", f"histogram_quantile(0.99, sum by (arm, le) (rate(modelramp_request_duration_seconds_bucket{{{_EXP}}}[$window])))",
           "99th percentile request duration per arm over the window."),

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from rich.console import Console
+from rich.table import Table
+
 from experiments.config import ExperimentConfig
 from experiments.live.analysis import Analysis, analyze
 from experiments.live.history import History
@@ -61,9 +64,6 @@ def summary_rows(a: Analysis) -> list[tuple[str, str]]:
 
 def print_table(a: Analysis) -> None:
     """Print the analysis as a two-column rich table on stdout."""
-    from rich.console import Console
-    from rich.table import Table
-
     colour = {"ship": "green", "ramp": "green", "hold": "yellow", "rollback": "red", "blocked": "red"}[a.decision]
     table = Table(title=f"{a.experiment}: {a.looks} looks", show_header=False)
     table.add_column(style="bold")
@@ -79,7 +79,7 @@ def replay(history: History, config: ExperimentConfig) -> list[Analysis]:
 
 
 def _plot_rates(history: History, steps: list[Analysis], path: Path) -> None:
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure  # noqa: PLC0415 - matplotlib only when a report is drawn
 
     fig = Figure(figsize=(8, 4), layout="constrained")
     ax = fig.add_subplot()
@@ -99,7 +99,7 @@ def _plot_rates(history: History, steps: list[Analysis], path: Path) -> None:
 
 
 def _plot_weights(history: History, steps: list[Analysis], path: Path) -> None:
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure  # noqa: PLC0415 - matplotlib only when a report is drawn
 
     fig = Figure(figsize=(8, 4), layout="constrained")
     ax = fig.add_subplot()
@@ -118,7 +118,7 @@ def _plot_weights(history: History, steps: list[Analysis], path: Path) -> None:
 
 
 def _plot_sequential(history: History, steps: list[Analysis], margin: float, path: Path) -> None:
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure  # noqa: PLC0415 - matplotlib only when a report is drawn
 
     fig = Figure(figsize=(8, 6), layout="constrained")
     top, bottom = fig.subplots(2, 1, sharex=True)

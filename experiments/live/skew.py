@@ -14,10 +14,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+from prometheus_client.parser import text_string_to_metric_families
 
 from experiments.live import promql
+from experiments.live.sources.prometheus import PrometheusSource
+from experiments.live.sources.router_metrics import RouterMetricsSource
 from router.config import SkewSpec
 from router.skew.drift import Judgement, judge
+from router.skew.sketches import sketches_from_baseline  # the bin convention lives with the sketches
 
 VALUES, ANOMALIES = "modelramp_feature_values_total", "modelramp_feature_anomalies_total"
 
@@ -33,10 +37,6 @@ class LiveCounts:
 
 def from_router_metrics(urls: Sequence[str], model: str) -> LiveCounts:
     """Scrape every router's /metrics and sum the model's sketches over replicas."""
-    from prometheus_client.parser import text_string_to_metric_families
-
-    from experiments.live.sources.router_metrics import RouterMetricsSource
-
     live = LiveCounts()
     source = RouterMetricsSource(urls)
     live.source = source.description
@@ -57,8 +57,6 @@ def from_router_metrics(urls: Sequence[str], model: str) -> LiveCounts:
 
 def from_prometheus(url: str, model: str, window: str | None) -> LiveCounts:
     """The fleet's sketches from Prometheus: since the routers started, or the increase over `window`."""
-    from experiments.live.sources.prometheus import PrometheusSource
-
     live = LiveCounts(source=f"Prometheus at {url}" + (f", last {window}" if window else ""))
     names = ("feature_values_window", "feature_anomalies_window") if window else ("feature_values", "feature_anomalies")
     variables = {"model": model, **({"window": window} if window else {})}
@@ -92,10 +90,6 @@ class FeatureReport:
 
 def judge_all(baseline: Mapping, live: LiveCounts, settings: SkewSpec) -> list[FeatureReport]:
     """Judge every feature of the baseline (and the score) on the live counts."""
-    from router.skew.sketches import (
-        sketches_from_baseline,  # the bin convention lives with the sketches
-    )
-
     rows = []
     for name, sketch in sketches_from_baseline(baseline, settings.max_unseen_categories).items():
         counts = sketch.from_bins(live.values.get(name, {}))

@@ -87,7 +87,7 @@ def ensure_models(models: Path, console: Console) -> None:
 
 def run_gate(settings: DemoSettings, stack: Stack, config: ExperimentConfig, store, console: Console) -> dict:
     from experiments.quality.gate import load_test_set  # noqa: PLC0415
-    from experiments.quality.gate import run_gate as gate
+    from experiments.quality.gate import run_gate as gate  # noqa: PLC0415
     from serving.tfserving.grpc_client import PredictionClient  # noqa: PLC0415
 
     test_set = load_test_set(settings.models / "data")

@@ -1,4 +1,4 @@
-"""The offline launch gate: one model version, once, on the pristine test split (seed 000).
+"""The offline launch gate: one model version, once, on the pristine test split (the "Deep Learning Walkthrough" talk, step 9).
 
 Accuracy is tested with a one-sided one-sample proportion z-test against the target fixed in the
 experiment config; precision, recall, F1 and the confusion matrix are reported overall and per
@@ -75,7 +75,7 @@ def load_test_set(data_dir: Path) -> TestSet:
 def check_training_split(models_dir: Path, model_name: str, version: int, test_set: TestSet) -> bool | None:
     """True if the version's training record names this test split; None when there is no record.
 
-    A version trained on another split may have trained on these very rows (seed 000's pitfall).
+    A version trained on another split may have trained on these very rows (the pitfall of reusing a test set: Deep Learning Walkthrough talk, step 9).
     """
     record = Path(models_dir) / model_name / str(version) / METADATA_DIR / "training.json"
     if not record.exists():
@@ -102,7 +102,7 @@ def check_unused(store: Store, test_set: TestSet, allow_reuse: bool) -> list[Gat
         raise GateError(
             f"test set {test_set.fingerprint} ({test_set.path}) was already used by {describe_run(earlier[-1])}{more}; "
             "a second evaluation, of this or any candidate, no longer gives an honest accuracy estimate "
-            "(seed 000: use a test set once). Collect a new pristine test set, or pass --allow-reuse "
+            "(a test set is used once). Collect a new pristine test set, or pass --allow-reuse "
             "to run anyway, recorded as not honest")
     return earlier
 

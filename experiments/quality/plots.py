@@ -12,10 +12,12 @@ import re
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 
 def plot_problems(rows: list[dict[str, Any]], versions: list[int], path: Path, model_name: str) -> Path:
     """One line per problem: share of its patterns answered right, per version (`Evaluation.table()` rows)."""
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure  # noqa: PLC0415 - matplotlib only when a plot is drawn
 
     fig = Figure(figsize=(8, 4.5), layout="constrained")
     ax = fig.add_subplot()
@@ -44,9 +46,8 @@ def plot_pattern_grid(problem: str, patterns: list[dict[str, Any]], versions: li
 
     `patterns` rows: {"id", "expected", "note", "results": {version: {"score", "correct"} or None}}.
     """
-    import numpy as np
-    from matplotlib.colors import ListedColormap
-    from matplotlib.figure import Figure
+    from matplotlib.colors import ListedColormap  # noqa: PLC0415
+    from matplotlib.figure import Figure  # noqa: PLC0415
 
     # -1 not evaluated, 0 wrong, 1 right
     grid = np.array([[-1 if p["results"].get(v) is None else int(p["results"][v]["correct"]) for v in versions]

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from experiments.quality.gate import score, served_versions
 from experiments.quality.problems import (
@@ -23,6 +24,7 @@ from experiments.quality.problems import (
     record_evaluation,
 )
 from experiments.store import Store
+from serving.training import dataset
 from serving.training.quality import THRESHOLD
 
 
@@ -103,9 +105,6 @@ def evaluate(store: Store, client, model_name: str, candidate: int, versions: li
 
 
 def _frame(pats: list[Pattern]):
-    import pandas as pd
-
-    from serving.training import dataset
     frame = pd.DataFrame([p.instance for p in pats], columns=list(dataset.FEATURES))
     return frame.astype({**{c: str for c in dataset.CATEGORICAL}, **{c: np.float64 for c in dataset.NUMERIC}})
 

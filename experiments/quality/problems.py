@@ -1,4 +1,4 @@
-"""The problem patterns database (seed 003): known problems, their patterns, and their results per version.
+"""The problem patterns database ("Machine Learning in Real Life, part 2"): known problems, their patterns, and their results per version.
 
 A problem is something users complained about ("churners on the international plan are missed").
 Its patterns are 10 to 15 concrete inputs with the answer the model should give, positive and
@@ -28,7 +28,7 @@ from experiments.store import (
 )
 from serving.tfserving import errors
 
-RECOMMENDED_PATTERNS = (10, 15)  # seed 003: few enough to examine one by one, enough to cover the problem
+RECOMMENDED_PATTERNS = (10, 15)  # "Machine Learning in Real Life, part 2": few enough to examine one by one, enough to cover the problem
 SOURCES = ("production", "handmade")
 
 
@@ -160,7 +160,7 @@ def problem_patterns(store: Store, problem: Problem) -> list[Pattern]:
 
 
 def pattern_advice(pats: list[Pattern]) -> str | None:
-    """What seed 003 would say about a problem's patterns (None: nothing to say)."""
+    """What "Machine Learning in Real Life, part 2" would say about a problem's patterns (None: nothing to say)."""
     low, high = RECOMMENDED_PATTERNS
     notes = []
     if not low <= len(pats) <= high:

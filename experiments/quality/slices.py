@@ -3,7 +3,7 @@
 Pure functions over labels and scores (no server, no files): `analyse` takes the rows, the legacy
 rule's answers and each version's scores, and returns per-slice classification reports (accuracy,
 precision, recall, F1, support, confusion matrix) and the "prioritising what to work on" table of
-seed 004. Scoring through the model server is the command's job (experiments/cli/slices.py).
+"ML in Production, part 2: select and train a model". Scoring through the model server is the command's job (experiments/cli/slices.py).
 """
 
 from __future__ import annotations

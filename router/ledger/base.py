@@ -89,7 +89,7 @@ class LedgerCounts:
         return out
 
     def buckets(self, n_buckets: int) -> dict[str, dict[str, list[int]]]:
-        """Per arm, `{"successes": [...], "failures": [...]}` of length B (the history format of issue 15)."""
+        """Per arm, `{"successes": [...], "failures": [...]}` of length B (the per-bucket lists of the history format, docs/architecture.md)."""
         out: dict[str, dict[str, list[int]]] = {}
         for c in self.cells:
             if not 0 <= c.bucket < n_buckets:

@@ -1,4 +1,4 @@
-"""The hook for live feature sketches (issue 5): sampled, decoded request features go to sinks.
+"""The hook for live feature sketches (skew monitors): sampled, decoded request features go to sinks.
 
 The core calls every sink's `observe` for a sampled share of requests (experiment option
 `router.feature_sample_share`) after the response is ready, on the event loop, so a sink must be

@@ -114,7 +114,8 @@ class Servable:
                 raise InvalidArgument(f"input '{name}' expects {dtype_name(spec.dtype)} but {got} was provided")
             if spec.shape is not None:
                 if array.ndim != len(spec.shape):
-                    raise InvalidArgument(f"input '{name}' must have rank {len(spec.shape)} (shape {list(spec.shape)}), got shape {list(array.shape)}")
+                    raise InvalidArgument(f"input '{name}' must have rank {len(spec.shape)} (shape {list(spec.shape)}), "
+                                          f"got shape {list(array.shape)}")
                 for want, got in zip(spec.shape, array.shape, strict=True):
                     if want != -1 and want != got:
                         raise InvalidArgument(f"input '{name}' must have shape {list(spec.shape)}, got {list(array.shape)}")
@@ -123,7 +124,8 @@ class Servable:
         if len(batch) > 1:
             raise InvalidArgument(f"all inputs must have the same batch size, got sizes {sorted(batch)}")
 
-    def predict(self, signature_name: str | None, inputs: dict[str, np.ndarray], output_filter: list[str] | None = None) -> tuple[str, dict[str, np.ndarray]]:
+    def predict(self, signature_name: str | None, inputs: dict[str, np.ndarray],
+                output_filter: list[str] | None = None) -> tuple[str, dict[str, np.ndarray]]:
         """Checked signature call; returns (signature key, output arrays)."""
         key, info = self.signature(signature_name)
         self.check_inputs(info, inputs)

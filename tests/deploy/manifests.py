@@ -92,7 +92,7 @@ def pod_specs(obj: Obj) -> Iterator[Obj]:
 
 
 def security_violations(obj: Obj) -> list[str]:
-    """Every breach of the rules for containers (issue 6) in a workload, as readable lines."""
+    """Every breach of the rules for containers in a workload, as readable lines."""
     problems = []
     long_running = obj["kind"] not in ("Job", "CronJob")
     for pod in pod_specs(obj):

@@ -1,4 +1,4 @@
-"""Grafana dashboards: the committed JSON is what the builder writes, and the panels are what issue 6 asks for.
+"""Grafana dashboards: the committed JSON is what the builder writes, and the panels are what an operator needs to see.
 
 Whether every panel's query returns data is checked against a real Prometheus scraping real
 routers, in test_dashboards_real_router.py.

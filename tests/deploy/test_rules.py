@@ -1,4 +1,4 @@
-"""The Prometheus alert rules (issue 5): promtool checks them and runs their unit tests."""
+"""The Prometheus alert rules (skew monitors): promtool checks them and runs their unit tests."""
 
 from __future__ import annotations
 

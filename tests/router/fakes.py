@@ -7,7 +7,7 @@ import asyncio
 import numpy as np
 
 from experiments.config import parse_config
-from router.backends import Backend, ModelMetadata, PredictCall, Prediction
+from router.backends import Backend, ModelMetadata, PredictCall, PredictRequest, Prediction
 from router.signature import Signature, TensorSpec
 from serving.tfserving import errors
 from serving.tfserving.tensors import DT_FLOAT, DT_STRING
@@ -74,4 +74,4 @@ def columns(n: int = 1) -> dict[str, np.ndarray]:
 
 
 def decoder(inputs=None):
-    return lambda signature: PredictCall(columns() if inputs is None else inputs, signature_name="serving_default")
+    return lambda signature: PredictRequest(columns() if inputs is None else inputs, signature_name="serving_default")

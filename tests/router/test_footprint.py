@@ -12,12 +12,12 @@ from tests.support.processes import REPO
 NO_TF = textwrap.dedent("""
     import asyncio, sys
     import experiments.cli                      # the console script the router runs under
-    import router.cli, router.server, router.rest.app, router.grpc, experiments.cli.local, experiments.local.stack
+    import router.cli, router.server, router.rest.app, router.rest.predict, router.rest.server, router.grpc, experiments.cli.local, experiments.local.stack
     from router.backends.legacy_http import LegacyHttpBackend
     from router.backends.tfserving_grpc import TfServingGrpcBackend
     from router.backends.tfserving_rest import TfServingRestBackend
     from router.core import Router
-    from router.rest.app import rest_decoder
+    from router.rest.predict import RestDecoder
     from experiments.config import parse_config
     from serving.tfserving.errors import UserFacingError
 
@@ -29,7 +29,7 @@ NO_TF = textwrap.dedent("""
         router = Router(config)
         for unit in ("a", "b", "c", "d"):
             try:
-                await router.predict("churn", unit, rest_decoder(b'{"instances": [{"x": 1.0}]}', 10000, "serving_default", {}), "http", 0.5)
+                await router.predict("churn", unit, RestDecoder(b'{"instances": [{"x": 1.0}]}', 10000, "serving_default"), "http", 0.5)
             except UserFacingError:
                 pass  # nothing listens on port 9: the point is the code path, not the answer
         await router.readiness(0.2)

@@ -16,9 +16,7 @@ from serving.tfserving.tensors import DT_DOUBLE, DT_FLOAT, DT_INT64
 
 
 def call_with_outputs(**dtypes: int) -> PredictCall:
-    call = PredictCall(rows=[{"x": 1.0}])
-    call.outputs = {name: TensorSpec(dtype, (-1,)) for name, dtype in dtypes.items()}
-    return call
+    return PredictCall(rows=[{"x": 1.0}], outputs={name: TensorSpec(dtype, (-1,)) for name, dtype in dtypes.items()})
 
 
 def answer(*predictions: dict) -> dict:

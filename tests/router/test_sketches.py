@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from prometheus_client import generate_latest
 
-from router.backends import PredictCall
+from router.backends import PredictRequest
 from router.config import SkewSpec
 from router.core import Router
 from router.signing import Signer
@@ -181,8 +181,8 @@ def test_core_passes_rows_or_arrays_and_model_outputs(rows):
 
     def decode(signature):
         if rows:
-            return PredictCall(rows=[{"state": "KS", "total_day_minutes": 100.0}], signature_name="serving_default")
-        return PredictCall({"state": np.array([b"KS"], object), "total_day_minutes": np.array([100.0], np.float32)},
+            return PredictRequest(rows=[{"state": "KS", "total_day_minutes": 100.0}], signature_name="serving_default")
+        return PredictRequest({"state": np.array([b"KS"], object), "total_day_minutes": np.array([100.0], np.float32)},
                            signature_name="serving_default")
 
     async def go():

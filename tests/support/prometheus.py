@@ -1,6 +1,6 @@
 """A real Prometheus server and real router-like exporters on loopback, for the data-source tests.
 
-`RouterExporter` serves the router's metric names (ARCHITECTURE.md) with `prometheus_client` from
+`RouterExporter` serves the router's metric names (docs/architecture.md) with `prometheus_client` from
 a real HTTP server, standing in for a router replica whose traffic the test controls exactly.
 `PrometheusServer` runs Debian's `prometheus` binary with its own config and data folder, scraping
 those exporters every 100 ms.

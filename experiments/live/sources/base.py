@@ -139,7 +139,7 @@ class Source(ABC):
         """One look at the experiment with the configured weights (no history needed)."""
         return self.read(config.name, now).look(config.weights)
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - a no-op hook: only sources that hold connections override it
         """Release connections; the source cannot be used afterwards."""
 
     def __enter__(self) -> Source:

@@ -87,7 +87,7 @@ class Recorder:
         return old is not None and new is not None and new > old + 1e-3
 
     def save(self, path: str | Path) -> Path:
-        """Write the history as JSON (ARCHITECTURE.md format) atomically; returns the path."""
+        """Write the history as JSON (docs/architecture.md format) atomically; returns the path."""
         return save_history(self.history, path)
 
 

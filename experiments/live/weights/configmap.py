@@ -33,7 +33,7 @@ def parse_target(text: str) -> tuple[str, str]:
 
 def default_api() -> Any:
     """A CoreV1Api from the in-cluster service account, or else from ~/.kube/config."""
-    from kubernetes import client, config
+    from kubernetes import client, config  # noqa: PLC0415 - the Kubernetes client only for a ConfigMap store (0.5 s)
 
     configuration = client.Configuration()
     try:
@@ -89,8 +89,8 @@ class ConfigMapWeightStore(WeightStore):
         return updated
 
     def _call(self, verb: str, method: Any, *args: Any, **kwargs: Any) -> Any:
-        from kubernetes.client.exceptions import ApiException
-        from urllib3.exceptions import HTTPError
+        from kubernetes.client.exceptions import ApiException  # noqa: PLC0415
+        from urllib3.exceptions import HTTPError  # noqa: PLC0415
 
         try:
             return method(*args, **kwargs)

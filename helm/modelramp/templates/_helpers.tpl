@@ -32,7 +32,7 @@ app.kubernetes.io/instance: {{ $ctx.Release.Name }}
 app.kubernetes.io/component: {{ index . 1 }}
 {{- end }}
 
-{{/* Every object's labels (ARCHITECTURE.md "Names"). Call with (list $ "router"). */}}
+{{/* Every object's labels (docs/architecture.md, "Names"). Call with (list $ "router"). */}}
 {{- define "modelramp.labels" -}}
 {{- $ctx := index . 0 -}}
 {{ include "modelramp.selectorLabels" . }}
