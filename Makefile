@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 MODELS ?= models
 
-.PHONY: demo test lint install model bench bench-router bench-sketches loadtest clean
+.PHONY: demo test test-fast lint install model bench bench-router bench-sketches loadtest clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,6 +27,10 @@ demo: $(MODELS)/.trained
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+# The inner loop while developing: no end-to-end tests, nothing that needs TensorFlow or a trained model.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow and not tensorflow" -q
 
 # Lint and types: ruff and mypy read their settings (and mypy its file list) from pyproject.toml.
 lint: $(STAMP)

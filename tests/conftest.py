@@ -12,6 +12,21 @@ from serving.model_server.model_config import render_model_config
 from tests.support.processes import Process, free_port, port_open, wait_until
 
 MODEL_NAME = "churn"
+# A test needs TensorFlow when it uses a trained model or imports the model side at module level.
+_TENSORFLOW_FIXTURES = {"models_dir"}
+_TENSORFLOW_IMPORTS = ("serving.training", "serving.model_server.server", "serving.model_server.servable", "import tensorflow")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark TensorFlow-backed tests `tensorflow`, so `make test-fast` can leave them out."""
+    sources: dict[Path, bool] = {}
+    for item in items:
+        path = Path(str(item.fspath))
+        if path not in sources:
+            text = path.read_text(errors="replace")
+            sources[path] = any(name in text for name in _TENSORFLOW_IMPORTS)
+        if sources[path] or _TENSORFLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.tensorflow)
 
 
 @pytest.fixture(scope="session")

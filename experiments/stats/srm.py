@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import NamedTuple, Sequence
 
 import numpy as np
-from scipy.stats import chi2
+from scipy.special import chdtrc  # chi-square survival function; importing scipy.stats costs about 0.9 s per CLI process
 
 
 class SrmResult(NamedTuple):
@@ -42,5 +42,5 @@ def sample_ratio_mismatch(observed: Sequence[float], expected: Sequence[float]) 
     keep = exp > 0
     stat = float(np.sum((obs[keep] - exp[keep]) ** 2 / exp[keep]))
     dof = int(keep.sum()) - 1
-    p = float(chi2.sf(stat, dof)) if dof > 0 else 1.0
+    p = float(chdtrc(dof, stat)) if dof > 0 else 1.0
     return SrmResult(stat, p, tuple(float(e) for e in exp))
