@@ -1,4 +1,5 @@
-"""`modelramp scorecard`: the ML Test Score rubric (Breck et al., "The ML Test Score", 2017) scored against this checkout's evidence, as a table or JSON."""
+"""`modelramp scorecard`: the ML Test Score rubric (Breck et al., "The ML Test Score", 2017) scored against this checkout's
+evidence, as a table or JSON."""
 
 from __future__ import annotations
 

@@ -21,8 +21,8 @@ def check_split(split: str) -> str:
     """The split to analyse; the pristine test split is refused with the reason."""
     if split == "test":
         raise ValueError("--split test is refused: the pristine test split belongs to the launch gate, which uses it "
-                         "once (the 'Deep Learning Walkthrough' talk, step 9); slicing it and looking at the errors would tune the model to it and make "
-                         "the gate's estimate optimistic. Use --split validation (default) or --split live")
+                         "once (the 'Deep Learning Walkthrough' talk, step 9); slicing it and looking at the errors would tune the model "
+                         "to it and make the gate's estimate optimistic. Use --split validation (default) or --split live")
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; error analysis runs on {', '.join(SPLITS)}")
     return split

@@ -75,7 +75,8 @@ def load_test_set(data_dir: Path) -> TestSet:
 def check_training_split(models_dir: Path, model_name: str, version: int, test_set: TestSet) -> bool | None:
     """True if the version's training record names this test split; None when there is no record.
 
-    A version trained on another split may have trained on these very rows (the pitfall of reusing a test set: Deep Learning Walkthrough talk, step 9).
+    A version trained on another split may have trained on these very rows (the pitfall of reusing a test set:
+    Deep Learning Walkthrough talk, step 9).
     """
     record = Path(models_dir) / model_name / str(version) / METADATA_DIR / "training.json"
     if not record.exists():

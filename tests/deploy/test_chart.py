@@ -148,7 +148,8 @@ BAD_VALUES = [
     ({"experiment": {"criteria": {"alpha": 0.7}}}, "/experiment/criteria/alpha", "exclusiveMaximum"),
     ({"experiment": {"modelBackend": {"protocol": "thrift"}}}, "/experiment/modelBackend/protocol", "grpc"),
     ({"experiment": {"ramp": {"stages": []}}}, "/experiment/ramp/stages", "minItems"),
-    ({"experiment": {"ramp": {"stages": [{"percent": 150, "minDurationSeconds": 0, "minSamples": 0}]}}}, "/experiment/ramp/stages/0/percent", "maximum"),
+    ({"experiment": {"ramp": {"stages": [{"percent": 150, "minDurationSeconds": 0, "minSamples": 0}]}}},
+     "/experiment/ramp/stages/0/percent", "maximum"),
     ({"router": {"replicas": 0}}, "/router/replicas", "minimum"),
     ({"router": {"service": {"httpPort": 70000}}}, "/router/service/httpPort", "maximum"),
     ({"router": {"resources": {"limits": None}}}, "/router/resources", "limits"),  # null deletes a default in Helm
@@ -191,7 +192,10 @@ def test_rules_a_schema_cannot_express_fail_the_render_with_a_clear_message(valu
 def test_values_yaml_documents_every_value():
     """Every key has a comment above it (one comment may cover adjacent sibling keys, as nodeSelector/tolerations/affinity)."""
     lines = (CHART / "values.yaml").read_text().splitlines()
-    indent = lambda text: len(text) - len(text.lstrip())
+
+    def indent(text: str) -> int:
+        return len(text) - len(text.lstrip())
+
     undocumented = []
     for i, line in enumerate(lines):
         text = line.strip()

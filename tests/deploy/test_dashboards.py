@@ -29,7 +29,8 @@ def test_committed_json_is_what_the_builder_writes(folder):
 def test_dashboards_cover_what_issue_6_asks_for():
     titles = {name: [p["title"] for p in b["panels"]] for name, b in boards().items()}
     for name, wanted in {
-        "modelramp-experiment": ["Traffic share per arm", "Exposures per arm", "Success rate per arm (95% Wilson interval)", "Decisions: model share over time"],
+        "modelramp-experiment": ["Traffic share per arm", "Exposures per arm", "Success rate per arm (95% Wilson interval)",
+                                 "Decisions: model share over time"],
         "modelramp-serving": ["Request rate per arm", "Latency percentiles per arm", "Backend error rate per arm", "Fallback rate per arm"],
         "modelramp-skew": ["Drift per feature (all statistics)", "Features judged drifted", "Prediction drift", "Anomaly rate by feature and kind",
                            "Anomalous share of sketched values"],
@@ -54,7 +55,8 @@ def test_panels_are_well_formed():
 def test_dashboards_reuse_the_analyzers_named_queries():
     exprs = {e for b in boards().values() for _, e in dashboards.panel_queries(b)}
     text = "\n".join(exprs)
-    shown = (*dashboards.LOOK_COUNTS, "model_error_rate", "model_fallback_rate", "model_p99_latency_seconds", "traffic_weight", "traffic_weight_spread", "request_rate", "error_rate",
+    shown = (*dashboards.LOOK_COUNTS, "model_error_rate", "model_fallback_rate", "model_p99_latency_seconds", "traffic_weight",
+             "traffic_weight_spread", "request_rate", "error_rate",
              "fallback_rate", "success_rate", "p99_latency_seconds", "feature_drift", "feature_anomaly_rate", "feature_drifted",
              "feature_anomaly_share")
     for name in shown:

@@ -42,7 +42,7 @@ def test_every_panel_query_returns_finite_data_from_a_real_router(live_stack, da
     for title, expr in queries:
         query = substitute(expr)
 
-        def answered() -> bool:
+        def answered(query: str = query) -> bool:
             live_stack.traffic()
             return finite(live_stack.prometheus.query(query))
 

@@ -66,7 +66,7 @@ def stack(models_dir, model_server, legacy_server, tmp_path_factory):
                             "--grpc-port", str(free_port()), *extra], tmp / f"router-{name}.log",
                            env={"MODELRAMP_SIGNING_KEY": "skew-e2e-key"})
             routers[name] = (proc, f"http://127.0.0.1:{port}")
-            wait_until(lambda: httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200,
+            wait_until(lambda port=port: httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200,
                        timeout=60, what=f"{name} router ready", proc=proc.proc)
         yield {"baseline": baseline, "config": config, "routers": {k: url for k, (_, url) in routers.items()},
                "rows": to_instances(read_split(models_dir / "data", "test"))}

@@ -56,7 +56,8 @@ def test_predict_with_unit_id_and_trailing_metadata():
 
 @pytest.mark.parametrize("mutate, code", [
     (lambda r: r.inputs.pop("state"), grpc.StatusCode.INVALID_ARGUMENT),
-    (lambda r: r.inputs["total_day_minutes"].CopyFrom(to_tensor_proto(np.zeros(1, np.float64), protos.TensorProto)), grpc.StatusCode.INVALID_ARGUMENT),
+    (lambda r: r.inputs["total_day_minutes"].CopyFrom(to_tensor_proto(np.zeros(1, np.float64), protos.TensorProto)),
+     grpc.StatusCode.INVALID_ARGUMENT),
     (lambda r: r.inputs["bogus"].CopyFrom(to_tensor_proto(np.zeros(1, np.float32), protos.TensorProto)), grpc.StatusCode.INVALID_ARGUMENT),
     (lambda r: r.inputs["state"].tensor_shape.dim[0].__setattr__("size", 5), grpc.StatusCode.INVALID_ARGUMENT),
     (lambda r: r.inputs["state"].string_val.extend([b"x" * 4000]), grpc.StatusCode.INVALID_ARGUMENT),

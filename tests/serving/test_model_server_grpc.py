@@ -91,7 +91,8 @@ def test_metadata_and_status(channel):
 @pytest.mark.parametrize("mutate, code, words", [
     (lambda r: r.inputs["bogus"].CopyFrom(make_tensor([1.0] * 5, types_pb2.DT_FLOAT)), grpc.StatusCode.INVALID_ARGUMENT, "bogus"),
     (lambda r: r.inputs.pop("state"), grpc.StatusCode.INVALID_ARGUMENT, "state"),
-    (lambda r: r.inputs["total_day_minutes"].CopyFrom(make_tensor(["x"] * 5, types_pb2.DT_STRING)), grpc.StatusCode.INVALID_ARGUMENT, "total_day_minutes"),
+    (lambda r: r.inputs["total_day_minutes"].CopyFrom(make_tensor(["x"] * 5, types_pb2.DT_STRING)), grpc.StatusCode.INVALID_ARGUMENT,
+     "total_day_minutes"),
     (lambda r: r.inputs["total_day_minutes"].CopyFrom(make_tensor([1.0] * 4, types_pb2.DT_FLOAT)), grpc.StatusCode.INVALID_ARGUMENT, "batch"),
     (lambda r: r.inputs["total_day_minutes"].tensor_shape.dim.add(size=1), grpc.StatusCode.INVALID_ARGUMENT, "total_day_minutes"),
     (lambda r: setattr(r.model_spec, "name", "nope"), grpc.StatusCode.NOT_FOUND, "nope"),
