@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 
 def _quiet_tensorflow() -> None:
@@ -35,6 +37,7 @@ def _serve_model(args: argparse.Namespace) -> int:
 
     config = session_config(args.tensorflow_intra_op_parallelism, args.tensorflow_inter_op_parallelism)
     sources = model_server.sources_from_flags(args.model_name, args.model_base_path, args.model_config_file)
+    runner: Callable[[Coroutine[Any, Any, None]], None]
     try:  # uvloop's event loop costs less per request than asyncio's (both fronts share the loop)
         import uvloop  # noqa: PLC0415
 

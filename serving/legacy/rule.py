@@ -10,6 +10,7 @@ man: about 88% accurate on this data, against 86% for always predicting "no chur
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 SERVICE_CALLS_AT_RISK = 4
 DAY_MINUTES_AT_RISK = 265.0
@@ -23,7 +24,7 @@ REQUIRED = {
 }
 
 
-def reasons(features: Mapping[str, object]) -> list[str]:
+def reasons(features: Mapping[str, Any]) -> list[str]:
     """Why the rule flags this customer (an empty list means: not at risk)."""
     found = []
     if features["number_customer_service_calls"] >= SERVICE_CALLS_AT_RISK:
@@ -35,7 +36,10 @@ def reasons(features: Mapping[str, object]) -> list[str]:
     return found
 
 
-def predict(features: Mapping[str, object]) -> dict:
-    """The rule's answer for one customer: churn flag, a 0/1 probability, and its reasons."""
+def predict(features: Mapping[str, Any]) -> dict[str, Any]:
+    """The rule's answer for one customer: churn flag, a 0/1 probability, and its reasons.
+
+    `features` holds JSON values; the legacy app checks them against REQUIRED before calling.
+    """
     why = reasons(features)
     return {"churn": bool(why), "probability": 1.0 if why else 0.0, "reasons": why}

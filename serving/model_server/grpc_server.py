@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import NoReturn
+
 import grpc
 from tensorflow.core.framework import tensor_pb2
 from tensorflow_serving.apis import (
@@ -26,7 +28,7 @@ def _spec_args(spec) -> dict:
             "label": spec.version_label if which == "version_label" else None}
 
 
-async def _abort(context: grpc.aio.ServicerContext, err: UserFacingError):
+async def _abort(context: grpc.aio.ServicerContext, err: UserFacingError) -> NoReturn:
     await context.abort(err.grpc_code, str(err))
 
 

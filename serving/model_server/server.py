@@ -9,9 +9,11 @@ run on one asyncio loop; inference runs in a thread pool; a poll task picks up n
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import socket
+from collections.abc import Iterator
 from pathlib import Path
 
 import uvicorn
@@ -24,6 +26,14 @@ from serving.model_server.rest_server import build_rest_app
 from serving.tfserving.errors import InvalidArgument
 
 log = logging.getLogger(__name__)
+
+
+class _QuietServer(uvicorn.Server):
+    """uvicorn without its own SIGINT/SIGTERM handlers: `serve` below handles them for both fronts."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
 
 
 def sources_from_flags(model_name: str | None, model_base_path: str | None, model_config_file: str | None) -> list[ModelSource]:
@@ -66,8 +76,7 @@ async def serve(sources: list[ModelSource], port: int, rest_api_port: int, poll_
     if rest_api_port:
         config = uvicorn.Config(build_rest_app(plane), host=host, port=rest_api_port, log_level="warning",
                                 access_log=False, lifespan="off")
-        rest = uvicorn.Server(config)
-        rest.install_signal_handlers = lambda: None  # signals are ours, below
+        rest = _QuietServer(config)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -44,18 +44,23 @@ class RestClient:
         self.retries = retries
         self._http = httpx.Client(base_url=self.base_url, timeout=timeout, headers=dict(headers or {}))
 
-    def _request(self, method: str, path: str, timeout: float | None = None, **kwargs) -> httpx.Response:
+    def _send(self, method: str, path: str, timeout: float | None, **kwargs: Any) -> httpx.Response:
+        """The response, retrying refused connections within the deadline."""
         deadline = time.monotonic() + (timeout or self.timeout)
-        for attempt in range(self.retries + 1):
+        attempt = 0
+        while True:
             try:
-                response = self._http.request(method, path, timeout=max(deadline - time.monotonic(), 0.001), **kwargs)
-                break
+                return self._http.request(method, path, timeout=max(deadline - time.monotonic(), 0.001), **kwargs)
             except httpx.ConnectError as err:
                 if attempt == self.retries or deadline - time.monotonic() <= RETRY_BACKOFF_S:
                     raise errors.Unavailable(f"cannot connect to {self.base_url}: {err}") from None
-                time.sleep(RETRY_BACKOFF_S * (attempt + 1))
+                attempt += 1
+                time.sleep(RETRY_BACKOFF_S * attempt)
             except httpx.TimeoutException:
                 raise errors.DeadlineExceeded(f"{method} {self.base_url}{path} took longer than {timeout or self.timeout:g}s") from None
+
+    def _request(self, method: str, path: str, timeout: float | None = None, **kwargs: Any) -> httpx.Response:
+        response = self._send(method, path, timeout, **kwargs)
         if response.status_code >= 400:
             try:
                 message = response.json().get("error", response.text)
@@ -82,11 +87,13 @@ class RestClient:
         data = self.predict_json(model_name, body, **spec).json()
         return data["predictions"] if instances is not None else data["outputs"]
 
-    def status(self, model_name: str, version: int | None = None, version_label: str | None = None) -> list[dict]:
-        return self._request("GET", _path(model_name, version, version_label)).json()["model_version_status"]
+    def status(self, model_name: str, version: int | None = None, version_label: str | None = None) -> list[dict[str, Any]]:
+        body: dict[str, list[dict[str, Any]]] = self._request("GET", _path(model_name, version, version_label)).json()
+        return body["model_version_status"]
 
-    def metadata(self, model_name: str, version: int | None = None, version_label: str | None = None) -> dict:
-        return self._request("GET", _path(model_name, version, version_label) + "/metadata").json()
+    def metadata(self, model_name: str, version: int | None = None, version_label: str | None = None) -> dict[str, Any]:
+        body: dict[str, Any] = self._request("GET", _path(model_name, version, version_label) + "/metadata").json()
+        return body
 
     def close(self) -> None:
         self._http.close()

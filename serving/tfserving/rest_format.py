@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import binascii
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
@@ -133,7 +134,7 @@ def format_predict_response(outputs: Mapping[str, np.ndarray], row_format: bool)
     return format_columns({name: _jsonable(a) for name, a in outputs.items()}, row_format)
 
 
-def format_columns(columns: Mapping[str, object], row_format: bool) -> dict:
+def format_columns(columns: Mapping[str, Any], row_format: bool) -> dict[str, Any]:
     """The same body from outputs already as JSON values (a list per batched output, a scalar otherwise)."""
     if row_format:
         if len(columns) == 1:

