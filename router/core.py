@@ -1,7 +1,9 @@
 """The router's decision logic, free of HTTP and gRPC: assign, validate, answer, fall back, count.
 
-Fronts (`router.rest.app`, `router.grpc`) parse their protocol into a `decode` callable, call
-`Router.predict`, and format the `Served` result or the `serving.tfserving.errors` error it raises.
+Fronts (`router.rest.predict`, `router.grpc`) parse their protocol into a `decode` callable
+(signature -> `PredictRequest`), call `Router.predict`, and format the `Served` result or the
+`serving.tfserving.errors` error it raises. The core validates the decoded request into the
+`PredictCall` the backends receive.
 Requests read one immutable `ExperimentState` snapshot, so a configuration change in the middle
 of a request never mixes two configurations.
 """
@@ -21,6 +23,7 @@ from router.backends import (
     ModelMetadata,
     PredictCall,
     Prediction,
+    PredictRequest,
     check_finite,
     failure_reason,
     make_backend,
@@ -30,7 +33,7 @@ from router.config import RouterConfig
 from router.metrics import RouterMetrics, status_code
 from router.outcomes import OutcomeIntake
 from router.shadow import Shadow
-from router.signature import Signature, validate_call
+from router.signature import Signature, validate_request
 from router.signing import Signer
 from router.skew.features import FeatureSink
 from serving.tfserving import errors
@@ -169,7 +172,7 @@ class Router:
     def assign(self, unit_id: str | None) -> str:
         return self.state.assign(unit_id, self._rng)
 
-    async def predict(self, model_name: str, unit_id: str | None, decode: Callable[[Signature | None], PredictCall],
+    async def predict(self, model_name: str, unit_id: str | None, decode: Callable[[Signature | None], PredictRequest],
                       protocol: str, timeout: float | None = None) -> Served:
         """Answer one predict request; raises a `serving.tfserving.errors` error for the front to map."""
         start = time.perf_counter()
@@ -181,8 +184,7 @@ class Router:
             if model_name != cfg.model_name:
                 raise errors.NotFound(f"unknown model {model_name!r}; this router serves {cfg.model_name!r}")
             signature = self.signature
-            call = decode(signature)
-            validate_call(call, signature, cfg.router.max_batch_size)
+            call = validate_request(decode(signature), signature, cfg.router.max_batch_size)
             budget = timeout if timeout is not None else cfg.router.request_timeout_ms / 1000.0
             prediction, served_by = await self._answer(state, arm, call, start + budget)
             served = Served(arm, self.signer.issue(cfg.name, arm), prediction, served_by, model_name,
@@ -192,7 +194,7 @@ class Router:
         except errors.UserFacingError as err:
             error = err
             raise
-        except Exception as err:  # noqa: BLE001 - a bug must not leak a traceback to the client
+        except Exception as err:
             error = err
             log.exception("unexpected error answering a predict request")
             raise errors.UserFacingError("internal error in the router") from None
@@ -252,7 +254,7 @@ class Router:
                     observe_outputs = getattr(sink, "observe_outputs", None)
                     if observe_outputs is not None and served.served_by == MODEL:
                         observe_outputs(cfg.name, served.prediction.outputs)
-                except Exception:  # noqa: BLE001 - a sink must never fail a request
+                except Exception:
                     log.exception("feature sink %r failed", sink)
         if (arm == LEGACY and cfg.shadow.enabled and cfg.shadow.share > 0
                 and self._rng.random() < cfg.shadow.share):
@@ -273,7 +275,7 @@ class Router:
 
     # ---- inspection ----------------------------------------------------------------------
     async def readiness(self, timeout: float = 1.0) -> dict:
-        """Ready when the legacy system answers and the model's signature is known (see `router.rest.app`)."""
+        """Ready when the legacy system answers and the model's signature is known (`GET /readyz`, `router.rest.app`)."""
         state = self.state
         legacy_ok, model_ok = await asyncio.gather(state.backends[LEGACY].ready(timeout), state.backends[MODEL].ready(timeout))
         if model_ok and self.metadata is None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import grpc
 
-from router.backends import PredictCall
+from router.backends import PredictRequest
 from router.core import Router
 from router.signature import Signature
 from serving.tfserving import errors, protos
@@ -37,13 +37,13 @@ class PredictionService:
         configured = cfg.arms["model"].backend.signature_name
         limit = cfg.router.max_body_bytes
 
-        def decode(signature: Signature | None) -> PredictCall:
+        def decode(signature: Signature | None) -> PredictRequest:
             if request.ByteSize() > limit:
                 raise errors.PayloadTooLarge(f"request is larger than the limit of {limit} bytes")
             if request.model_spec.signature_name not in ("", configured):
                 raise errors.NotFound(f"unknown signature {request.model_spec.signature_name!r}; the model serves {configured!r}")
             inputs = {name: from_tensor_proto(tensor) for name, tensor in request.inputs.items()}
-            return PredictCall(inputs, signature_name=configured, output_filter=list(request.output_filter))
+            return PredictRequest(inputs, signature_name=configured, output_filter=list(request.output_filter))
 
         remaining = context.time_remaining()
         try:

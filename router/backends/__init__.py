@@ -10,6 +10,7 @@ from router.backends.base import (
     NonFiniteOutput,
     PredictCall,
     Prediction,
+    PredictRequest,
     check_finite,
     failure_reason,
 )
@@ -19,19 +20,19 @@ from router.backends.nop import NopBackend
 def make_backend(config) -> Backend:
     """The backend for an arm's `backend:` config (by its `kind`)."""
     if config.kind == "legacy_http":
-        from router.backends.legacy_http import LegacyHttpBackend
+        from router.backends.legacy_http import LegacyHttpBackend  # noqa: PLC0415 - only the configured kinds are loaded
 
         return LegacyHttpBackend(config)
     if config.kind == "tfserving_grpc":
-        from router.backends.tfserving_grpc import TfServingGrpcBackend
+        from router.backends.tfserving_grpc import TfServingGrpcBackend  # noqa: PLC0415
 
         return TfServingGrpcBackend(config)
     if config.kind == "tfserving_rest":
-        from router.backends.tfserving_rest import TfServingRestBackend
+        from router.backends.tfserving_rest import TfServingRestBackend  # noqa: PLC0415 - aiohttp, only for this kind
 
         return TfServingRestBackend(config)
     raise ValueError(f"unknown backend kind {config.kind!r}")
 
 
-__all__ = ["Backend", "BadResponse", "ColumnOutputs", "ModelMetadata", "NonFiniteOutput", "NopBackend", "PredictCall", "Prediction",
+__all__ = ["Backend", "BadResponse", "ColumnOutputs", "ModelMetadata", "NonFiniteOutput", "NopBackend", "PredictCall", "PredictRequest", "Prediction",
            "check_finite", "failure_reason", "make_backend"]

@@ -1,7 +1,8 @@
 """The backend interface: one arm's answering system (legacy HTTP, TF Serving gRPC or REST).
 
-A backend turns decoded, validated inputs into named output arrays within a timeout, or raises
-a `serving.tfserving.errors` error. The core never sees HTTP or protobuf; fronts never see backends.
+A backend turns a validated `PredictCall` (defined with its validation in `router.signature`,
+re-exported here) into named output arrays within a timeout, or raises a
+`serving.tfserving.errors` error. The core never sees HTTP or protobuf; fronts never see backends.
 """
 
 from __future__ import annotations
@@ -15,52 +16,11 @@ from typing import Any
 
 import numpy as np
 
-from router.signature import Signature, TensorSpec
+from router.signature import PredictCall, PredictRequest, Signature
 from serving.tfserving import errors
-from serving.tfserving.tensors import DT_STRING, NUMPY_BY_DTYPE
 
-
-class PredictCall:
-    """One predict request, as every backend receives it.
-
-    REST row-format bodies keep their rows (plain JSON values, already checked against the
-    signature by `router.signature.validate_call`): the legacy system takes them as they are,
-    and the numpy arrays are built only when something needs them (model arm, shadow, sinks).
-    That saves most of the router's CPU on the 99% of requests that go to the legacy system.
-    """
-
-    def __init__(self, inputs: Mapping[str, np.ndarray] | None = None, *, rows: list[dict] | None = None,
-                 signature_name: str | None = None, output_filter: list[str] | None = None):
-        if (inputs is None) == (rows is None):
-            raise ValueError("give inputs or rows")
-        self._inputs = inputs
-        self.rows = rows
-        self.outputs: Mapping[str, TensorSpec] | None = None  # the signature's outputs, when known
-        self.input_specs: Mapping[str, TensorSpec] | None = None  # the signature's inputs, when known
-        self.signature_name = signature_name
-        self.output_filter = output_filter or []
-        self.validated = False
-        self.rows_fit_signature = None  # the Signature the front found `rows` to fit, if it checked
-
-    @property
-    def inputs(self) -> Mapping[str, np.ndarray]:
-        """Named input arrays (built from the rows on first use)."""
-        if self._inputs is None:
-            self._inputs = rows_to_arrays(self.rows, self.input_specs)
-        return self._inputs
-
-
-def rows_to_arrays(rows: list[dict], specs: Mapping[str, TensorSpec] | None) -> dict[str, np.ndarray]:
-    """Row-format JSON values -> one array per input, in the signature's dtypes (strings as bytes)."""
-    out = {}
-    for name in rows[0]:
-        values = [row[name] for row in rows]
-        spec = specs.get(name) if specs else None
-        if spec is not None and spec.dtype == DT_STRING:
-            out[name] = np.array([v.encode() for v in values], dtype=object)
-        else:
-            out[name] = np.asarray(values, dtype=NUMPY_BY_DTYPE.get(spec.dtype) if spec is not None else None)
-    return out
+__all__ = ["Backend", "BadResponse", "ColumnOutputs", "ModelMetadata", "NonFiniteOutput", "PredictCall", "PredictRequest", "Prediction",
+           "check_finite", "failure_reason"]
 
 
 @dataclass
@@ -100,7 +60,7 @@ class ColumnOutputs(Mapping):
         self._arrays: dict[str, np.ndarray] | None = None
 
     @classmethod
-    def from_numbers(cls, columns: dict[str, list], dtypes: Mapping[str, np.dtype]) -> "ColumnOutputs | None":
+    def from_numbers(cls, columns: dict[str, list], dtypes: Mapping[str, np.dtype]) -> ColumnOutputs | None:
         """None unless every value is a finite JSON number (the array path then decides, with its errors)."""
         converted = {}
         for name, values in columns.items():
@@ -158,7 +118,7 @@ class Backend(ABC):
         except errors.UserFacingError:
             return False
 
-    async def close(self) -> None:
+    async def close(self) -> None:  # noqa: B027 - optional: backends without connections keep this no-op
         """Release connections."""
 
 

@@ -63,7 +63,7 @@ class LegacyHttpBackend(Backend):
         if rows is None:
             names = list(call.inputs)
             columns = [_column(call.inputs[n]) for n in names]
-            rows = [dict(zip(names, values)) for values in zip(*columns)]
+            rows = [dict(zip(names, values, strict=True)) for values in zip(*columns, strict=True)]
         body = json_codec.dumps({"instances": rows})
         status, payload = await self._call("POST", "/v1/predict", body, min(timeout, self.timeout))
         try:

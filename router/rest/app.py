@@ -1,183 +1,94 @@
-"""The router's HTTP front (FastAPI): TF Serving's REST API plus outcomes, experiments, metrics, probes.
+"""The router's FastAPI app: every REST route but predict (metadata, outcomes, experiments, weights, metrics, probes, docs).
 
-Thin by design: parse JSON into a `decode` callable, call `Router.predict`, format the answer or
-the error (`{"error": message}` with the error's `http_status`, as TF Serving does). The process
-serves this app with `router.rest.server`, which calls `answer_predict` directly for predict;
-the ASGI fast path below does the same under any ASGI server (tests use Starlette's TestClient).
+The process serves it with `router.rest.server`, which answers predict itself
+(`router.rest.predict`) and hands every other request to this app through a small ASGI bridge,
+with the body already read and bounded by the server's one body limit; so the handlers here
+take `request.body()` as it is. Predict has no FastAPI route (FastAPI's routing, dependency
+solving and Request/Response objects cost about as much CPU as the rest of a forwarded request
+together, and predict is the only hot path), but it is documented: the OpenAPI schema (and so
+/docs) carries the three predict paths with their body and `X-Unit-Id` header.
 """
 
 from __future__ import annotations
 
 import hmac
-import json
-import re
+from collections.abc import Mapping
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
-from router.backends import ColumnOutputs, PredictCall
-from router.core import Router, Served
+from router.core import Router
 from router.metrics import CONTENT_TYPE
 from router.reload import put_weights
-from router.rest import json_codec
-from router.signature import Signature, rows_fit
+from router.rest.json_codec import parse_body
+from router.signature import Signature, TensorSpec
 from serving.tfserving import errors
-from serving.tfserving.rest_format import (
-    format_columns,
-    format_predict_response,
-    parse_predict_body,
-)
+from serving.tfserving.tensors import dtype_name
 
-_PREDICT_BODY = {"requestBody": {"required": True, "content": {"application/json": {"schema": {
-    "type": "object", "description": "TF Serving REST predict body: `instances` (rows) or `inputs` (columns), optional `signature_name`.",
-    "example": {"instances": [{"state": "KS", "area_code": "area_code_415", "international_plan": "no", "voice_mail_plan": "yes",
-                               "account_length": 128, "number_vmail_messages": 25, "total_day_minutes": 265.1}]}}}}},
-    "parameters": [{"name": "X-Unit-Id", "in": "header", "required": False, "schema": {"type": "string"},
-                    "description": "The randomisation unit (e.g. user id); without it the request is randomised on its own."}]}
+_ROW_EXAMPLE = {"state": "KS", "area_code": "area_code_415", "international_plan": "no", "voice_mail_plan": "yes",
+                "account_length": 128, "number_vmail_messages": 25, "total_day_minutes": 265.1}
+_ERROR = {"application/json": {"schema": {"type": "object", "properties": {"error": {"type": "string"}}, "required": ["error"]}}}
+
+
+def _predict_operation(summary: str, operation_id: str, extra_path_parameters: list[dict[str, Any]]) -> dict[str, Any]:
+    """The OpenAPI operation of one predict path, as `router.rest.predict` answers it."""
+    return {"post": {
+        "tags": ["predict"], "summary": summary, "operationId": operation_id,
+        "parameters": [
+            {"name": "name", "in": "path", "required": True, "schema": {"type": "string", "title": "Name"}},
+            *extra_path_parameters,
+            {"name": "X-Unit-Id", "in": "header", "required": False, "schema": {"type": "string"},
+             "description": "The randomisation unit (e.g. user id); without it the request is randomised on its own."},
+        ],
+        "requestBody": {"required": True, "content": {"application/json": {"schema": {
+            "type": "object",
+            "description": "TF Serving REST predict body: `instances` (rows) or `inputs` (columns), optional `signature_name`.",
+            "example": {"instances": [_ROW_EXAMPLE]}}}}},
+        "responses": {
+            "200": {"description": "TF Serving's answer: `predictions` for `instances`, `outputs` for `inputs`. Headers "
+                                   "`X-Modelramp-Arm` (the assigned arm) and `X-Request-Id` (signed; report outcomes with it).",
+                    "content": {"application/json": {"schema": {"type": "object"}}}},
+            "400": {"description": "The body does not fit the model's signature, or is not JSON", "content": _ERROR},
+            "404": {"description": "Unknown model or signature", "content": _ERROR},
+            "413": {"description": "The body is larger than `router.max_body_bytes`", "content": _ERROR},
+            "500": {"description": "An error in the router", "content": _ERROR},
+            "503": {"description": "No arm could answer", "content": _ERROR},
+            "504": {"description": "No answer within the deadline", "content": _ERROR},
+        }}}
+
+
+PREDICT_OPENAPI_PATHS: dict[str, dict[str, Any]] = {
+    "/v1/models/{name}:predict": _predict_operation(
+        "Predict (TF Serving REST), assigned to an arm by X-Unit-Id", "predict_latest", []),
+    "/v1/models/{name}/versions/{version}:predict": _predict_operation(
+        "Predict; the experiment decides the version that answers", "predict_version",
+        [{"name": "version", "in": "path", "required": True, "schema": {"type": "integer", "title": "Version"}}]),
+    "/v1/models/{name}/labels/{label}:predict": _predict_operation(
+        "Predict; the experiment decides the version that answers", "predict_label",
+        [{"name": "label", "in": "path", "required": True, "schema": {"type": "string", "title": "Label"}}]),
+}
+
+
+class RouterApp(FastAPI):
+    """FastAPI with the predict paths, which `router.rest.server` answers outside FastAPI, in its OpenAPI schema."""
+
+    def openapi(self) -> dict[str, Any]:
+        schema = super().openapi()  # generated once and kept by FastAPI; the predict paths are added to that copy
+        if not PREDICT_OPENAPI_PATHS.keys() <= schema["paths"].keys():
+            schema["paths"] = {**PREDICT_OPENAPI_PATHS, **schema["paths"]}
+        return schema
 
 
 def _error(err: errors.UserFacingError) -> JSONResponse:
     return JSONResponse({"error": str(err)}, status_code=err.http_status)
 
 
-async def read_body(request: Request, limit: int) -> bytes | None:
-    """The body, or None when it is larger than `limit` bytes (stops reading there)."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        return None
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            return None
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def parse_json(body: bytes | None, limit: int) -> object:
-    if body is None:
-        raise errors.PayloadTooLarge(f"request body is larger than the limit of {limit} bytes")
-    try:
-        return json_codec.loads(body)
-    except (ValueError, UnicodeDecodeError) as err:
-        raise errors.InvalidArgument(f"malformed JSON in request body: {err}") from None
-
-
-def rest_decoder(body: bytes | None, limit: int, configured_signature: str, seen: dict):
-    """The `decode` callable for one REST predict body; records the body's format in `seen["row_format"]`."""
-
-    def decode(signature: Signature | None) -> PredictCall:
-        document = parse_json(body, limit)
-        # Fast path: plain row format that fits the signature keeps its rows (no numpy; see PredictCall).
-        if (signature is not None and type(document) is dict and "instances" in document
-                and document.keys() <= {"instances", "signature_name"}
-                and document.get("signature_name") in (None, "", configured_signature)
-                and type(document["instances"]) is list and document["instances"]
-                and rows_fit(document["instances"], signature)):
-            seen["row_format"] = True
-            call = PredictCall(rows=document["instances"], signature_name=configured_signature)
-            call.rows_fit_signature = signature
-            return call
-        name, inputs, seen["row_format"] = parse_predict_body(document, None if signature is None else signature.input_dtypes)
-        if name not in (None, "", configured_signature):
-            raise errors.NotFound(f"unknown signature {name!r}; the model serves {configured_signature!r}")
-        return PredictCall(inputs, signature_name=configured_signature)
-
-    return decode
-
-
-PREDICT_PATH = re.compile(r"^/v1/models/([^/:]+)(?:/versions/\d+|/labels/[^/:]+)?:predict$")
-
-
-async def answer_predict(router: Router, name: str, unit_id: str | None, body: bytes | None) -> tuple[int, bytes, dict[str, str]]:
-    """One REST predict: (status, JSON body, extra headers). Shared by the fast path and the FastAPI routes."""
-    cfg = router.state.config
-    seen: dict = {}
-    decode = rest_decoder(body, cfg.router.max_body_bytes, cfg.arms["model"].backend.signature_name, seen)
-    try:
-        served: Served = await router.predict(name, unit_id, decode, "http")
-    except errors.UserFacingError as err:
-        return err.http_status, json.dumps({"error": str(err)}).encode(), {}
-    outputs = served.prediction.outputs
-    if isinstance(outputs, ColumnOutputs):  # a legacy answer, already JSON numbers: no numpy
-        content = json_codec.dumps(format_columns(outputs.columns, seen["row_format"]))
-    else:
-        content = json_codec.dumps(format_predict_response(outputs, seen["row_format"]))
-    return 200, content, {"X-Modelramp-Arm": served.arm, "X-Request-Id": served.request_id}
-
-
-class PredictFastPath:
-    """ASGI wrapper that answers `POST /v1/models/...:predict` itself and passes everything else to FastAPI.
-
-    The predict routes are also declared in FastAPI (OpenAPI docs, same handler), but FastAPI's
-    routing, dependency solving and Request/Response objects cost about as much CPU as the rest
-    of a forwarded request together, and predict is the only hot path.
-    """
-
-    def __init__(self, app: FastAPI, router: Router):
-        self.app = app
-        self.router = router
-
-    async def __call__(self, scope, receive, send) -> None:
-        match = PREDICT_PATH.match(scope["path"]) if scope["type"] == "http" and scope["method"] == "POST" else None
-        if match is None:
-            await self.app(scope, receive, send)
-            return
-        unit_id = declared = None
-        for key, value in scope["headers"]:
-            if key == b"x-unit-id":
-                unit_id = value.decode("latin-1")
-            elif key == b"content-length":
-                declared = value
-        limit = self.router.state.config.router.max_body_bytes
-        body = None if declared is not None and declared.isdigit() and int(declared) > limit else await _receive_body(receive, limit)
-        status, content, extra = await answer_predict(self.router, match.group(1), unit_id, body)
-        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(content)).encode())]
-        headers.extend((k.lower().encode(), v.encode()) for k, v in extra.items())
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": content})
-
-
-async def _receive_body(receive, limit: int) -> bytes | None:
-    chunks, size = [], 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return b""
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            return None  # stop reading: an oversized body is refused, not buffered
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
-
-
-def create_app(router: Router, admin_token: str | None = None) -> PredictFastPath:
-    """The router's ASGI application; `admin_token` guards the weights API (None disables it)."""
-    app = FastAPI(title="modelramp router", version="1",
-                  description="TF-Serving-compatible traffic splitter between a legacy system and a model.")
+def create_app(router: Router, admin_token: str | None = None) -> FastAPI:
+    """The router's FastAPI app (served by `router.rest.server`); `admin_token` guards the weights API (None disables it)."""
+    app = RouterApp(title="modelramp router", version="1",
+                    description="TF-Serving-compatible traffic splitter between a legacy system and a model.")
     app.state.router = router
-
-    async def predict(request: Request, name: str) -> Response:
-        body = await read_body(request, router.state.config.router.max_body_bytes)
-        status, content, headers = await answer_predict(router, name, request.headers.get("x-unit-id"), body)
-        return Response(content, status_code=status, media_type="application/json", headers=headers)
-
-    @app.post("/v1/models/{name}:predict", tags=["predict"], openapi_extra=_PREDICT_BODY,
-              summary="Predict (TF Serving REST), assigned to an arm by X-Unit-Id")
-    async def predict_latest(request: Request, name: str) -> Response:
-        return await predict(request, name)
-
-    @app.post("/v1/models/{name}/versions/{version}:predict", tags=["predict"], openapi_extra=_PREDICT_BODY,
-              summary="Predict; the experiment decides the version that answers")
-    async def predict_version(request: Request, name: str, version: int) -> Response:
-        return await predict(request, name)
-
-    @app.post("/v1/models/{name}/labels/{label}:predict", tags=["predict"], openapi_extra=_PREDICT_BODY,
-              summary="Predict; the experiment decides the version that answers")
-    async def predict_label(request: Request, name: str, label: str) -> Response:
-        return await predict(request, name)
 
     @app.get("/v1/models/{name}/metadata", tags=["predict"], summary="The model's signature (TF Serving REST metadata)")
     async def metadata(name: str) -> Response:
@@ -186,21 +97,22 @@ def create_app(router: Router, admin_token: str | None = None) -> PredictFastPat
             return _error(errors.NotFound(f"unknown model {name!r}; this router serves {cfg.model_name!r}"))
         if router.signature is None and not await router.refresh_metadata():
             return _error(errors.Unavailable("the model's signature is not known yet"))
-        return JSONResponse(rest_metadata(name, router.signature))
+        signature = router.signature
+        assert signature is not None  # known once refresh_metadata succeeded
+        return JSONResponse(rest_metadata(name, signature))
 
     @app.post("/v1/outcomes", tags=["outcomes"], summary="Report outcomes for signed request ids",
               openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": {
                   "description": '{"request_id": str, "success": bool} or a list of them', "example": {"request_id": "...", "success": True}}}}}})
     async def outcomes(request: Request) -> Response:
-        limit = router.state.config.router.max_body_bytes
         try:
-            result = router.outcomes.report(parse_json(await read_body(request, limit), limit))
+            result = router.outcomes.report(parse_body(await request.body()))
         except errors.UserFacingError as err:
             return _error(err)
         return JSONResponse({"accepted": result.accepted, "duplicates": result.duplicates})
 
     @app.get("/v1/experiments", tags=["experiments"], summary="Experiments with weights and live counts")
-    async def experiments() -> dict:
+    async def experiments() -> dict[str, Any]:
         return {"experiments": [router.describe()]}
 
     @app.get("/v1/experiments/{name}", tags=["experiments"], summary="One experiment: config, weights, live counts")
@@ -220,8 +132,7 @@ def create_app(router: Router, admin_token: str | None = None) -> PredictFastPat
             return JSONResponse({"error": "a valid bearer token is required"}, status_code=401,
                                 headers={"WWW-Authenticate": "Bearer"})
         try:
-            limit = router.state.config.router.max_body_bytes
-            put_weights(router, name, parse_json(await read_body(request, limit), limit))
+            put_weights(router, name, parse_body(await request.body()))
         except errors.UserFacingError as err:
             return _error(err)
         return JSONResponse(router.describe())
@@ -231,7 +142,7 @@ def create_app(router: Router, admin_token: str | None = None) -> PredictFastPat
         return Response(router.metrics.exposition(), media_type=CONTENT_TYPE)
 
     @app.get("/healthz", tags=["operations"], summary="Liveness: the process answers")
-    async def healthz() -> dict:
+    async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
     @app.get("/readyz", tags=["operations"], summary="Readiness: the legacy system answers and the model's signature is known")
@@ -239,14 +150,12 @@ def create_app(router: Router, admin_token: str | None = None) -> PredictFastPat
         status = await router.readiness()
         return JSONResponse(status, status_code=200 if status["ready"] else 503)
 
-    return PredictFastPath(app, router)
+    return app
 
 
-def rest_metadata(name: str, signature: Signature) -> dict:
+def rest_metadata(name: str, signature: Signature) -> dict[str, Any]:
     """TF Serving's REST metadata document for the one signature the experiment serves."""
-    from serving.tfserving.tensors import dtype_name
-
-    def tensors(specs):
+    def tensors(specs: Mapping[str, TensorSpec]) -> dict[str, Any]:
         return {n: {"dtype": dtype_name(s.dtype), "name": n,
                     "tensor_shape": {"unknown_rank": s.shape is None, "dim": [{"size": str(d), "name": ""} for d in (s.shape or ())]}}
                 for n, s in specs.items()}

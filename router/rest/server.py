@@ -1,13 +1,16 @@
-"""The router's HTTP/1.1 server: asyncio and httptools, predict answered directly, the rest through ASGI.
+"""The router's HTTP/1.1 server, the one way into its REST API: predict answered directly, the rest through ASGI.
 
 Predict is the only hot path, and with uvicorn its HTTP layer alone cost about 76 us of CPU per
 request more than a bare httptools protocol (loadtests/bench_http_front.py): a third of what the
 router adds. This server parses with the same httptools, hands `POST /v1/models/...:predict`
-straight to `router.rest.app.answer_predict` and writes each answer with one `write`; every other
-route (outcomes, experiments, metrics, probes, OpenAPI docs) goes to the FastAPI app through a
-small ASGI bridge. It does what the router needs: keep-alive and HTTP/1.0 close, pipelined
-requests answered in order, `Expect: 100-continue`, a body limit answered 413 without buffering
-the body, an idle timeout, and a graceful stop that lets requests in flight finish.
+straight to `router.rest.predict.answer_predict` and writes each answer with one `write`; every
+other route (metadata, outcomes, experiments, weights, metrics, probes, OpenAPI docs) goes to the
+FastAPI app (`router.rest.app`) through a small ASGI bridge. It does what the router needs:
+keep-alive and HTTP/1.0 close, pipelined requests answered in order, `Expect: 100-continue`, an
+idle timeout, a graceful stop that lets requests in flight finish, and the router's one body
+limit (`router.max_body_bytes`): applied here to every request, predict and bridged alike, and
+answered 413 without buffering the body. Predict's 413 still goes through `Router.predict`, so
+that it is counted like any other bad input; the app's handlers read the body this server kept.
 """
 
 from __future__ import annotations
@@ -22,9 +25,9 @@ from urllib.parse import unquote
 import httptools
 
 from router.core import Router
-from router.rest.app import PREDICT_PATH, answer_predict
+from router.rest.predict import PREDICT_PATH, answer_predict, too_large
 
-log = logging.getLogger("router.rest.app")
+log = logging.getLogger("router.rest.server")
 
 KEEP_ALIVE_SECONDS = 5.0  # idle connections are closed after this (uvicorn's default)
 _JSON = b"application/json"
@@ -219,10 +222,10 @@ class _Connection(asyncio.Protocol):
                 status, content, extra = await answer_predict(self.server.router, match.group(1), request.unit_id, body)
                 return status, [(b"content-type", _JSON), *((k.lower().encode(), v.encode()) for k, v in extra.items())], content
             if request.too_large:
-                limit = self.server.router.state.config.router.max_body_bytes
-                return 413, [(b"content-type", _JSON)], json.dumps({"error": f"request body is larger than the limit of {limit} bytes"}).encode()
+                err = too_large(self.server.router.state.config.router.max_body_bytes)
+                return err.http_status, [(b"content-type", _JSON)], json.dumps({"error": str(err)}).encode()
             return await self._asgi(request, path, query)
-        except Exception:  # noqa: BLE001 - one failing request must not take the connection or the process down
+        except Exception:
             log.exception("error answering %s %s", request.method.decode(), path.decode("latin-1"))
             return 500, [(b"content-type", _JSON)], b'{"error":"internal error in the router"}'
 

@@ -7,7 +7,7 @@ import asyncio
 import numpy as np
 
 from experiments.config import parse_config
-from router.backends import Backend, ModelMetadata, PredictCall, PredictRequest, Prediction
+from router.backends import Backend, ModelMetadata, PredictCall, Prediction, PredictRequest
 from router.signature import Signature, TensorSpec
 from serving.tfserving import errors
 from serving.tfserving.tensors import DT_FLOAT, DT_STRING

@@ -12,7 +12,8 @@ from tests.support.processes import REPO
 NO_TF = textwrap.dedent("""
     import asyncio, sys
     import experiments.cli                      # the console script the router runs under
-    import router.cli, router.server, router.rest.app, router.rest.predict, router.rest.server, router.grpc, experiments.cli.local, experiments.local.stack
+    import router.cli, router.server, router.rest.app, router.rest.predict, router.rest.server, router.grpc
+    import experiments.cli.local, experiments.local.stack
     from router.backends.legacy_http import LegacyHttpBackend
     from router.backends.tfserving_grpc import TfServingGrpcBackend
     from router.backends.tfserving_rest import TfServingRestBackend

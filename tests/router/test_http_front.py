@@ -1,32 +1,64 @@
-"""The HTTP front in-process against in-test backends: TF Serving bodies, headers, errors, outcomes, weights API."""
+"""The HTTP front through the router's own HTTP server on loopback: TF Serving bodies, headers, errors, outcomes, weights API, docs.
+
+Every request goes over real HTTP (httpx) to `router.rest.server.HttpServer`, the one way into
+the router's REST API, with in-test backends behind it.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import json
-import warnings
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
+import httpx
 import pytest
-from starlette.exceptions import StarletteDeprecationWarning
-
-with warnings.catch_warnings():
-    # Starlette now prefers the `httpx2` package for its TestClient; httpx still works and is what we ship.
-    warnings.simplefilter("ignore", StarletteDeprecationWarning)
-    from fastapi.testclient import TestClient
 
 from router.core import Router
 from router.rest.app import create_app
+from router.rest.server import HttpServer
 from router.signing import Signer
 from tests.router.fakes import fake_factory, make_config
+from tests.support.processes import free_port
 
 TOKEN = "s3cret"
 ROW = {"state": "KS", "total_day_minutes": 120.5}
+PREDICT_PATHS = ("/v1/models/{name}:predict", "/v1/models/{name}/versions/{version}:predict", "/v1/models/{name}/labels/{label}:predict")
+
+
+@contextmanager
+def serve(router: Router, admin_token: str | None) -> Iterator[httpx.Client]:
+    """An httpx client of an `HttpServer` over `router`, served on its own event loop in a thread."""
+    loop = asyncio.new_event_loop()
+    server = HttpServer(router, create_app(router, admin_token), "127.0.0.1", free_port())
+    started = threading.Event()
+
+    def run() -> None:
+        asyncio.set_event_loop(loop)
+        loop.run_until_complete(server.start())
+        started.set()
+        loop.run_forever()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    assert started.wait(10), "the HTTP server did not start"
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{server.port}", timeout=10) as client:
+            client.router_ = router  # type: ignore[attr-defined]
+            yield client
+    finally:
+        asyncio.run_coroutine_threadsafe(server.stop(grace=1), loop).result(10)
+        asyncio.run_coroutine_threadsafe(router.close(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()
 
 
 @pytest.fixture()
 def client():
     router = Router(make_config(0.5, router={"max_body_bytes": 2048, "max_batch_size": 8}), signer=Signer(b"k"), backend_factory=fake_factory)
-    with TestClient(create_app(router, TOKEN)) as c:
-        c.router_ = router
+    with serve(router, TOKEN) as c:
         c.get("/readyz")  # fetches the signature
         yield c
 
@@ -100,7 +132,7 @@ def test_weights_api_needs_the_token_and_validates(client):
 
 def test_weights_api_off_without_token():
     router = Router(make_config(0.5), signer=Signer(b"k"), backend_factory=fake_factory)
-    with TestClient(create_app(router, None)) as c:
+    with serve(router, None) as c:
         assert c.put("/v1/experiments/churn-test/weights", json={"weights": {"model": 0.2}}, headers={"Authorization": "Bearer x"}).status_code == 403
 
 
@@ -120,3 +152,33 @@ def test_experiments_probes_docs_metadata(client):
 def test_not_ready_while_legacy_is_down(client):
     client.router_.state.backends["legacy"].fail = RuntimeError("down")
     assert client.get("/readyz").status_code == 503
+
+
+def test_openapi_documents_predict(client):
+    """Predict is answered outside FastAPI but documented with the other routes (/docs shows it)."""
+    schema = client.get("/openapi.json").json()
+    for path in PREDICT_PATHS:
+        operation = schema["paths"][path]["post"]
+        assert operation["tags"] == ["predict"]
+        assert {(p["name"], p["in"]) for p in operation["parameters"]} >= {("name", "path"), ("X-Unit-Id", "header")}
+        assert operation["requestBody"]["required"] and "instances" in operation["requestBody"]["content"]["application/json"]["schema"]["example"]
+        assert {"200", "400", "413"} <= operation["responses"].keys()
+    assert {"/v1/outcomes", "/v1/experiments/{name}/weights", "/metrics", "/readyz"} <= schema["paths"].keys()
+    docs = client.get("/docs")
+    assert docs.status_code == 200 and "/openapi.json" in docs.text
+
+
+def test_one_body_limit_for_every_route(client):
+    """The server's limit answers 413 for routes FastAPI serves too, declared or chunked, before any handler runs."""
+    big = json.dumps({"request_id": "x" * 3000, "success": True}).encode()
+    r = client.post("/v1/outcomes", content=big, headers={"Content-Type": "application/json"})
+    assert r.status_code == 413 and "larger than the limit of 2048" in r.json()["error"]
+    chunked = client.post("/v1/outcomes", content=iter([big[:1000], big[1000:]]))  # no Content-Length: counted as it arrives
+    assert chunked.status_code == 413 and "larger than the limit of 2048" in chunked.json()["error"]
+    weights = client.put("/v1/experiments/churn-test/weights", content=b" " * 3000, headers={"Authorization": f"Bearer {TOKEN}"})
+    assert weights.status_code == 413
+    r = client.post("/v1/models/churn:predict", content=iter([b'{"instances": [', b" " * 3000, b"]}"]))
+    assert r.status_code == 413 and "larger than the limit of 2048" in r.json()["error"]
+    # Just under the limit is read whole, and the connection goes on.
+    assert client.post("/v1/outcomes", content=b" " * 2000 + b'{"request_id": "made-up", "success": true}').status_code == 400
+    assert client.get("/v1/experiments/churn-test").json()["weights"]["model"] == 0.5
