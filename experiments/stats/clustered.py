@@ -15,7 +15,7 @@ S / N is a ratio of bucket means, so its variance is the delta-method
 which is statsmodels' OLS of the request outcomes on a constant with `cov_type="cluster"` and
 the bucket as group (its default small-sample factor is G / (G - 1) for one regressor).
 
-Small samples (issue 15, item 3): with few trials or an arm without failures the plug-in variance
+Small samples: with few trials or an arm without failures the plug-in variance
 is zero or far too small (50 requests, 0 failures: "certainly better"). `stratified_difference`
 here therefore takes the larger of the cluster-robust variance and a floor: the request-level
 variance of each arm at the larger of its Agresti-Caffo rate and the stratum's pooled rate (the

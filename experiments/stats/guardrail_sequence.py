@@ -2,7 +2,7 @@
 
 Why: `guardrails.rate_above_limit` is a fixed one-sided Wilson test; re-run at every look it
 rolls back a model whose error rate is exactly at `max_error_rate` in 62% of A/A experiments
-(issue 15). Here H0 is "every request errs with probability <= limit". For any p' > limit the
+(measured by simulation). Here H0 is "every request errs with probability <= limit". For any p' > limit the
 likelihood ratio prod (p'/limit)^x ((1 - p')/(1 - limit))^(1 - x) has expectation <= 1 per request
 under H0, so a mixture over p' > limit is a nonnegative supermartingale, and by Ville's inequality
 it ever reaches 1/alpha with probability <= alpha, however many looks (Robbins 1970's mixture

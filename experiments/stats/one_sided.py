@@ -3,7 +3,7 @@
 Why: `ship` needs "model - legacy > -margin" (non-inferiority); an early stage only needs "no
 significant harm". Reading both off one two-sided sequence tuned to the MDE spends alpha on a
 side that is not asked and centres the mixture on effects of the wrong size, so the A/A ramp
-waited at 1% for most of the experiment (issue 15, item 6). A one-sided test of H0: theta <=
+waited at 1% for most of the experiment. A one-sided test of H0: theta <=
 theta0 against H1: theta > theta0 mixes the likelihood ratios of H1's alternatives only, with a
 half-normal N+(theta0, tau^2) mixing density. With estimate d, variance V and x = d - theta0,
 

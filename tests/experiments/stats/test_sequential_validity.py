@@ -25,7 +25,7 @@ def at_most_alpha(x: np.ndarray, alpha: float = ALPHA) -> bool:
 
 
 def test_reported_interval_contains_its_estimate_and_the_running_intersection() -> None:
-    # Issue 15's demo: an early look with a too-small variance puts the running intersection at
+    # As seen in `modelramp demo`: an early look with a too-small variance puts the running intersection at
     # [+5.40, ...] and it stays there around a later estimate of +3.42.
     d = np.array([0.09, 0.0342, 0.0342, 0.0345])
     v = np.array([1.2e-4, 7e-5, 4e-5, 3e-5])
