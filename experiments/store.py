@@ -25,6 +25,14 @@ class StoreError(RuntimeError):
     """The audit database cannot be opened or written; the message says which and why."""
 
 
+def inserted_id(result: sa.CursorResult[Any]) -> int:
+    """The primary key of the row an INSERT just wrote."""
+    key = result.inserted_primary_key
+    if key is None:
+        raise StoreError("the database returned no primary key for the inserted row")
+    return int(key[0])
+
+
 class _UtcDateTime(sa.types.TypeDecorator):
     """Aware UTC datetimes in, aware UTC datetimes out, whatever the dialect keeps."""
 
@@ -246,7 +254,7 @@ class Store:
         for k in ("weights_before", "weights_after", "counts", "statistics"):
             values[k] = None if values[k] is None else dict(values[k])
         with self.engine.begin() as conn:
-            row_id = conn.execute(decisions.insert().values(**values)).inserted_primary_key[0]
+            row_id = inserted_id(conn.execute(decisions.insert().values(**values)))
         return DecisionRecord(**{**values, "id": row_id})
 
     def decisions(self, experiment: str | None = None, limit: int | None = None) -> list[DecisionRecord]:
@@ -325,7 +333,7 @@ class Store:
         run = GateRun(test_set_fingerprint, model_name, str(model_version), dict(result), time or _now(), honest)
         values = {k: getattr(run, k) for k in run.__dataclass_fields__ if k != "id"}
         with self.engine.begin() as conn:
-            row_id = conn.execute(gate_runs.insert().values(**values)).inserted_primary_key[0]
+            row_id = inserted_id(conn.execute(gate_runs.insert().values(**values)))
         return GateRun(**{**values, "id": row_id})
 
     def test_set_uses(self, test_set_fingerprint: str) -> list[GateRun]:

@@ -288,8 +288,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.check:
         stale = [str(folder / f"{n}.json") for folder in OUTPUT_DIRS for n in DASHBOARDS
                  if not (folder / f"{n}.json").exists() or (folder / f"{n}.json").read_text() != render(n)]
-        for path in stale:
-            print(f"stale: {path} (run python -m k8s.dashboards)", file=sys.stderr)
+        for name in stale:
+            print(f"stale: {name} (run python -m k8s.dashboards)", file=sys.stderr)
         return 1 if stale else 0
     for path in write():
         print(path.relative_to(REPO))

@@ -60,7 +60,7 @@ def _legacy(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add this package's subcommands to the `modelramp` parser."""
     p = sub.add_parser("train", help="train a candidate model and export a SavedModel version")
     p.add_argument("--out", default="models", help="base folder; the model goes to OUT/churn/<version>/ (default: models)")

@@ -19,7 +19,7 @@ DEFAULT_TARGET = "127.0.0.1:8500"
 PREDICT_TIMEOUT_S = 10.0
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add `gate`, the offline launch gate on the pristine test split (experiments/quality/gate.py)."""
     p = sub.add_parser(
         "gate", help="offline launch gate: one model version, once, on the pristine test split",

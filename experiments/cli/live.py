@@ -15,10 +15,11 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from experiments.config import ExperimentConfig
     from experiments.live.history import History
+    from experiments.live.sources import Source
     from experiments.store import DecisionRecord
 
 
-def _fail(command: str, err: Exception) -> int:
+def _fail(command: str, err: Exception | str) -> int:
     print(f"modelramp {command}: error: {err}", file=sys.stderr)
     return 2
 
@@ -30,7 +31,7 @@ def _source_options(p: argparse.ArgumentParser) -> None:
                      help="scrape a router's /metrics directly (repeat for each replica; default http://127.0.0.1:8080)")
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add `analyze` and `ramp` to the `modelramp` parser."""
     add_live_analyze_options(_add_analyze(sub), _run_analyze)
     add_ramp(sub)
@@ -39,7 +40,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 # --- analyze ------------------------------------------------------------------------------------
 
 
-def _add_analyze(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+def _add_analyze(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
     """The `analyze` parser; returned so live sources and other options can be added to it."""
     p = sub.add_parser(
         "analyze",
@@ -117,7 +118,7 @@ def _run_analyze(args: argparse.Namespace) -> int:
 # --- ramp ---------------------------------------------------------------------------------------
 
 
-def add_ramp(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+def add_ramp(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
     """The `ramp` parser: the ramp controller, once or as a loop, and its audit log."""
     p = sub.add_parser("ramp", help="the ramp controller: look, decide, and apply ramp/ship/rollback (once or as a loop)",
                        description="Take a look at the live experiment, analyse it, and write new weights when the "
@@ -277,7 +278,7 @@ def serve(args: argparse.Namespace) -> int:
     config_path: Path = args.config
     config = load_config(config_path)
     stop = threading.Event()
-    recorder_thread = None
+    recording: tuple[threading.Thread, Source] | None = None  # the recorder's thread and the source it reads
     if args.history is not None:
         history_path: Path = args.history
         load_history(history_path, allow_resets=True)  # a bad file fails now, not on the first request
@@ -299,6 +300,7 @@ def serve(args: argparse.Namespace) -> int:
                               lease_ttl_seconds=max(60.0, 3 * args.interval))
         recorder_thread = threading.Thread(target=recorder.run, args=(args.interval, stop), daemon=True)
         recorder_thread.start()
+        recording = (recorder_thread, source)
         feed = Feed(lambda: load_config(config_path),
                     lambda: parse_history(store.history_document(config.name), allow_resets=True),
                     live=True, max_age_seconds=3 * args.interval)
@@ -309,7 +311,8 @@ def serve(args: argparse.Namespace) -> int:
         uvicorn.run(create_app({config.name: feed}), host=args.host, port=args.port, log_level="warning")
     finally:
         stop.set()
-        if recorder_thread is not None:
+        if recording is not None:
+            recorder_thread, source = recording
             recorder_thread.join(timeout=10)
             source.close()
     return 0

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from experiments.store import DecisionRecord
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add `up` and `demo` to the `modelramp` parser."""
     u = sub.add_parser("up", help="the whole local stack: model server, legacy system and router, in the foreground",
                        description="Start the model server, the legacy system and the router on the ports of docs/architecture.md; Ctrl-C stops all.")
@@ -121,7 +121,7 @@ def _start_controller(stack: Stack, config_path: Path, run_dir: Path, interval: 
     return controller
 
 
-def _add_demo(sub: argparse._SubParsersAction) -> None:
+def _add_demo(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("demo", help="the whole job locally: gate, 1%% experiment, ramp-up or rollback, report",
                        description="Start every process locally, drive simulated users, ramp or roll back, write a report.")
     p.add_argument("--models", type=Path, default=Path("models"), help="exported models (trained here if missing; default models/)")

@@ -108,11 +108,12 @@ def write_grid(doc: dict[str, Any], path: Path) -> Path:
 
 def evaluation_document(store: Store, evaluation: Evaluation) -> dict[str, Any]:
     """The evaluation's problem x version table, with the flips from the previous version to the candidate."""
+    table = evaluation.table()
     doc = {"evaluation_id": evaluation.id, "model_name": evaluation.model_name, "candidate": evaluation.candidate,
-           "versions": evaluation.versions, "problems": evaluation.table(), "skipped": evaluation.skipped}
+           "versions": evaluation.versions, "problems": table, "skipped": evaluation.skipped}
     earlier = [v for v in evaluation.versions if v < evaluation.candidate]
     if earlier:
-        for row, problem in zip(doc["problems"], evaluation.problems, strict=True):
+        for row, problem in zip(table, evaluation.problems, strict=True):
             changed = db.flips(store, problem, earlier[-1], evaluation.candidate)
             row["flips"] = {"from": earlier[-1], "fixed": sum(c["change"] == "fixed" for c in changed),
                             "broken": sum(c["change"] == "broken" for c in changed)}

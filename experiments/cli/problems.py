@@ -9,7 +9,7 @@ from pathlib import Path
 DEFAULT_PLOTS = "reports/problems"
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--db", metavar="URL", help="problems database = the audit database: SQLite path or "
                                                     "SQLAlchemy URL (default: modelramp.db)")

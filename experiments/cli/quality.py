@@ -10,13 +10,13 @@ import argparse
 from pathlib import Path
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add `slices` and `versions` to the `modelramp` parser."""
     _add_slices(sub)
     _add_versions(sub)
 
 
-def _add_slices(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+def _add_slices(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
     p = sub.add_parser(
         "slices", help="sliced error analysis: every model version beside the legacy rule, per slice, ranked",
         description="Score a data split through the model server with every version it serves (or --versions), "
@@ -48,7 +48,7 @@ def _run_slices(args: argparse.Namespace) -> int:
     return run(args)
 
 
-def _add_versions(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+def _add_versions(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
     p = sub.add_parser(
         "versions", help="experiment tracking: what produced each model version and how it did (gate, live)",
         description="One record per model version under --models: code version (git commit), data fingerprints, "

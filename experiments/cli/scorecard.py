@@ -21,7 +21,7 @@ DEFAULT_ROOT = Path(__file__).resolve().parents[2]
 STATE_LABEL = "deployment state (informational: read from --models/--db, does not change points)"
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add `scorecard` to the `modelramp` parser."""
     p = sub.add_parser(
         "scorecard", help="ML Test Score (Breck et al.): the 28 tests, how modelramp covers each here, the score",
@@ -252,7 +252,7 @@ def models_state(models: Path) -> list[dict[str, Any]]:
 def _version_facts(facts: list[dict[str, Any]], label: str, vdir: Path, manifest: dict | None) -> dict[str, Any]:
     """Append one version's facts; returns its training record ({} when unreadable)."""
     try:
-        training = json.loads((vdir / "modelramp" / "training.json").read_text())
+        training: dict[str, Any] = json.loads((vdir / "modelramp" / "training.json").read_text())
     except (OSError, ValueError):
         facts.append(_fact("Model 1", "training record", False, f"{label}: no readable modelramp/training.json"))
         return {}

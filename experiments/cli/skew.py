@@ -12,7 +12,7 @@ if TYPE_CHECKING:
     from router.skew.drift import Judgement
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add `skew` to the `modelramp` parser."""
     p = sub.add_parser("skew", help="drift/skew report of live features against the training baseline",
                        description="Sum the routers' live feature sketches (or ask Prometheus) and judge each feature "

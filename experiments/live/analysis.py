@@ -141,7 +141,8 @@ class Analysis:
         if self.stage:
             data["stage"]["started"] = self.stage.started.isoformat()
         data["guardrails"] = list(data["guardrails"])
-        return _json_safe(data)
+        safe: dict[str, Any] = _json_safe(data)
+        return safe
 
 
 def _json_safe(value: Any) -> Any:
@@ -215,8 +216,8 @@ def analyze(history: History, config: ExperimentConfig, now: datetime | None = N
     periods = history.periods()
     stage_idx = _stage_index(config, last.weights["model"])
     if stage_idx is None:
-        shares = [s.percent for s in config.ramp.stages]
-        return _blocked(history, f"model weight {100 * last.weights['model']:g}% is not a configured stage {shares}")
+        percents = [s.percent for s in config.ramp.stages]
+        return _blocked(history, f"model weight {100 * last.weights['model']:g}% is not a configured stage {percents}")
 
     counts = _strata_by_look(history, periods)  # (look, period, arm, field)
     total = counts[-1].sum(axis=0)  # (arm, field)
@@ -250,16 +251,18 @@ def analyze(history: History, config: ExperimentConfig, now: datetime | None = N
     sm, nm = counts[:, :, 1, 1], counts[:, :, 1, 2]
     sl, nl = counts[:, :, 0, 1], counts[:, :, 0, 2]
     est = stratified_difference(sm, nm, sl, nl)
+    # One estimate per look: (look, stratum) counts in, arrays out.
+    difference, variance, effective = np.asarray(est.difference), np.asarray(est.variance), np.asarray(est.effective_sample)
     tau2 = crit.minimum_detectable_effect ** 2
-    seq = run_sequence(est.difference, est.variance, tau2, crit.alpha)
-    d, v = float(est.difference[-1]), float(est.variance[-1])
+    seq = run_sequence(difference, variance, tau2, crit.alpha)
+    d, v = float(difference[-1]), float(variance[-1])
     z = d / math.sqrt(v) if v > 0 else float("nan")
     diff = DifferenceStats(d, (float(seq.lower[-1]), float(seq.upper[-1])), z, float(seq.boundary[-1]),
                            float(seq.p_value[-1]), float(p_value_from_z(z, "two-sided")) if v > 0 else float("nan"),
                            int(np.sum((nm[-1] > 0) & (nl[-1] > 0))))
     pooled = two_proportion_ztest(arms["model"].successes, arms["model"].outcomes,
                                   arms["legacy"].successes, arms["legacy"].outcomes)
-    power = _power(config, arms, float(est.effective_sample[-1]), periods[-1], history)
+    power = _power(config, arms, float(effective[-1]), periods[-1], history)
     guardrails = _guardrails(config, history, periods[-1])
     common.update(difference=diff, pooled_ztest={"statistic": float(pooled.statistic), "p_value": float(pooled.p_value)},
                   power=power, guardrails=guardrails)
@@ -300,6 +303,8 @@ def _power(config: ExperimentConfig, arms: dict[str, ArmStats], w_now: float, pe
     legacy_share = history.looks[-1].weights["legacy"]
     model = arms["model"]
     outcome_share = model.outcomes / model.exposures if model.exposures else 0.0
+    needed: float | None
+    seconds: float | None
     if seq_needed <= w_now:
         needed, seconds = float(model.exposures), 0.0
     elif legacy_share > 0 and outcome_share > 0 and math.isfinite(seq_needed):

@@ -8,8 +8,11 @@ and the observed statistic against the sequential boundary. Plots use matplotlib
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from datetime import datetime
 from pathlib import Path
 
+import numpy as np
 from rich.console import Console
 from rich.table import Table
 
@@ -78,19 +81,24 @@ def replay(history: History, config: ExperimentConfig) -> list[Analysis]:
     return [analyze(history.upto(n), config) for n in range(1, len(history.looks) + 1)]
 
 
+def _times(times: Iterable[datetime]) -> np.ndarray:
+    """Datetimes as an object array: matplotlib puts them on a date axis (its stubs take arrays, not lists of datetimes)."""
+    return np.array(list(times), dtype=object)
+
+
 def _plot_rates(history: History, steps: list[Analysis], path: Path) -> None:
     from matplotlib.figure import Figure  # noqa: PLC0415 - matplotlib only when a report is drawn
 
     fig = Figure(figsize=(8, 4), layout="constrained")
     ax = fig.add_subplot()
-    times = [look.time for look in history.looks]
     for arm, colour in (("legacy", "tab:grey"), ("model", "tab:blue")):
-        pts = [(t, s.arms[arm]) for t, s in zip(times, steps, strict=True) if arm in s.arms and s.arms[arm].ci]
+        pts = [(look.time, a.rate, a.ci) for look, s in zip(history.looks, steps, strict=True)
+               if (a := s.arms.get(arm)) is not None and a.rate is not None and a.ci is not None]
         if not pts:
             continue
-        ax.plot([t for t, _ in pts], [a.rate for _, a in pts], marker="o", color=colour, label=arm)
-        ax.fill_between([t for t, _ in pts], [a.ci[0] for _, a in pts], [a.ci[1] for _, a in pts],
-                        color=colour, alpha=0.2)
+        when = _times(t for t, _, _ in pts)
+        ax.plot(when, [rate for _, rate, _ in pts], marker="o", color=colour, label=arm)
+        ax.fill_between(when, [ci[0] for _, _, ci in pts], [ci[1] for _, _, ci in pts], color=colour, alpha=0.2)
     ax.set_ylabel("success rate (cumulative, Wilson CI)")
     ax.set_title("Success rate per arm")
     ax.legend()
@@ -103,12 +111,12 @@ def _plot_weights(history: History, steps: list[Analysis], path: Path) -> None:
 
     fig = Figure(figsize=(8, 4), layout="constrained")
     ax = fig.add_subplot()
-    times = [look.time for look in history.looks]
-    ax.step(times, [100 * look.weights["model"] for look in history.looks], where="post", color="tab:blue")
+    ax.step(_times(look.time for look in history.looks), [100 * look.weights["model"] for look in history.looks], where="post",
+            color="tab:blue")
     for decision, (marker, colour) in MARKERS.items():
-        pts = [(t, 100 * look.weights["model"]) for t, look, s in zip(times, history.looks, steps, strict=True) if s.decision == decision]
+        pts = [(look.time, 100 * look.weights["model"]) for look, s in zip(history.looks, steps, strict=True) if s.decision == decision]
         if pts:
-            ax.scatter([t for t, _ in pts], [w for _, w in pts], marker=marker, color=colour, s=80, label=decision, zorder=3)
+            ax.scatter(_times(t for t, _ in pts), [w for _, w in pts], marker=marker, color=colour, s=80, label=decision, zorder=3)
     ax.set_yscale("symlog", linthresh=1)
     ax.set_ylabel("model arm weight (%)")
     ax.set_title("Traffic weight and the decision at each look")

@@ -128,7 +128,7 @@ def run_demo(settings: DemoSettings, console: Console | None = None) -> dict:
                      "out": str(out), "started": datetime.now(timezone.utc).isoformat()}
     stack = start_stack(settings.models, dataset.MODEL_NAME, config_path, out, host=host, ports=settings.ports,
                         with_prometheus=settings.with_prometheus, log=console.print)
-    users = None
+    users: SimulatedUsers | None = None
     try:
         gate = run_gate(settings, stack, config, store, console)
         summary["gate"] = {k: gate[k] for k in ("verdict", "passed", "reason")}
@@ -146,10 +146,10 @@ def run_demo(settings: DemoSettings, console: Console | None = None) -> dict:
         finally:
             source.close()
     finally:
-        if users:
+        if users is not None:
             users.stop()
         stack.stop()
-    if users:
+    if users is not None:
         summary["clients"] = {"requests": users.stats.requests, "errors": users.stats.client_errors,
                               "skipped": users.stats.skipped, "outcome_errors": users.stats.outcome_errors,
                               "last_error": users.stats.last_error,

@@ -6,12 +6,17 @@ one plain line, so the progress is readable either way.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
 from experiments.local.simulated_users import UserStats
+
+if TYPE_CHECKING:
+    from experiments.store import DecisionRecord
 
 COLOURS = {"ramp": "green", "ship": "bold green", "rollback": "bold red", "blocked": "yellow", "hold": "white"}
 
@@ -22,7 +27,7 @@ class Display:
         self.users = users
         self.margin = margin
         self.notes: list[str] = []
-        self.record = None
+        self.record: DecisionRecord | None = None
         self.live = Live(console=console, refresh_per_second=4, transient=False) if console.is_terminal else None
 
     def __enter__(self) -> Display:

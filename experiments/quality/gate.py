@@ -134,6 +134,8 @@ def score(client: PredictionClient, model_name: str, frame: pd.DataFrame,
             raise GateError(f"{model_name} returned {len(part)} scores for {len(chunk[dataset.FEATURES[0]])} rows")
         served = served if served is not None else int(response.model_spec.version.value) or version
         scores.append(part)
+    if served is None:
+        raise GateError(f"no version of {model_name} answered: no rows to score, or the model server named no version")
     return np.concatenate(scores), served
 
 

@@ -21,6 +21,7 @@ import sqlalchemy as sa
 from experiments.store import (
     Store,
     evaluations,
+    inserted_id,
     pattern_results,
     patterns,
     problem_results,
@@ -179,10 +180,10 @@ def record_evaluation(store: Store, model_name: str, candidate: int, server: str
     """Store one evaluation: results[version][pattern id] = (score, predicted, correct) and
     metrics[version][problem id] = that problem's metrics; returns the evaluation id."""
     with store.engine.begin() as conn:
-        eid = conn.execute(evaluations.insert().values(
+        eid = inserted_id(conn.execute(evaluations.insert().values(
             model_name=model_name, candidate_version=candidate, versions=sorted(results), server=server,
-            purpose=purpose, time=_now())).inserted_primary_key[0]
-        rows = [{"evaluation_id": eid, "pattern_id": pid, "model_version": v, "score": s, "predicted": pred,
+            purpose=purpose, time=_now())))
+        rows: list[dict[str, Any]] = [{"evaluation_id": eid, "pattern_id": pid, "model_version": v, "score": s, "predicted": pred,
                  "correct": ok} for v, by_pattern in results.items() for pid, (s, pred, ok) in by_pattern.items()]
         if rows:
             conn.execute(pattern_results.insert(), rows)

@@ -13,6 +13,7 @@ import json
 import math
 from collections import defaultdict
 from collections.abc import Iterable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -149,7 +150,7 @@ def collect(models_dir: Path, store: Store | None, model_name: str | None = None
     return {"models": str(models_dir), "versions": records, "unattributed_live": unattributed}
 
 
-def _iso(t) -> str:
+def _iso(t: datetime) -> str:
     return t.isoformat(timespec="seconds").replace("+00:00", "Z")
 
 

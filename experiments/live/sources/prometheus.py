@@ -53,7 +53,8 @@ class PrometheusSource(Source):
         data = body.get("data", {})
         if data.get("resultType") != "vector":
             raise SourceError(f"{self.description} answered a {data.get('resultType')} instead of a vector: {expr}")
-        return data["result"]
+        result: list[dict[str, Any]] = data["result"]
+        return result
 
     def read(self, experiment: str, now: datetime | None = None) -> Reading:
         at = now or utc_now()

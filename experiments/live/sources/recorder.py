@@ -105,7 +105,7 @@ def save_history(history: History, path: str | Path) -> Path:
     """Write a history JSON file atomically (temp file + rename), so a reader never sees half of it."""
     path = Path(path)
     text = json.dumps(dump_history(history), indent=1) + "\n"
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent or ".")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)

@@ -105,6 +105,6 @@ class ConfigMapWeightStore(WeightStore):
 def _message(err: Any) -> str:
     # The API server answers errors as a Status object; its `message` is the useful part.
     try:
-        return yaml.safe_load(err.body).get("message", "")
+        return str(yaml.safe_load(err.body).get("message", ""))
     except Exception:  # noqa: BLE001 - a body that is not a Status: say nothing more
         return ""
