@@ -9,7 +9,6 @@ repository, tests/deploy/data) check ServiceMonitor and PrometheusRule objects.
 from __future__ import annotations
 
 import copy
-import importlib.util
 import json
 import subprocess
 from collections.abc import Iterator
@@ -20,6 +19,7 @@ import jsonschema
 import kubernetes_validate
 import yaml
 
+from k8s import render_base
 from tests.support.binaries import require_binary
 
 REPO = Path(__file__).resolve().parents[2]
@@ -30,9 +30,6 @@ OPTION_SETS = sorted((CHART / "ci").glob("*-values.yaml"))
 KUBE_VERSIONS = ("1.25", "1.37")
 _CRDS = json.loads((Path(__file__).parent / "data" / "prometheus_operator_crds.json").read_text())
 
-_spec = importlib.util.spec_from_file_location("render_base", K8S / "render_base.py")
-render_base = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(render_base)
 
 Obj = dict[str, Any]
 
