@@ -107,7 +107,7 @@ def start(tmp: Path, models_dir: Path, model_target: str, legacy_url: str, rows:
                                                           "model_name": MODEL, "version": 2}}},
             "skew": SKEW_SETTINGS}
     baseline = models_dir / MODEL / "2" / "modelramp" / "baseline.json"
-    processes: list[Process] = []
+    processes: list[tuple[Process, str]] = []  # (router, its URL)
     try:
         for name, config, extra in (("serving", serving, ()), ("skew", skew, ("--baseline", str(baseline)))):
             processes.append(_router(tmp, name, config, *extra))

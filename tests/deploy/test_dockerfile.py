@@ -21,5 +21,7 @@ def test_image_user_is_the_charts_numeric_non_root_user():
 def test_image_runs_the_modelramp_console_script():
     text = (REPO / "Dockerfile").read_text()
     assert 'ENTRYPOINT ["modelramp"]' in text
+    exposed = re.search(r"^EXPOSE (.+)$", text, re.M)
+    assert exposed, "the Dockerfile exposes no port"
     for port in (8080, 8090, 8081):
-        assert str(port) in re.search(r"^EXPOSE (.+)$", text, re.M).group(1)
+        assert str(port) in exposed.group(1)

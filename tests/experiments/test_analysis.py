@@ -121,4 +121,5 @@ def test_one_unlucky_request_is_not_evidence() -> None:
              Look(t0 + timedelta(hours=2), weights, {"legacy": ArmCounts(198, 180), "model": ArmCounts(2, 1)})]
     result = analyze(History("clf-v2-vs-legacy", tuple(looks)), CONFIG)
     assert result.decision == "hold"
+    assert result.difference is not None
     assert result.difference.ci == (float("-inf"), float("inf"))
