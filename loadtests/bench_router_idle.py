@@ -4,7 +4,7 @@
 
 `bench_router.py` finds the router's CPU per request higher at 500 req/s than at saturation.
 This separates the router's own work from what the machine charges for waking an idle process:
-one process runs the router's REST predict path (`router.rest.app.answer_predict`: decode, assign,
+one process runs the router's REST predict path (`router.rest.predict.answer_predict`: decode, assign,
 the legacy call over loopback through the real HTTP/1.1 client, sign, count, encode) against a
 minimal HTTP responder on the same event loop that stands in for the legacy system, and
 measures the thread's CPU time per request:
@@ -33,7 +33,7 @@ from results_file import save
 from experiments.config import parse_config
 from router.backends import ModelMetadata
 from router.core import Router
-from router.rest.app import answer_predict
+from router.rest.predict import answer_predict
 from router.signature import Signature, TensorSpec
 from serving.tfserving.tensors import DT_FLOAT, DT_STRING
 from tests.router.stack import ROW

@@ -37,10 +37,10 @@ from results_file import save
 
 import router.assignment
 from router._sha256 import sha256 as cpython_sha256
-from router.backends import PredictCall
+from router.backends import PredictRequest
 from router.metrics import DURATION_BUCKETS
 from router.rest import json_codec
-from router.signature import rows_fit, validate_call
+from router.signature import rows_fit, validate_request
 from router.signing import Signer
 from serving.tfserving.rest_format import format_columns
 from tests.router.stack import ROW
@@ -89,8 +89,8 @@ async def run(requests: int) -> dict:
         t1 = clock()
         arm = router_.state.assign(f"unit-{i}", rng)
         t2 = clock()
-        call = PredictCall(rows=document["instances"], signature_name="serving_default")
-        validate_call(call, signature, 100)
+        request = PredictRequest(rows=document["instances"], signature_name="serving_default")
+        call = validate_request(request, signature, 100)
         t3 = clock()
         prediction = await legacy.predict(call, 1.0)
         t4 = clock()

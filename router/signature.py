@@ -111,7 +111,9 @@ class PredictCall:
 
     __slots__ = ("_inputs", "rows", "signature_name", "output_filter", "input_specs", "outputs")
 
-    def __init__(self, inputs: Mapping[str, Array] | None = None, *, rows: list[Row] | None = None,
+    # Not keyword-only (unlike PredictRequest): `validate_request` passes all six by position, which
+    # costs less than keywords on every request.
+    def __init__(self, inputs: Mapping[str, Array] | None = None, rows: list[Row] | None = None,
                  signature_name: str | None = None, output_filter: Sequence[str] = (),
                  input_specs: Mapping[str, TensorSpec] | None = None, outputs: Mapping[str, TensorSpec] | None = None) -> None:
         if (inputs is None) == (rows is None):
@@ -151,7 +153,6 @@ _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 def validate_request(request: PredictRequest, signature: Signature | None, max_batch_size: int) -> PredictCall:
     """The validated call for `request` (names, dtypes, shapes, batch size against the signature), or InvalidArgument."""
-    input_specs, outputs = (None, None) if signature is None else (signature.inputs, signature.outputs)
     rows = request.rows
     if rows is not None:
         # Fronts pass rows only when `rows_fit` accepted them; a front that checked against this
@@ -162,13 +163,13 @@ def validate_request(request: PredictRequest, signature: Signature | None, max_b
             raise InvalidArgument(f"batch of {len(rows)} examples is larger than the limit of {max_batch_size}")
         if not rows:
             raise InvalidArgument("the request has an empty batch")
-        return PredictCall(rows=rows, signature_name=request.signature_name, output_filter=request.output_filter,
-                           input_specs=input_specs, outputs=outputs)
+        return PredictCall(None, rows, request.signature_name, request.output_filter, signature.inputs, signature.outputs)
     inputs = request.inputs
     assert inputs is not None  # the request holds one of the two
     check_inputs(inputs, signature, max_batch_size)
-    return PredictCall(inputs, signature_name=request.signature_name, output_filter=request.output_filter,
-                       input_specs=input_specs, outputs=outputs)
+    if signature is None:  # the model's signature is not known yet: the inputs are checked among themselves
+        return PredictCall(inputs, None, request.signature_name, request.output_filter)
+    return PredictCall(inputs, None, request.signature_name, request.output_filter, signature.inputs, signature.outputs)
 
 
 def rows_fit(rows: list[Any], signature: Signature) -> bool:
