@@ -3,12 +3,12 @@
     python loadtests/bench_http_front.py [--rps 500] [--seconds 10] [--rounds 2]
 
 Both servers answer every POST with the same fixed 21-byte JSON body, so what differs is only
-the HTTP layer the router's front runs on: uvicorn with httptools and uvloop (what
-`modelramp router` uses, with the ASGI fast path of `router/rest/app.py`) and a hand-written
-asyncio protocol on the same httptools parser that writes the answer in one call. The same
-open-loop load (aiohttp, one new request every 1/rps s) drives each in alternating rounds;
-CPU is read from the server process. This is the decision input for the router's CPU goal:
-the difference is the most a custom HTTP front could save per request.
+the HTTP layer: uvicorn with httptools and uvloop (what `modelramp router` ran on before it had
+its own server) and a hand-written asyncio protocol on the same httptools parser that writes
+the answer in one call. The same open-loop load (aiohttp, one new request every 1/rps s) drives
+each in alternating rounds; CPU is read from the server process. The difference is the most a
+custom HTTP front could save per request: the measurement behind `router/rest/server.py`, the
+router's own server on that parser, which answers predict without ASGI.
 """
 
 from __future__ import annotations
