@@ -14,8 +14,9 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
+from typing import Any, Final
 
 from router.assignment import Assigner
 from router.backends import (
@@ -40,7 +41,8 @@ from serving.tfserving import errors
 
 log = logging.getLogger("router")
 
-MODEL, LEGACY = "model", "legacy"
+MODEL: Final = "model"  # Final: a Literal type, so `config.arms[MODEL]` is the model arm's spec
+LEGACY: Final = "legacy"
 METADATA_REFRESH_S = 30.0
 
 
@@ -87,7 +89,7 @@ class Router:
         self.metadata: ModelMetadata | None = None
         self.state = self._build(config, previous=None)
         self.shadow = Shadow(self.metrics, config.router.shadow_max_in_flight)
-        self._tasks: set[asyncio.Task] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
         self._publish(self.state, None)
 
     # ---- configuration -------------------------------------------------------------------
@@ -264,7 +266,7 @@ class Router:
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
 
-    def _spawn(self, coro) -> None:
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         try:
             task = asyncio.get_running_loop().create_task(coro)
         except RuntimeError:  # no loop (configuration applied from a plain test): run nothing
@@ -274,7 +276,7 @@ class Router:
         task.add_done_callback(self._tasks.discard)
 
     # ---- inspection ----------------------------------------------------------------------
-    async def readiness(self, timeout: float = 1.0) -> dict:
+    async def readiness(self, timeout: float = 1.0) -> dict[str, Any]:
         """Ready when the legacy system answers and the model's signature is known (`GET /readyz`, `router.rest.app`)."""
         state = self.state
         legacy_ok, model_ok = await asyncio.gather(state.backends[LEGACY].ready(timeout), state.backends[MODEL].ready(timeout))
@@ -283,7 +285,7 @@ class Router:
         return {"ready": bool(legacy_ok and self.metadata is not None),
                 "backends": {LEGACY: legacy_ok, MODEL: model_ok}, "signature_known": self.metadata is not None}
 
-    def describe(self) -> dict:
+    def describe(self) -> dict[str, Any]:
         """The experiment as `GET /v1/experiments/{name}` shows it: config, weights, live counts."""
         state = self.state
         return {"name": state.config.name, "model_name": state.config.model_name, "weights": state.weights,

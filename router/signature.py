@@ -58,13 +58,13 @@ class Signature:
         return tuple((name, spec.dtype == DT_STRING) for name, spec in self.inputs.items())
 
     @classmethod
-    def from_metadata(cls, signature_defs: Mapping[str, dict], signature_name: str, model_version: int | None = None) -> Signature:
+    def from_metadata(cls, signature_defs: Mapping[str, dict[str, Any]], signature_name: str, model_version: int | None = None) -> Signature:
         """From `serving.tfserving.grpc_client.parse_signature_defs` output (dtype names like "DT_FLOAT")."""
         if signature_name not in signature_defs:
             raise InvalidArgument(f"model has no signature {signature_name!r}; it has {sorted(signature_defs)}")
         sig = signature_defs[signature_name]
 
-        def specs(tensors: Mapping[str, dict]) -> dict[str, TensorSpec]:
+        def specs(tensors: Mapping[str, dict[str, Any]]) -> dict[str, TensorSpec]:
             return {
                 name: TensorSpec(protos.DataType.values_by_name[t["dtype"]].number,
                                  None if t["shape"] is None else tuple(int(d) for d in t["shape"]))

@@ -19,13 +19,18 @@ import asyncio
 import json
 import logging
 from collections import deque
+from collections.abc import MutableMapping
 from http import HTTPStatus
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import unquote
 
 import httptools
 
 from router.core import Router
 from router.rest.predict import PREDICT_PATH, answer_predict, too_large
+
+if TYPE_CHECKING:  # the types only: this module does not need Starlette to run
+    from starlette.types import ASGIApp
 
 log = logging.getLogger("router.rest.server")
 
@@ -51,7 +56,7 @@ class _Request:
 class HttpServer:
     """Listens on (host, port); `app` answers everything but predict (ASGI)."""
 
-    def __init__(self, router: Router, app, host: str, port: int):
+    def __init__(self, router: Router, app: ASGIApp, host: str, port: int) -> None:
         self.router, self.app, self.host, self.port = router, app, host, port
         self.connections: set[_Connection] = set()
         self._server: asyncio.AbstractServer | None = None
@@ -90,11 +95,11 @@ class HttpServer:
 
 
 class _Connection(asyncio.Protocol):
-    def __init__(self, server: HttpServer):
+    def __init__(self, server: HttpServer) -> None:
         self.server = server
         self.loop = server.loop
         self.parser = httptools.HttpRequestParser(self)
-        self.transport: asyncio.Transport | None = None
+        self.transport: asyncio.Transport  # set by connection_made, which asyncio calls before anything else
         self.request = _Request()
         self.queue: deque[_Request] = deque()
         self.busy = False
@@ -107,12 +112,12 @@ class _Connection(asyncio.Protocol):
 
     # asyncio.Protocol ----------------------------------------------------------------------------
 
-    def connection_made(self, transport) -> None:
-        self.transport = transport
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # a stream server's transports are Transports
         self.server.connections.add(self)
         self.last_active = self.loop.time()
 
-    def connection_lost(self, exc) -> None:
+    def connection_lost(self, exc: Exception | None) -> None:
         self.server.connections.discard(self)
         self.writable.set()  # nothing will drain any more: release a request waiting to write
 
@@ -137,7 +142,7 @@ class _Connection(asyncio.Protocol):
             self.transport.pause_reading()
 
     def close(self) -> None:
-        if self.transport is not None and not self.transport.is_closing():
+        if not self.transport.is_closing():
             self.transport.close()
 
     # httptools callbacks -------------------------------------------------------------------------
@@ -230,24 +235,24 @@ class _Connection(asyncio.Protocol):
             return 500, [(b"content-type", _JSON)], b'{"error":"internal error in the router"}'
 
     async def _asgi(self, request: _Request, path: bytes, query: bytes) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
-        scope = {"type": "http", "asgi": {"version": "3.0", "spec_version": "2.3"}, "http_version": "1.1",
+        scope: dict[str, Any] = {"type": "http", "asgi": {"version": "3.0", "spec_version": "2.3"}, "http_version": "1.1",
                  "method": request.method.decode(), "scheme": "http", "path": unquote(path.decode("latin-1")),
                  "raw_path": path, "query_string": query, "root_path": "", "headers": request.headers,
                  "client": self.transport.get_extra_info("peername"), "server": (self.server.host, self.server.port)}
         body = b"".join(request.body)
         sent = False
-        disconnected = self.loop.create_future()
+        disconnected: asyncio.Future[MutableMapping[str, Any]] = self.loop.create_future()
 
-        async def receive() -> dict:
+        async def receive() -> MutableMapping[str, Any]:
             nonlocal sent
             if not sent:
                 sent = True
                 return {"type": "http.request", "body": body, "more_body": False}
             return await disconnected  # nothing more will come; only a disconnect
 
-        response: dict = {"status": 500, "headers": [], "body": []}
+        response: dict[str, Any] = {"status": 500, "headers": [], "body": []}
 
-        async def send(message: dict) -> None:
+        async def send(message: MutableMapping[str, Any]) -> None:
             if message["type"] == "http.response.start":
                 response["status"], response["headers"] = message["status"], list(message.get("headers", []))
             elif message["type"] == "http.response.body":
