@@ -13,16 +13,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Add this package's subcommands to the `modelramp` parser."""
     p = sub.add_parser("router", help="the traffic splitter (HTTP and gRPC fronts, one process = one replica)",
                        description="Serve TF Serving's REST and gRPC APIs and split traffic between the legacy system and the model.")
-    p.add_argument("--config", type=Path, required=True, help="experiment YAML, watched for changes (`modelramp up` and `modelramp demo` pass their own)")
+    p.add_argument("--config", type=Path, required=True, help="experiment YAML, watched for changes (`modelramp up` and `modelramp demo` pass "
+                                                              "their own)")
     p.add_argument("--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")
     p.add_argument("--http-port", type=int, default=8080, help="HTTP port (default 8080)")
     p.add_argument("--grpc-port", type=int, default=8090, help="gRPC port (default 8090)")
     p.add_argument("--legacy-url", default=None, help="override the legacy backend URL of the config")
     p.add_argument("--model-target", default=None, help="override the model backend address of the config (host:port for gRPC, URL for REST)")
-    p.add_argument("--signing-key-file", type=Path, default=None, help="HMAC key for request ids (else $MODELRAMP_SIGNING_KEY; all replicas must share it)")
-    p.add_argument("--admin-token-file", type=Path, default=None, help=f"bearer token for PUT .../weights (else ${ADMIN_TOKEN_ENV}; none: the API is off)")
+    p.add_argument("--signing-key-file", type=Path, default=None, help="HMAC key for request ids (else $MODELRAMP_SIGNING_KEY; all replicas "
+                                                                       "must share it)")
+    p.add_argument("--admin-token-file", type=Path, default=None,
+                   help=f"bearer token for PUT .../weights (else ${ADMIN_TOKEN_ENV}; none: the API is off)")
     p.add_argument("--watch-interval", type=float, default=1.0, help="seconds between looks at the config file (default 1)")
-    p.add_argument("--baseline", type=Path, default=None, help="feature baseline (models/<name>/<version>/modelramp/baseline.json) for the skew monitors; overrides the config's skew.baseline")
+    p.add_argument("--baseline", type=Path, default=None, help="feature baseline (models/<name>/<version>/modelramp/baseline.json) for the "
+                                                               "skew monitors; overrides the config's skew.baseline")
     p.set_defaults(handler=_router)
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar, Union, overload
+from typing import Annotated, Any, Literal, TypeVar, overload
 
 import yaml
 from pydantic import (
@@ -88,8 +88,8 @@ class TfServingRestSpec(_Strict):
     timeout_ms: float = Field(200.0, gt=0)
 
 
-ModelBackendSpec = Annotated[Union[TfServingGrpcSpec, TfServingRestSpec], Field(discriminator="kind")]
-BackendSpec = Union[LegacyHttpSpec, TfServingGrpcSpec, TfServingRestSpec]
+ModelBackendSpec = Annotated[TfServingGrpcSpec | TfServingRestSpec, Field(discriminator="kind")]
+BackendSpec = LegacyHttpSpec | TfServingGrpcSpec | TfServingRestSpec
 
 
 class LegacyArmSpec(_Strict):
@@ -102,7 +102,7 @@ class ModelArmSpec(_Strict):
     backend: ModelBackendSpec
 
 
-ArmSpec = Union[LegacyArmSpec, ModelArmSpec]
+ArmSpec = LegacyArmSpec | ModelArmSpec
 
 
 class ArmsSpec(_Strict):
@@ -174,13 +174,21 @@ class ShadowSpec(_Strict):
 class RouterOptionsSpec(_Strict):
     """Request limits and bookkeeping of the router (`modelramp router`); every replica reads the same."""
 
-    request_timeout_ms: float = Field(1000.0, gt=0, description="Deadline of one client request when the client sets none (gRPC deadlines are honoured); the model arm gets at most half of what remains, so the legacy fallback still fits.")
-    max_body_bytes: int = Field(1_048_576, ge=1024, description="Largest accepted request body (REST) or message (gRPC); larger ones get 413 / INVALID_ARGUMENT.")
+    request_timeout_ms: float = Field(1000.0, gt=0, description="Deadline of one client request when the client sets none (gRPC deadlines are "
+                                                                "honoured); the model arm gets at most half of what remains, so the legacy "
+                                                                "fallback still fits.")
+    max_body_bytes: int = Field(1_048_576, ge=1024, description="Largest accepted request body (REST) or message (gRPC); larger ones get 413 "
+                                                                "/ INVALID_ARGUMENT.")
     max_batch_size: int = Field(256, ge=1, description="Most examples (rows) in one predict request; more get 400 / INVALID_ARGUMENT.")
-    outcome_ttl_seconds: float = Field(86_400.0, gt=0, description="How long after a prediction its outcome is accepted; older request ids are rejected as expired.")
-    outcome_dedup_entries: int = Field(200_000, ge=1, description="Request ids remembered per router to count a repeated outcome once (about 100 bytes each); the idempotence window is this many ids or outcome_ttl_seconds, whichever is shorter.")
-    feature_sample_share: float = Field(0.0, ge=0.0, le=1.0, description="Share of requests whose decoded input features are passed to the feature sinks (the skew sketches); 0 turns sampling off.")
-    shadow_max_in_flight: int = Field(64, ge=1, description="Most shadow calls running at once; further shadow calls are dropped (and counted), never queued, so shadowing cannot slow the router.")
+    outcome_ttl_seconds: float = Field(86_400.0, gt=0, description="How long after a prediction its outcome is accepted; older request ids "
+                                                                   "are rejected as expired.")
+    outcome_dedup_entries: int = Field(200_000, ge=1, description="Request ids remembered per router to count a repeated outcome once (about "
+                                                                  "100 bytes each); the idempotence window is this many ids or "
+                                                                  "outcome_ttl_seconds, whichever is shorter.")
+    feature_sample_share: float = Field(0.0, ge=0.0, le=1.0, description="Share of requests whose decoded input features are passed to the "
+                                                                         "feature sinks (the skew sketches); 0 turns sampling off.")
+    shadow_max_in_flight: int = Field(64, ge=1, description="Most shadow calls running at once; further shadow calls are dropped (and "
+                                                            "counted), never queued, so shadowing cannot slow the router.")
 
 
 class SkewSpec(_Strict):
@@ -195,19 +203,28 @@ class SkewSpec(_Strict):
     """
 
     enabled: bool = Field(True, description="Build the sketches when a baseline is known (this file's `baseline` or `modelramp router --baseline`).")
-    baseline: str | None = Field(None, description="Path of the model version's `modelramp/baseline.json` (relative to the working directory); `--baseline` overrides it.")
-    sample_share: float = Field(1.0, ge=0.0, le=1.0, description="Share of requests sketched, unless `router.feature_sample_share` is set explicitly (that one wins). Default 1: every request; the sketch costs a few microseconds (loadtests/bench_sketches.py).")
+    baseline: str | None = Field(None, description="Path of the model version's `modelramp/baseline.json` (relative to the working "
+                                                   "directory); `--baseline` overrides it.")
+    sample_share: float = Field(1.0, ge=0.0, le=1.0, description="Share of requests sketched, unless `router.feature_sample_share` is set "
+                                                                 "explicitly (that one wins). Default 1: every request; the sketch costs a "
+                                                                 "few microseconds (loadtests/bench_sketches.py).")
     thresholds: dict[Statistic, PositiveFloat] = Field(
         default_factory=lambda: dict(DEFAULT_DRIFT_THRESHOLDS),
-        description="Default limit per effect-size statistic (the alert rules use the same numbers); numeric features and the score are judged on psi and js_distance, categorical ones on psi and linf.")
+        description="Default limit per effect-size statistic (the alert rules use the same numbers); numeric features and the score are "
+                    "judged on psi and js_distance, categorical ones on psi and linf.")
     features: dict[str, dict[Statistic, PositiveFloat]] = Field(
         {}, description="Per-feature limits (feature name, or __prediction__ for the score); naming a statistic also judges the feature on it.")
-    min_sample: int = Field(1000, ge=1, description="Live values in the window before a feature is judged (fewer: verdict too_few, no drift gauge exported).")
-    alpha: float = Field(0.01, gt=0.0, lt=0.5, description="Significance of the chi-square test that must also reject 'same distribution' for a drift verdict.")
+    min_sample: int = Field(1000, ge=1, description="Live values in the window before a feature is judged (fewer: verdict too_few, no drift "
+                                                    "gauge exported).")
+    alpha: float = Field(0.01, gt=0.0, lt=0.5, description="Significance of the chi-square test that must also reject 'same distribution' for "
+                                                           "a drift verdict.")
     window_seconds: float = Field(3600.0, gt=0, description="Drift is computed over the values sketched in this trailing window.")
-    interval_seconds: float = Field(15.0, gt=0, description="How often the router folds pending values into the sketches and recomputes drift (off the request path).")
-    max_unseen_categories: int = Field(20, ge=0, description="Unseen category names kept by name per feature; further ones are counted together as __other__.")
-    max_pending: int = Field(100_000, ge=1, description="Sampled requests waiting to be folded in; beyond that new ones are dropped (and counted), so memory stays bounded.")
+    interval_seconds: float = Field(15.0, gt=0, description="How often the router folds pending values into the sketches and recomputes drift "
+                                                            "(off the request path).")
+    max_unseen_categories: int = Field(20, ge=0, description="Unseen category names kept by name per feature; further ones are counted "
+                                                             "together as __other__.")
+    max_pending: int = Field(100_000, ge=1, description="Sampled requests waiting to be folded in; beyond that new ones are dropped (and "
+                                                        "counted), so memory stays bounded.")
     prediction_output: str | None = Field(None, description="The model output holding the score (default: the only output).")
 
     def thresholds_for(self, feature: str, kind: str) -> dict[str, float]:

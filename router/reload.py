@@ -77,7 +77,7 @@ class ConfigFile:
             await asyncio.sleep(interval)
             try:
                 self.check(router)
-            except Exception:  # noqa: BLE001 - the watcher must outlive any one bad change
+            except Exception:
                 log.exception("config watcher failed on %s", self.path)
 
 

@@ -110,7 +110,7 @@ def _tune_gc() -> None:
 def run(settings: RouterSettings, admin_token: str | None) -> int:
     """Blocking entry point (uses uvloop when installed)."""
     try:
-        import uvloop
+        import uvloop  # noqa: PLC0415 - optional: the standard loop serves when it is missing
 
         runner = uvloop.run
     except ImportError:  # pragma: no cover - uvicorn[standard] brings it

@@ -35,7 +35,6 @@ import numpy as np
 from experiments.stats.stratified import MIN_EXPECTED
 
 
-
 class ClusterRate(NamedTuple):
     """An arm's rate, its cluster-robust variance, its trials and the buckets holding trials."""
 
@@ -208,7 +207,7 @@ def period_counts(cumulative: np.ndarray, firsts: list[int], lasts: list[int]) -
     cum = np.asarray(cumulative)
     looks = cum.shape[0]
     out = np.zeros((looks, len(firsts)) + cum.shape[1:], dtype=cum.dtype)
-    for j, (first, last) in enumerate(zip(firsts, lasts)):
+    for j, (first, last) in enumerate(zip(firsts, lasts, strict=True)):
         base = cum[first] if j else np.zeros_like(cum[0])
         idx = np.minimum(np.arange(first, looks), last)
         out[first:, j] = cum[idx] - base

@@ -57,7 +57,7 @@ def crossing_probabilities(
     g = boundary(info, tau2, alpha, sides)
     xs, dens = np.zeros(1), np.ones(1)  # a point mass at X = 0 before the first look
     prev, upper, lower = 0.0, np.zeros(len(info)), np.zeros(len(info))
-    for k, (i_k, g_k) in enumerate(zip(info, g)):
+    for k, (i_k, g_k) in enumerate(zip(info, g, strict=True)):
         step = i_k - prev
         sd, shift = np.sqrt(step), effect * step
         mean = xs + shift

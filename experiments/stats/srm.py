@@ -9,7 +9,8 @@ use it with p < 0.001 so that the check almost never fires by chance over many l
 
 from __future__ import annotations
 
-from typing import NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 from scipy.special import chdtrc  # chi-square survival function; importing scipy.stats costs about 0.9 s per CLI process

@@ -22,10 +22,11 @@ significant but negligible one (with big samples everything is significant).
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from router.config import JUDGED, judged_thresholds  # noqa: F401 - part of this module's API (the statistics judged per kind)
 
@@ -36,21 +37,21 @@ EFFECT_SIZES = ("psi", "js_distance", "linf")
 OK, DRIFT, TOO_FEW = "ok", "drift", "too_few"
 
 
-def proportions(counts: Sequence[float]) -> np.ndarray:
+def proportions(counts: ArrayLike) -> np.ndarray:
     """Counts -> proportions (all zeros when the total is 0)."""
     c = np.asarray(counts, dtype=np.float64)
     total = c.sum()
     return c / total if total > 0 else c
 
 
-def psi(expected: Sequence[float], actual: Sequence[float], eps: float = EPS) -> float:
+def psi(expected: ArrayLike, actual: ArrayLike, eps: float = EPS) -> float:
     """Population stability index of `actual` against `expected` (counts or proportions)."""
     p = np.maximum(proportions(expected), eps)
     q = np.maximum(proportions(actual), eps)
     return float(np.sum((q - p) * np.log(q / p)))
 
 
-def js_distance(expected: Sequence[float], actual: Sequence[float]) -> float:
+def js_distance(expected: ArrayLike, actual: ArrayLike) -> float:
     """Jensen-Shannon distance (base 2, in [0, 1]) between two count or proportion vectors."""
     p, q = proportions(expected), proportions(actual)
     m = (p + q) / 2
@@ -62,12 +63,12 @@ def js_distance(expected: Sequence[float], actual: Sequence[float]) -> float:
     return math.sqrt(max((kl(p) + kl(q)) / 2, 0.0))
 
 
-def linf(expected: Sequence[float], actual: Sequence[float]) -> float:
+def linf(expected: ArrayLike, actual: ArrayLike) -> float:
     """L-infinity distance: the largest absolute difference of proportions over the bins."""
     return float(np.max(np.abs(proportions(expected) - proportions(actual))))
 
 
-def chi2_pvalue(expected: Sequence[float], actual: Sequence[float]) -> float:
+def chi2_pvalue(expected: ArrayLike, actual: ArrayLike) -> float:
     """p-value of the chi-square homogeneity test on the 2 x k table of the two count vectors."""
     from scipy.special import chdtrc  # noqa: PLC0415 - only the periodic job and the CLI need scipy
 
@@ -80,7 +81,7 @@ def chi2_pvalue(expected: Sequence[float], actual: Sequence[float]) -> float:
     return float(chdtrc(table.shape[1] - 1, stat))
 
 
-def statistics(expected: Sequence[float], actual: Sequence[float]) -> dict[str, float]:
+def statistics(expected: ArrayLike, actual: ArrayLike) -> dict[str, float]:
     """Every statistic of `STATISTICS` for one feature."""
     return {"psi": psi(expected, actual), "js_distance": js_distance(expected, actual),
             "linf": linf(expected, actual), "chi2_pvalue": chi2_pvalue(expected, actual)}
@@ -109,7 +110,7 @@ def _finite(x: float) -> float | None:
     return x if math.isfinite(x) else None
 
 
-def judge(feature: str, kind: str, expected: Sequence[float], actual: Sequence[float], thresholds: Mapping[str, float],
+def judge(feature: str, kind: str, expected: ArrayLike, actual: ArrayLike, thresholds: Mapping[str, float],
           min_sample: int, alpha: float) -> Judgement:
     """Compare live counts with the baseline's over the same bins and decide ok / drift / too_few.
 

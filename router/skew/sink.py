@@ -148,7 +148,7 @@ class SkewSink:
         while not self._stop.wait(self.settings.interval_seconds):
             try:
                 self.step()
-            except Exception:  # noqa: BLE001 - monitoring must never take the router down
+            except Exception:
                 log.exception("skew sketch round failed")
 
     def close(self) -> None:
@@ -183,17 +183,26 @@ class _Collector:
 
     def collect(self):
         sink, model = self.sink, self.sink.model
-        values = CounterMetricFamily("modelramp_feature_values", "Sampled feature values per baseline bin (category, histogram bin index, __other__, __missing__).",
-                                     labels=["model", "feature", "bin"])
+        values = CounterMetricFamily(
+            "modelramp_feature_values",
+            "Sampled feature values per baseline bin (category, histogram bin index, __other__, __missing__).",
+            labels=["model", "feature", "bin"])
         for name, sketch in list(sink.sketches.items()):
             for label, count in sketch.bins():
                 values.add_metric([model, name, label], count)
-        drift = GaugeMetricFamily("modelramp_feature_drift", "Drift of live values from the training baseline, by statistic (judged effect sizes and chi2_pvalue), once the window holds skew.min_sample values.",
-                                  labels=["model", "feature", "statistic"])
-        limits = GaugeMetricFamily("modelramp_feature_drift_threshold", "Limit of each judged drift statistic for the feature (skew.thresholds and skew.features).",
-                                   labels=["model", "feature", "statistic"])
-        drifted = GaugeMetricFamily("modelramp_feature_drifted", "1 when the feature drifted: a judged statistic over its limit, significant chi-square, enough values.",
-                                    labels=["model", "feature"])
+        drift = GaugeMetricFamily(
+            "modelramp_feature_drift",
+            "Drift of live values from the training baseline, by statistic (judged effect sizes and chi2_pvalue), "
+            "once the window holds skew.min_sample values.",
+            labels=["model", "feature", "statistic"])
+        limits = GaugeMetricFamily(
+            "modelramp_feature_drift_threshold",
+            "Limit of each judged drift statistic for the feature (skew.thresholds and skew.features).",
+            labels=["model", "feature", "statistic"])
+        drifted = GaugeMetricFamily(
+            "modelramp_feature_drifted",
+            "1 when the feature drifted: a judged statistic over its limit, significant chi-square, enough values.",
+            labels=["model", "feature"])
         window = GaugeMetricFamily("modelramp_feature_window_values", "Values of the feature in the drift window.", labels=["model", "feature"])
         for name, j in list(sink.judgements.items()):
             window.add_metric([model, name], j.n)

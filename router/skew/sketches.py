@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from itertools import pairwise
 
 import numpy as np
 
@@ -74,7 +75,7 @@ class NumericSketch:
 
     def bins(self) -> list[tuple[str, int]]:
         """(label, cumulative count) per bin, for the exported counter."""
-        return list(zip(self.labels, self.counts.tolist()))
+        return list(zip(self.labels, self.counts.tolist(), strict=True))
 
     def from_bins(self, counts: Mapping[str, float]) -> np.ndarray:
         """Exported (label -> count) back into comparison bins, e.g. summed over replicas."""
@@ -83,7 +84,7 @@ class NumericSketch:
     def bin_names(self) -> list[str]:
         """Readable names of the comparison bins: '< e0', '[e0, e1)', ..., '>= e_last', 'missing'."""
         e = [f"{x:g}" for x in self.edges.tolist()]
-        inner = [f"[{a}, {b})" for a, b in zip(e, e[1:])]
+        inner = [f"[{a}, {b})" for a, b in pairwise(e)]
         return [f"< {e[0]}", *inner, f">= {e[-1]}", "missing"] if e else ["all", "missing"]
 
 

@@ -29,7 +29,8 @@ def within(x: np.ndarray, level: float) -> bool:
     return bool(x.mean() <= level + 3 * np.sqrt(level * (1 - level) / len(x)))
 
 
-@pytest.mark.parametrize(("counts", "weights"), [([9850, 150], [0.99, 0.01]), ([9901, 99], [0.99, 0.01]), ([510, 490], [0.5, 0.5]), ([70, 20, 10], [0.6, 0.3, 0.1])])
+@pytest.mark.parametrize(("counts", "weights"), [([9850, 150], [0.99, 0.01]), ([9901, 99], [0.99, 0.01]),
+                                                 ([510, 490], [0.5, 0.5]), ([70, 20, 10], [0.6, 0.3, 0.1])])
 def test_bayes_factor_is_dirichlet_multinomial_over_multinomial(counts: list[int], weights: list[float]) -> None:
     c, w = np.array(counts), np.array(weights)
     theirs = dirichlet_multinomial.logpmf(c, CONCENTRATION * w, c.sum()) - multinomial.logpmf(c, c.sum(), w)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from statsmodels.stats.proportion import confint_proportions_2indep
 from scipy.stats import norm
+from statsmodels.stats.proportion import confint_proportions_2indep
 
 from experiments.stats.stratified import stratified_difference
 

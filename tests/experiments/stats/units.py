@@ -12,7 +12,8 @@ that is what makes every score of a customer share its outcome.
 
 from __future__ import annotations
 
-from typing import Iterator, NamedTuple
+from collections.abc import Iterator
+from typing import NamedTuple
 
 import numpy as np
 
