@@ -142,7 +142,7 @@ class RequestCounts:
         duration = HistogramMetricFamily("modelramp_request_duration_seconds", _DURATION_HELP, labels=_REQUEST_LABELS[:3])
         for key, cells in list(self._durations.items()):
             cumulative, buckets = 0, []
-            for bound, count in zip((*self.bounds, float("inf")), cells, strict=True):
+            for bound, count in zip((*self.bounds, float("inf")), cells[:-1], strict=True):  # the last cell is the sum
                 cumulative += count
                 buckets.append((floatToGoString(bound), cumulative))
             duration.add_metric(key, buckets, cells[-1])
