@@ -189,6 +189,11 @@ class RouterOptionsSpec(_Strict):
                                                                          "feature sinks (the skew sketches); 0 turns sampling off.")
     shadow_max_in_flight: int = Field(64, ge=1, description="Most shadow calls running at once; further shadow calls are dropped (and "
                                                             "counted), never queued, so shadowing cannot slow the router.")
+    analysis_buckets: int = Field(64, ge=1, le=1024, description="Analysis buckets B: each unit id hashes to one of B buckets, independent "
+                                                                 "of its arm (router/buckets.py); exposures and outcomes are counted per "
+                                                                 "(arm, bucket), so the analyzer treats a unit's repeated requests as one "
+                                                                 "cluster. 6B series per experiment and router; every replica must use the "
+                                                                 "same B. 1 counts request-level only.")
 
 
 class SkewSpec(_Strict):

@@ -10,7 +10,9 @@ between workers anyway. Scale out with replicas (Kubernetes) instead; one proces
 
 from __future__ import annotations
 
+import threading
 from bisect import bisect_left
+from collections.abc import Iterable, Iterator
 
 from prometheus_client import (
     CollectorRegistry,
@@ -19,7 +21,7 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
-from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.utils import floatToGoString
 
 from serving.tfserving.errors import UserFacingError
@@ -59,6 +61,9 @@ class RouterMetrics:
         self.outcomes = Counter(
             "modelramp_outcomes_total", "Outcomes reported for signed request ids, counted once per id.",
             ["experiment", "arm", "outcome"], registry=r)
+        # modelramp_bucket_exposures_total and modelramp_bucket_outcomes_total: the analyzer's by-unit counts.
+        self.buckets = BucketCounts()
+        r.register(self.buckets)
         self.weight = Gauge(
             "modelramp_traffic_weight", "Configured share of units per arm (0 to 1).",
             ["experiment", "arm"], registry=r)
@@ -82,11 +87,21 @@ class RouterMetrics:
             "modelramp_config_reloads_total", "Configuration changes, by source (file, api) and result (applied, rejected).",
             ["source", "result"], registry=r)
 
+    def count_exposure(self, experiment: str, arm: str, bucket: int) -> None:
+        """One answered-or-failed predict request of a unit in analysis bucket `bucket` (router/buckets.py)."""
+        self.buckets.expose(experiment, arm, bucket)
+
+    def count_outcome(self, experiment: str, arm: str, bucket: int, success: bool) -> None:
+        """One outcome counted for a signed id: `modelramp_outcomes_total` and the bucket's outcome counter."""
+        outcome = "success" if success else "failure"
+        self.outcomes.labels(experiment, arm, outcome).inc()
+        self.buckets.outcome(experiment, arm, bucket, outcome)
+
     def set_weights(self, experiment: str, weights: dict[str, float]) -> None:
         for arm, w in weights.items():
             self.weight.labels(experiment, arm).set(w)
 
-    def forget_experiment(self, experiment: str, arms) -> None:
+    def forget_experiment(self, experiment: str, arms: Iterable[str]) -> None:
         """Drop the gauges of an experiment that is no longer configured (its counters stay)."""
         for arm in arms:
             for gauge in (self.weight, self.circuit_open):
@@ -148,3 +163,50 @@ class RequestCounts:
             duration.add_metric(key, buckets, cells[-1])
         yield requests
         yield duration
+
+
+_EXPOSURES_HELP = ("Predict requests by assigned arm and the unit's analysis bucket (router/buckets.py); "
+                   "sums over buckets to the arm's modelramp_requests_total.")
+_BUCKET_OUTCOMES_HELP = "Outcomes counted once per signed id, by arm, the unit's analysis bucket and outcome."
+
+
+class BucketCounts:
+    """`modelramp_bucket_exposures_total{experiment,arm,bucket}` and `modelramp_bucket_outcomes_total{...,outcome}`.
+
+    Series per router and experiment: 2 arms x B buckets of exposures and 2 x B x 2 of outcomes,
+    6B in all (384 at the default B = 64; B is at most 1024, router.config). Plain dicts like
+    `RequestCounts`, for the same reason: exposures are counted on every request. Exposures are
+    counted on the event loop's thread only; outcomes take a lock, so an outcome ledger that
+    counts from another thread cannot lose increments. `collect` copies first.
+    """
+
+    def __init__(self) -> None:
+        self._exposures: dict[tuple[str, str, str], int] = {}  # (experiment, arm, bucket) -> requests
+        self._outcomes: dict[tuple[str, str, str, str], int] = {}  # (experiment, arm, bucket, outcome) -> outcomes
+        self._lock = threading.Lock()
+
+    def expose(self, experiment: str, arm: str, bucket: int) -> None:
+        key = (experiment, arm, str(bucket))
+        self._exposures[key] = self._exposures.get(key, 0) + 1
+
+    def outcome(self, experiment: str, arm: str, bucket: int, outcome: str) -> None:
+        key = (experiment, arm, str(bucket), outcome)
+        with self._lock:
+            self._outcomes[key] = self._outcomes.get(key, 0) + 1
+
+    def describe(self) -> Iterator[Metric]:
+        yield CounterMetricFamily("modelramp_bucket_exposures", _EXPOSURES_HELP, labels=["experiment", "arm", "bucket"])
+        yield CounterMetricFamily("modelramp_bucket_outcomes", _BUCKET_OUTCOMES_HELP, labels=["experiment", "arm", "bucket", "outcome"])
+
+    def collect(self) -> Iterator[Metric]:
+        exposures = CounterMetricFamily("modelramp_bucket_exposures", _EXPOSURES_HELP, labels=["experiment", "arm", "bucket"])
+        for key, count in list(self._exposures.items()):
+            exposures.add_metric(key, count)
+        outcomes = CounterMetricFamily("modelramp_bucket_outcomes", _BUCKET_OUTCOMES_HELP,
+                                       labels=["experiment", "arm", "bucket", "outcome"])
+        with self._lock:
+            counted = list(self._outcomes.items())
+        for key, count in counted:
+            outcomes.add_metric(key, count)
+        yield exposures
+        yield outcomes

@@ -1,13 +1,16 @@
-"""Signed request ids: experiment, arm and time under an HMAC, so outcomes cannot be forged or misattributed.
+"""Signed request ids: experiment, arm, analysis bucket and time under an HMAC, so outcomes cannot be forged or misattributed.
 
-Format (dot-separated, URL-safe, about 60 characters):
+Format (dot-separated, URL-safe, about 65 characters):
 
-    <experiment>.<arm>.<issued_ms>.<nonce>.<signature>
+    <experiment>.<arm>.<bucket>.<issued_ms>.<nonce>.<signature>
 
-`signature` is the first 16 bytes of HMAC-SHA256(key, "<experiment>.<arm>.<issued_ms>.<nonce>"),
-base64url without padding. Experiment names are DNS labels and arms are `legacy`/`model`, so no
-field contains a dot. Every router replica of an experiment must share the key (a mounted
-secret file or an environment variable) to accept each other's ids.
+`signature` is the first 16 bytes of HMAC-SHA256(key, "<experiment>.<arm>.<bucket>.<issued_ms>.<nonce>"),
+base64url without padding. `bucket` is the unit's analysis bucket in decimal (router/buckets.py),
+so an outcome is counted in the bucket its exposure was. Experiment names are DNS labels and
+arms are `legacy`/`model`, so no field contains a dot. Ids of the earlier five-field format
+(without the bucket) are rejected as malformed (InvalidArgument), never half-parsed. Every
+router replica of an experiment must share the key (a mounted secret file or an environment
+variable) to accept each other's ids.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ class RequestId:
     experiment: str
     arm: str
     issued_at: float  # seconds since the epoch
+    bucket: int  # the unit's analysis bucket (router/buckets.py), as signed
     signature: bytes  # unique per id: the deduplication key
 
 
@@ -80,10 +84,10 @@ class Signer:
         mac.update(payload.encode())
         return mac.digest()[:_SIG_BYTES]
 
-    def issue(self, experiment: str, arm: str, now: float | None = None) -> str:
-        """A fresh signed id for one answered request."""
+    def issue(self, experiment: str, arm: str, now: float | None = None, bucket: int = 0) -> str:
+        """A fresh signed id for one answered request of a unit in analysis bucket `bucket`."""
         issued_ms = int((time.time() if now is None else now) * 1000)
-        payload = f"{experiment}.{arm}.{issued_ms}.{self._nonces.getrandbits(48):012x}"
+        payload = f"{experiment}.{arm}.{bucket:d}.{issued_ms}.{self._nonces.getrandbits(48):012x}"
         return f"{payload}.{_b64(self._sign(payload))}"
 
     def verify(self, request_id: object, now: float | None = None) -> RequestId:
@@ -91,9 +95,9 @@ class Signer:
         if not isinstance(request_id, str) or len(request_id) > 256:
             raise InvalidArgument("request_id must be a string of at most 256 characters")
         parts = request_id.split(".")
-        if len(parts) != 5:
+        if len(parts) != 6:
             raise InvalidArgument("request_id is not a modelramp request id")
-        experiment, arm, issued_ms, _nonce, signature = parts
+        experiment, arm, bucket, issued_ms, _nonce, signature = parts
         payload = request_id[: -len(signature) - 1]
         try:
             given = base64.urlsafe_b64decode(signature + "=" * (-len(signature) % 4))
@@ -105,4 +109,4 @@ class Signer:
         age = (time.time() if now is None else now) - issued_at
         if age > self.ttl_seconds:
             raise ExpiredRequestId(f"request_id expired: issued {age:.0f}s ago, outcomes are accepted for {self.ttl_seconds:.0f}s")
-        return RequestId(experiment, arm, issued_at, given)
+        return RequestId(experiment, arm, issued_at, int(bucket), given)

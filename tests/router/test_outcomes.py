@@ -29,10 +29,10 @@ def test_issue_and_verify_roundtrip():
 def test_id_is_the_documented_hmac():
     """The format in router.signing's docstring, computed independently (replicas in other languages rely on it)."""
     key = b"replica-shared-key"
-    rid = Signer(key).issue("churn", "legacy", now=1_700_000_000.0)
+    rid = Signer(key).issue("churn", "legacy", now=1_700_000_000.0, bucket=17)
     payload, _, signature = rid.rpartition(".")
-    experiment, arm, issued_ms, nonce = payload.split(".")
-    assert (experiment, arm, issued_ms, len(nonce)) == ("churn", "legacy", "1700000000000", 12)
+    experiment, arm, bucket, issued_ms, nonce = payload.split(".")
+    assert (experiment, arm, bucket, issued_ms, len(nonce)) == ("churn", "legacy", "17", "1700000000000", 12)
     expected = base64.urlsafe_b64encode(hmac.new(key, payload.encode(), hashlib.sha256).digest()[:16]).rstrip(b"=").decode()
     assert signature == expected
 
@@ -41,7 +41,8 @@ def test_id_is_the_documented_hmac():
     lambda r: r.replace(".model.", ".legacy."),          # claim the other arm
     lambda r: r.replace("exp.", "other.", 1),            # another experiment
     lambda r: r[:-2] + ("AA" if r[-2:] != "AA" else "BB"),  # another signature
-    lambda r: ".".join(r.split(".")[:2] + [str(int(r.split(".")[2]) + 1)] + r.split(".")[3:]),  # another time
+    lambda r: ".".join(r.split(".")[:2] + [str(int(r.split(".")[2]) + 1)] + r.split(".")[3:]),  # another bucket
+    lambda r: ".".join(r.split(".")[:3] + [str(int(r.split(".")[3]) + 1)] + r.split(".")[4:]),  # another time
 ])
 def test_tampered_ids_are_rejected(tamper):
     signer = Signer(b"k" * 32)
@@ -57,6 +58,34 @@ def test_forged_with_another_key_and_garbage():
     for bad in ("", "nonsense", "a.b.c.d", 42, None, "x" * 300):
         with pytest.raises((InvalidArgument, ForgedRequestId)):
             signer.verify(bad)
+
+
+def test_bucket_is_signed_and_returned():
+    signer = Signer(b"k" * 32)
+    got = signer.verify(signer.issue("exp", "model", now=1000.0, bucket=63), now=1001.0)
+    assert got.bucket == 63
+    assert signer.verify(signer.issue("exp", "model")).bucket == 0
+
+
+def test_old_five_field_ids_are_malformed_not_crashes():
+    """An id of the format before buckets (still correctly signed) is InvalidArgument, not a server error."""
+    key = b"k" * 32
+    payload = "exp.model.1000000.0123456789ab"
+    old = payload + "." + base64.urlsafe_b64encode(hmac.new(key, payload.encode(), hashlib.sha256).digest()[:16]).rstrip(b"=").decode()
+    with pytest.raises(InvalidArgument, match="not a modelramp request id"):
+        Signer(key).verify(old)
+
+
+def test_count_outcome_feeds_both_counters():
+    metrics = RouterMetrics()
+    metrics.count_outcome("exp", "model", 5, True)
+    metrics.count_outcome("exp", "model", 5, False)
+    metrics.count_outcome("exp", "model", 7, True)
+    assert counted(metrics, "model", "success") == 2
+    assert counted(metrics, "model", "failure") == 1
+    by_bucket = {"experiment": "exp", "arm": "model", "bucket": "5", "outcome": "success"}
+    assert metrics.registry.get_sample_value("modelramp_bucket_outcomes_total", by_bucket) == 1
+    assert metrics.registry.get_sample_value("modelramp_bucket_outcomes_total", {**by_bucket, "bucket": "7"}) == 1
 
 
 def test_expired_id_is_rejected():
