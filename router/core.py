@@ -1,5 +1,9 @@
 """The router's decision logic, free of HTTP and gRPC: assign, validate, answer, fall back, count.
 
+Each request is counted per arm (`modelramp_requests_total`) and per (arm, analysis bucket)
+(`modelramp_bucket_exposures_total`, router/buckets.py); its signed request id carries the bucket,
+so its outcome is counted in the same bucket.
+
 Fronts (`router.rest.predict`, `router.grpc`) parse their protocol into a `decode` callable
 (signature -> `PredictRequest`), call `Router.predict`, and format the `Served` result or the
 `serving.tfserving.errors` error it raises. The core validates the decoded request into the
@@ -30,6 +34,7 @@ from router.backends import (
     make_backend,
 )
 from router.breaker import CircuitBreaker
+from router.buckets import analysis_bucket
 from router.config import RouterConfig
 from router.metrics import RouterMetrics, status_code
 from router.outcomes import OutcomeIntake
@@ -181,6 +186,7 @@ class Router:
         state = self.state
         cfg = state.config
         arm = state.assign(unit_id, self._rng)
+        bucket = analysis_bucket(unit_id, cfg.router.analysis_buckets, self._rng)
         error: BaseException | None = None
         try:
             if model_name != cfg.model_name:
@@ -189,7 +195,7 @@ class Router:
             call = validate_request(decode(signature), signature, cfg.router.max_batch_size)
             budget = timeout if timeout is not None else cfg.router.request_timeout_ms / 1000.0
             prediction, served_by = await self._answer(state, arm, call, start + budget)
-            served = Served(arm, self.signer.issue(cfg.name, arm), prediction, served_by, model_name,
+            served = Served(arm, self.signer.issue(cfg.name, arm, bucket=bucket), prediction, served_by, model_name,
                             call.signature_name or cfg.arms[MODEL].backend.signature_name)
             self._after(state, arm, call, served)
             return served
@@ -202,6 +208,7 @@ class Router:
             raise errors.UserFacingError("internal error in the router") from None
         finally:
             self.metrics.requests.record(cfg.name, arm, protocol, status_code(protocol, error), time.perf_counter() - start)
+            self.metrics.count_exposure(cfg.name, arm, bucket)  # every request, as modelramp_requests_total
             state.counts[arm]["requests"] += 1
 
     async def _answer(self, state: ExperimentState, arm: str, call: PredictCall, deadline: float) -> tuple[Prediction, str]:

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from router.backends import BadResponse, NonFiniteOutput
+from router.buckets import analysis_bucket
 from router.core import Router
 from router.signing import Signer
 from router.skew.features import RecordingFeatureSink
@@ -189,3 +190,31 @@ def test_apply_logs_old_and_new_and_keeps_unchanged_backends(caplog):
     assert router.state.backends == {"legacy": legacy, "model": model}
     assert sample(router, "modelramp_traffic_weight", experiment="churn-test", arm="model") == 0.05
     assert not router.apply(router.state.config, "test"), "the same config is no change"
+
+
+def test_requests_are_counted_by_analysis_bucket_and_the_id_carries_it():
+    """Exposures per (arm, bucket) sum to the arm's requests; the signed id holds the unit's bucket, an outcome lands in it."""
+    router = make_router(0.5)
+    units = [f"u{n % 7}" for n in range(40)] + [None] * 10  # repeated units and requests without one
+
+    async def go():
+        await router.refresh_metadata()
+        return [await router.predict("churn", unit, decoder(), "http") for unit in units]
+
+    served = run(go())
+    buckets = router.state.config.router.analysis_buckets
+    assert buckets == 64
+    for unit, s in zip(units, served, strict=True):
+        rid = router.signer.verify(s.request_id)
+        if unit is not None:
+            assert rid.bucket == analysis_bucket(unit, buckets)
+        assert 0 <= rid.bucket < buckets
+    for arm in ("legacy", "model"):
+        requests = sample(router, "modelramp_requests_total", experiment="churn-test", arm=arm, protocol="http", code="200")
+        by_bucket = sum(sample(router, "modelramp_bucket_exposures_total", experiment="churn-test", arm=arm, bucket=str(b))
+                        for b in range(buckets))
+        assert by_bucket == requests > 0
+    first = router.signer.verify(served[0].request_id)
+    router.metrics.count_outcome(first.experiment, first.arm, first.bucket, True)
+    assert sample(router, "modelramp_bucket_outcomes_total", experiment="churn-test", arm=first.arm,
+                  bucket=str(first.bucket), outcome="success") == 1
