@@ -83,7 +83,7 @@ class RestClientUser(FastHttpUser):
             if r.status_code != 200 or "predictions" not in (r.json() or {}):
                 r.failure(f"HTTP {r.status_code}: {r.text[:200]}")
                 return
-            request_id = r.headers.get("X-Request-Id")
+            request_id = r.headers.get("X-Modelramp-Outcome-Id")
         if request_id and random.random() < OUTCOME_SHARE:
             self.client.post("/v1/outcomes", json={"request_id": request_id, "success": random.random() < 0.8}, name="outcome")
 
@@ -115,7 +115,7 @@ class GrpcClientUser(User):
             error, size = err, 0
         events.request.fire(request_type="grpc", name="Predict (gRPC)", response_time=(time.perf_counter() - start) * 1000,
                             response_length=size, exception=error, context={})
-        request_id = trailing.get("x-request-id")
+        request_id = trailing.get("x-modelramp-outcome-id")
         if request_id and random.random() < OUTCOME_SHARE:
             import urllib.request  # noqa: PLC0415
 

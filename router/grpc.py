@@ -2,14 +2,16 @@
 
 Generic handlers with the `serving.tfserving.protos` serializers, so the wire format is TF Serving's and
 any TF Serving client works unchanged. Unit id in request metadata `x-unit-id`; the assigned arm
-and the signed request id come back in trailing metadata (`x-modelramp-arm`, `x-request-id`).
+and the signed id to report the outcome with come back in trailing metadata (`x-modelramp-arm`,
+`x-modelramp-outcome-id`). A client's `x-request-id`, `traceparent` and `tracestate` are passed
+on to the backends, and `x-request-id` is echoed in trailing metadata, errors included.
 """
 
 from __future__ import annotations
 
 import grpc
 
-from router.backends import PredictRequest
+from router.backends import FORWARDED_HEADERS, PredictRequest, forwardable, forwarding
 from router.core import Router
 from router.signature import Signature
 from serving.tfserving import errors, protos
@@ -18,11 +20,21 @@ from serving.tfserving.tensors import from_tensor_proto, to_tensor_proto
 SERVICE = "tensorflow.serving.PredictionService"
 
 
-def _unit_id(context: grpc.aio.ServicerContext) -> str | None:
+OUTCOME_ID_KEY = "x-modelramp-outcome-id"
+
+
+def _read_metadata(context: grpc.aio.ServicerContext) -> tuple[str | None, tuple[tuple[str, str], ...]]:
+    """The unit id and the (key, value) pairs to pass on to the backends, from the request's metadata."""
+    unit_id: str | None = None
+    forward: tuple[tuple[str, str], ...] = ()
     for key, value in context.invocation_metadata() or ():
         if key == "x-unit-id":
-            return value
-    return None
+            unit_id = value if isinstance(value, str) else None
+        elif key in FORWARDED_HEADERS and isinstance(value, str):
+            pair = forwardable(key, value)
+            if pair is not None:
+                forward += (pair,)
+    return unit_id, forward
 
 
 class PredictionService:
@@ -46,9 +58,14 @@ class PredictionService:
             return PredictRequest(inputs, signature_name=configured, output_filter=list(request.output_filter))
 
         remaining = context.time_remaining()
+        unit_id, forward = _read_metadata(context)
+        echo = tuple((k, v) for k, v in forward if k == "x-request-id")
         try:
-            served = await router.predict(request.model_spec.name, _unit_id(context), decode, "grpc", remaining)
+            with forwarding(forward):
+                served = await router.predict(request.model_spec.name, unit_id, decode, "grpc", remaining)
         except errors.UserFacingError as err:
+            if echo:
+                context.set_trailing_metadata(echo)
             await context.abort(err.grpc_code, str(err))
         response = protos.PredictResponse()
         response.model_spec.name = served.model_name
@@ -57,7 +74,7 @@ class PredictionService:
             response.model_spec.version.value = served.prediction.model_version
         for name, array in served.prediction.outputs.items():
             response.outputs[name].CopyFrom(to_tensor_proto(array, protos.TensorProto))
-        context.set_trailing_metadata((("x-modelramp-arm", served.arm), ("x-request-id", served.request_id)))
+        context.set_trailing_metadata((("x-modelramp-arm", served.arm), (OUTCOME_ID_KEY, served.request_id), *echo))
         return response
 
     async def get_model_metadata(self, request, context: grpc.aio.ServicerContext):

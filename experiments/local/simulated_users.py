@@ -121,7 +121,7 @@ class SimulatedUsers:
                     self.stats.client_errors += 1
                     self.stats.last_error = f"HTTP {r.status}: {body[:200]!r}"
                     return
-                arm, request_id = r.headers["X-Modelramp-Arm"], r.headers["X-Request-Id"]
+                arm, request_id = r.headers["X-Modelramp-Arm"], r.headers["X-Modelramp-Outcome-Id"]
             probability = json.loads(body)["predictions"][0]
         except (aiohttp.ClientError, asyncio.TimeoutError, KeyError, ValueError) as err:
             self.stats.client_errors += 1

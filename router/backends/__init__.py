@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from router.backends.base import (
+    FORWARDED_HEADERS,
     Backend,
     BadResponse,
     ColumnOutputs,
@@ -13,6 +14,9 @@ from router.backends.base import (
     PredictRequest,
     check_finite,
     failure_reason,
+    forwardable,
+    forwarded,
+    forwarding,
 )
 from router.backends.nop import NopBackend
 
@@ -34,5 +38,5 @@ def make_backend(config) -> Backend:
     raise ValueError(f"unknown backend kind {config.kind!r}")
 
 
-__all__ = ["Backend", "BadResponse", "ColumnOutputs", "ModelMetadata", "NonFiniteOutput", "NopBackend", "PredictCall", "PredictRequest", "Prediction",
-           "check_finite", "failure_reason", "make_backend"]
+__all__ = ["FORWARDED_HEADERS", "Backend", "BadResponse", "ColumnOutputs", "ModelMetadata", "NonFiniteOutput", "NopBackend", "PredictCall",
+           "PredictRequest", "Prediction", "check_finite", "failure_reason", "forwardable", "forwarded", "forwarding", "make_backend"]

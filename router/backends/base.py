@@ -11,6 +11,7 @@ import asyncio
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
+from contextvars import ContextVar, Token
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,8 +20,55 @@ import numpy as np
 from router.signature import PredictCall, PredictRequest, Signature
 from serving.tfserving import errors
 
-__all__ = ["Backend", "BadResponse", "ColumnOutputs", "ModelMetadata", "NonFiniteOutput", "PredictCall", "PredictRequest", "Prediction",
-           "check_finite", "failure_reason"]
+__all__ = ["FORWARDED_HEADERS", "Backend", "BadResponse", "ColumnOutputs", "ModelMetadata", "NonFiniteOutput", "PredictCall", "PredictRequest",
+           "Prediction", "check_finite", "failure_reason", "forwardable", "forwarded", "forwarding"]
+
+# Request headers a front passes on to both arms' backends, lower-case: the client's correlation
+# id and W3C trace context (https://www.w3.org/TR/trace-context/). The router takes no part in
+# the trace (no span of its own), so it forwards them unchanged, as any proxy that does not trace.
+FORWARDED_HEADERS: tuple[str, ...] = ("x-request-id", "traceparent", "tracestate")
+Forwarded = tuple[tuple[str, str], ...]
+# Set by a front around one predict call, read by backends as they build their request: a context
+# variable rather than a field of PredictCall because the core need not know about it, and a task
+# the call spawns (a shadow call to the model) copies it, so the shadow call carries them too.
+MAX_FORWARDED_VALUE = 512  # a longer X-Request-Id or traceparent is not passed on (W3C traceparent is 55 characters)
+_forwarded: ContextVar[Forwarded] = ContextVar("modelramp_forwarded_headers", default=())
+
+
+def forwardable(name: str, value: str) -> tuple[str, str] | None:
+    """(name, value) if a request header may be passed on to the backends (and echoed): printable ASCII, bounded.
+
+    Anything else is dropped rather than refused: a correlation id is the client's convenience,
+    never a reason to fail its prediction, and gRPC metadata takes printable ASCII only.
+    """
+    value = value.strip()
+    if not value or len(value) > MAX_FORWARDED_VALUE or not (value.isascii() and value.isprintable()):
+        return None
+    return name, value
+
+
+def forwarded() -> Forwarded:
+    """The (name, value) pairs the current request asks backends to pass on; () for most requests."""
+    return _forwarded.get()
+
+
+class forwarding:
+    """Context manager: backends called inside it pass on `headers` ((lower-case name, value) pairs)."""
+
+    __slots__ = ("headers", "_token")
+
+    def __init__(self, headers: Forwarded) -> None:
+        self.headers = headers
+        self._token: Token[Forwarded] | None = None
+
+    def __enter__(self) -> None:
+        if self.headers:  # the common case (no such header) costs no context change
+            self._token = _forwarded.set(self.headers)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._token is not None:
+            _forwarded.reset(self._token)
+            self._token = None
 
 
 @dataclass

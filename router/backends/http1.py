@@ -75,8 +75,9 @@ class Http1Pool:
         # without a loop each make a getpid() system call (fork detection).
         self._loop: asyncio.AbstractEventLoop | None = None
 
-    async def request(self, method: str, path: str, body: bytes = b"", timeout: float = 1.0) -> tuple[int, bytes]:
-        """(status, body); raises asyncio.TimeoutError or ConnectionError/OSError."""
+    async def request(self, method: str, path: str, body: bytes = b"", timeout: float = 1.0,
+                      headers: bytes = b"") -> tuple[int, bytes]:
+        """(status, body); raises asyncio.TimeoutError or ConnectionError/OSError. `headers`: extra lines, each ending in CRLF."""
         # A timer that cancels this task, not asyncio.wait_for: on Python < 3.12 wait_for wraps the
         # call in a new Task, an extra scheduling round per request on the hottest path.
         loop = self._loop
@@ -96,7 +97,7 @@ class Http1Pool:
                 await self._wait_for_connection()
             self._busy += 1
             try:
-                return await self._request(method, path, body)
+                return await self._request(method, path, body, headers)
             finally:
                 self._busy -= 1
                 self._wake_next()
@@ -127,9 +128,9 @@ class Http1Pool:
                 waiter.set_result(None)
                 return
 
-    async def _request(self, method: str, path: str, body: bytes) -> tuple[int, bytes]:
+    async def _request(self, method: str, path: str, body: bytes, headers: bytes = b"") -> tuple[int, bytes]:
         head = (f"{method} {self.prefix}{path} HTTP/1.1\r\nHost: ".encode() + self._host_header +
-                b"\r\nContent-Type: application/json\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n")
+                b"\r\nContent-Type: application/json\r\n" + headers + b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n")
         for attempt in (0, 1):
             conn, reused = await self._connection()
             conn.received = False

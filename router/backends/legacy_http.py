@@ -20,6 +20,7 @@ from router.backends.base import (
     ColumnOutputs,
     PredictCall,
     Prediction,
+    forwarded,
 )
 from router.backends.http1 import Http1Pool
 from router.config import LegacyHttpSpec
@@ -50,9 +51,9 @@ class LegacyHttpBackend(Backend):
             self._pool = Http1Pool(self.url, self._max_connections)
         return self._pool
 
-    async def _call(self, method: str, path: str, body: bytes, timeout: float) -> tuple[int, bytes]:
+    async def _call(self, method: str, path: str, body: bytes, timeout: float, headers: bytes = b"") -> tuple[int, bytes]:
         try:
-            return await self._client().request(method, path, body, timeout)
+            return await self._client().request(method, path, body, timeout, headers)
         except (asyncio.TimeoutError, TimeoutError):
             raise errors.DeadlineExceeded("legacy system did not answer in time") from None
         except OSError as err:  # refused, reset, closed (ConnectionError is an OSError)
@@ -65,7 +66,10 @@ class LegacyHttpBackend(Backend):
             columns = [_column(call.inputs[n]) for n in names]
             rows = [dict(zip(names, values, strict=True)) for values in zip(*columns, strict=True)]
         body = json_codec.dumps({"instances": rows})
-        status, payload = await self._call("POST", "/v1/predict", body, min(timeout, self.timeout))
+        extra = forwarded()
+        # Header values came from the client's request as parsed by httptools: no CR or LF in them.
+        lines = b"".join(b"%s: %s\r\n" % (k.encode("latin-1"), v.encode("latin-1")) for k, v in extra) if extra else b""
+        status, payload = await self._call("POST", "/v1/predict", body, min(timeout, self.timeout), lines)
         try:
             answer = json_codec.loads(payload)
         except ValueError:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from router.backends.base import Backend, ModelMetadata, PredictCall, Prediction
+from router.backends.base import Backend, ModelMetadata, PredictCall, Prediction, forwarded
 from router.config import TfServingGrpcSpec
 from router.signature import Signature
 from serving.tfserving import protos
@@ -52,7 +52,7 @@ class TfServingGrpcBackend(Backend):
             for name, array in call.inputs.items():
                 request.inputs[name].CopyFrom(to_tensor_proto(array, protos.TensorProto))
         request.output_filter.extend(call.output_filter)
-        response = await self.client().predict_raw(request, timeout=min(timeout, self.timeout))
+        response = await self.client().predict_raw(request, timeout=min(timeout, self.timeout), metadata=forwarded() or None)
         version = response.model_spec.version.value if response.model_spec.HasField("version") else None
         return Prediction(parse_predict_response(response), version)
 

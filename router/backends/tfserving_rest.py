@@ -14,6 +14,7 @@ from router.backends.base import (
     ModelMetadata,
     PredictCall,
     Prediction,
+    forwarded,
 )
 from router.config import TfServingRestSpec
 from router.signature import Signature
@@ -44,7 +45,7 @@ class TfServingRestBackend(Backend):
 
     async def _request(self, method: str, url: str, timeout: float, body: bytes | None = None) -> dict:
         try:
-            async with self._client().request(method, url, data=body, headers={"Content-Type": "application/json"},
+            async with self._client().request(method, url, data=body, headers={"Content-Type": "application/json", **dict(forwarded())},
                                               timeout=aiohttp.ClientTimeout(total=timeout)) as response:
                 payload, status = await response.read(), response.status
         except (asyncio.TimeoutError, TimeoutError):

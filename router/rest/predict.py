@@ -13,12 +13,14 @@ from __future__ import annotations
 import json
 import re
 
-from router.backends import ColumnOutputs, Prediction, PredictRequest
+from router.backends import ColumnOutputs, Prediction, PredictRequest, forwarding
 from router.core import Router, Served
 from router.rest import json_codec
 from router.signature import Signature, rows_fit
 from serving.tfserving import errors
 from serving.tfserving.rest_format import format_columns, format_predict_response, parse_predict_body
+
+OUTCOME_ID_HEADER = "X-Modelramp-Outcome-Id"  # the signed id to report the outcome with (router.signing)
 
 # /v1/models/{name}:predict, /v1/models/{name}/versions/{version}:predict, /v1/models/{name}/labels/{label}:predict
 PREDICT_PATH = re.compile(r"^/v1/models/([^/:]+)(?:/versions/\d+|/labels/[^/:]+)?:predict$")
@@ -73,12 +75,28 @@ def encode(prediction: Prediction, row_format: bool) -> bytes:
     return json_codec.dumps(format_predict_response(outputs, row_format))
 
 
-async def answer_predict(router: Router, name: str, unit_id: str | None, body: bytes | None) -> tuple[int, bytes, dict[str, str]]:
-    """One REST predict: (status, JSON body, extra headers). `body` None: refused at the server's body limit."""
+def _echo(forward: tuple[tuple[str, str], ...]) -> dict[str, str]:
+    for name, value in forward:
+        if name == "x-request-id":
+            return {"X-Request-Id": value}
+    return {}
+
+
+async def answer_predict(router: Router, name: str, unit_id: str | None, body: bytes | None,
+                         forward: tuple[tuple[str, str], ...] = ()) -> tuple[int, bytes, dict[str, str]]:
+    """One REST predict: (status, JSON body, extra headers). `body` None: refused at the server's body limit.
+
+    `forward`: the client's `X-Request-Id` and W3C trace context (`traceparent`, `tracestate`),
+    passed on to whichever backends answer; `X-Request-Id` is echoed on every answer, errors too.
+    """
     cfg = router.state.config
     decode = RestDecoder(body, cfg.router.max_body_bytes, cfg.arms["model"].backend.signature_name)
     try:
-        served: Served = await router.predict(name, unit_id, decode, "http")
+        with forwarding(forward):
+            served: Served = await router.predict(name, unit_id, decode, "http")
     except errors.UserFacingError as err:
-        return err.http_status, json.dumps({"error": str(err)}).encode(), {}
-    return 200, encode(served.prediction, decode.row_format), {"X-Modelramp-Arm": served.arm, "X-Request-Id": served.request_id}
+        return err.http_status, json.dumps({"error": str(err)}).encode(), _echo(forward) if forward else {}
+    headers = {"X-Modelramp-Arm": served.arm, OUTCOME_ID_HEADER: served.request_id}
+    if forward:
+        headers.update(_echo(forward))
+    return 200, encode(served.prediction, decode.row_format), headers

@@ -54,7 +54,7 @@ class LiveStack:
         for unit in itertools.islice(_UNITS, n):
             r = self.serving.post(f"/v1/models/{MODEL}:predict", json={"instances": [next(self.rows)]}, headers={"X-Unit-Id": f"u{unit}"})
             assert r.status_code == 200, r.text
-            outcomes.append({"request_id": r.headers["X-Request-Id"], "success": unit % 3 != 0})
+            outcomes.append({"request_id": r.headers["X-Modelramp-Outcome-Id"], "success": unit % 3 != 0})
         assert self.serving.post("/v1/outcomes", json=outcomes).status_code < 300
 
     def skew_traffic(self, requests: int = 4) -> None:

@@ -7,7 +7,7 @@ import asyncio
 import numpy as np
 
 from experiments.config import parse_config
-from router.backends import Backend, ModelMetadata, PredictCall, Prediction, PredictRequest
+from router.backends import Backend, ModelMetadata, PredictCall, Prediction, PredictRequest, forwarded
 from router.signature import Signature, TensorSpec
 from serving.tfserving import errors
 from serving.tfserving.tensors import DT_FLOAT, DT_STRING
@@ -38,12 +38,14 @@ class FakeBackend(Backend):
         self.value = value
         self.fail: Exception | None = None
         self.calls: list[PredictCall] = []
+        self.forwarded: list[dict[str, str]] = []  # per call, the headers a front asked to pass on
         self.has_metadata = metadata
         self.gate: asyncio.Event | None = None
         self.closed = False
 
     async def predict(self, call: PredictCall, timeout: float) -> Prediction:
         self.calls.append(call)
+        self.forwarded.append(dict(forwarded()))
         if self.gate is not None:
             await self.gate.wait()
         if self.fail is not None:

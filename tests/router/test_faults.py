@@ -32,7 +32,7 @@ def test_model_server_killed_and_restarted_mid_load_recovers_and_loses_nothing(m
             while not stop.is_set():
                 r = client.post(PREDICT, json={"instances": [ROW]}, headers={"X-Unit-Id": f"f{n}-{i}"})
                 if r.status_code == 200:
-                    request_ids.append(r.headers["X-Request-Id"])
+                    request_ids.append(r.headers["X-Modelramp-Outcome-Id"])
                 else:
                     failures.append((r.status_code, r.text[:200]))
                 i += 1
@@ -87,7 +87,7 @@ def _traffic(router, n: int, prefix: str) -> None:
         for i in range(n):
             r = client.post(PREDICT, json={"instances": [ROW]}, headers={"X-Unit-Id": f"{prefix}-{i}"})
             assert r.status_code == 200, r.text
-            ids.append(r.headers["X-Request-Id"])
+            ids.append(r.headers["X-Modelramp-Outcome-Id"])
         assert client.post("/v1/outcomes", json=[{"request_id": rid, "success": True} for rid in ids]).status_code == 200
 
 

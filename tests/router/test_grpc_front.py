@@ -48,7 +48,7 @@ def test_predict_with_unit_id_and_trailing_metadata():
     router, response, trailing = asyncio.run(with_server(body))
     arm = router.assign("user-9")
     assert trailing["x-modelramp-arm"] == arm
-    assert router.signer.verify(trailing["x-request-id"]).arm == arm
+    assert router.signer.verify(trailing["x-modelramp-outcome-id"]).arm == arm
     out = parse_predict_response(response)["probability"]
     assert out.dtype == np.float32 and out.shape == (3,)
     assert response.model_spec.name == "churn" and response.model_spec.version.value == 2
@@ -94,3 +94,44 @@ def test_get_model_metadata():
     sig = parse_signature_defs(response)["serving_default"]
     assert sig["inputs"]["state"] == {"dtype": "DT_STRING", "shape": [-1]}
     assert response.model_spec.version.value == 2 and code == grpc.StatusCode.NOT_FOUND
+
+
+def test_request_id_and_trace_context_reach_the_backend_and_come_back():
+    traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+
+    async def body(router, predict, _):
+        call = predict(build_predict_request("churn", columns(1)), timeout=5,
+                       metadata=(("x-unit-id", "user-9"), ("x-request-id", "client-7"), ("traceparent", traceparent)))
+        await call
+        return router, dict(await call.trailing_metadata())
+
+    router, trailing = asyncio.run(with_server(body))
+    assert trailing["x-request-id"] == "client-7"
+    backend = router.state.backends[trailing["x-modelramp-arm"]]
+    assert backend.forwarded[-1] == {"x-request-id": "client-7", "traceparent": traceparent}
+
+
+def test_tfserving_grpc_backend_sends_forwarded_headers_as_metadata():
+    """A router's model backend (TfServingGrpcBackend) pointed at another router's gRPC front: the headers travel as metadata."""
+    from router.backends import PredictCall, forwarding
+    from router.backends.tfserving_grpc import TfServingGrpcBackend
+    from router.config import TfServingGrpcSpec
+
+    async def go():
+        router = Router(make_config(1.0), signer=Signer(b"k"), backend_factory=fake_factory)
+        await router.refresh_metadata()
+        server, port = create_server(router, "127.0.0.1:0")
+        await server.start()
+        backend = TfServingGrpcBackend(TfServingGrpcSpec(kind="tfserving_grpc", target=f"127.0.0.1:{port}", model_name="churn"))
+        try:
+            with forwarding((("x-request-id", "r-1"), ("traceparent", "00-" + "a" * 32 + "-" + "b" * 16 + "-01"))):
+                await backend.predict(PredictCall(columns(1)), 5.0)
+            await backend.predict(PredictCall(columns(1)), 5.0)
+        finally:
+            await backend.close()
+            await server.stop(0)
+        return router.state.backends["model"].forwarded
+
+    seen = asyncio.run(go())
+    assert seen[-2] == {"x-request-id": "r-1", "traceparent": "00-" + "a" * 32 + "-" + "b" * 16 + "-01"}
+    assert seen[-1] == {}

@@ -149,3 +149,43 @@ def test_at_most_max_connections_in_use_and_a_waiter_that_times_out_takes_no_slo
         await server.wait_closed()
 
     asyncio.run(main())
+
+
+def test_legacy_backend_passes_on_forwarded_headers():
+    """What a front asked to forward (X-Request-Id, traceparent) is in the legacy call's request head, and only then."""
+    from router.backends import PredictCall, forwarding
+    from router.backends.legacy_http import LegacyHttpBackend
+    from router.config import LegacyHttpSpec
+
+    heads: list[bytes] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                heads.append(head)
+                length = int(next(line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")))
+                await reader.readexactly(length)
+                answer = b'{"predictions": [{"probability": 0.5}]}'
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(answer), answer))
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    async def go() -> None:
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        backend = LegacyHttpBackend(LegacyHttpSpec(kind="legacy_http", url=f"http://127.0.0.1:{port}"))
+        call = PredictCall(None, rows=[{"x": 1.0}])
+        with forwarding((("x-request-id", "abc-1"), ("traceparent", "00-" + "1" * 32 + "-" + "2" * 16 + "-01"))):
+            await backend.predict(call, 2.0)
+        await backend.predict(call, 2.0)
+        await backend.close()
+        server.close()
+        await server.wait_closed()
+
+    asyncio.run(go())
+    assert b"\r\nx-request-id: abc-1\r\n" in heads[0] and b"\r\ntraceparent: 00-" in heads[0]
+    assert b"x-request-id" not in heads[1] and b"traceparent" not in heads[1]

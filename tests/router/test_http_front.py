@@ -70,7 +70,7 @@ def test_predict_row_and_columnar_formats(client):
         arm = r.headers["X-Modelramp-Arm"]
         assert arm == client.router_.assign("user-7")
         assert r.json() == {"predictions": [0.25, 0.25] if arm == "model" else [1.0, 1.0]}
-        assert client.router_.signer.verify(r.headers["X-Request-Id"]).arm == arm
+        assert client.router_.signer.verify(r.headers["X-Modelramp-Outcome-Id"]).arm == arm
     r = client.post("/v1/models/churn:predict", json={"inputs": {"state": ["KS"], "total_day_minutes": [1.0]}})
     assert r.status_code == 200 and list(r.json()) == ["outputs"]
 
@@ -107,7 +107,7 @@ def test_unknown_model_is_404(client):
 
 
 def test_outcomes_accept_signed_and_reject_forged(client):
-    rid = client.post("/v1/models/churn:predict", json={"instances": [ROW]}).headers["X-Request-Id"]
+    rid = client.post("/v1/models/churn:predict", json={"instances": [ROW]}).headers["X-Modelramp-Outcome-Id"]
     assert client.post("/v1/outcomes", json={"request_id": rid, "success": True}).json() == {"accepted": 1, "duplicates": 0}
     assert client.post("/v1/outcomes", json=[{"request_id": rid, "success": True}]).json() == {"accepted": 0, "duplicates": 1}
     tampered = rid.replace(".model.", ".legacy.") if ".model." in rid else rid.replace(".legacy.", ".model.")
@@ -182,3 +182,22 @@ def test_one_body_limit_for_every_route(client):
     # Just under the limit is read whole, and the connection goes on.
     assert client.post("/v1/outcomes", content=b" " * 2000 + b'{"request_id": "made-up", "success": true}').status_code == 400
     assert client.get("/v1/experiments/churn-test").json()["weights"]["model"] == 0.5
+
+
+def test_request_id_echoed_and_trace_context_passed_to_the_backend(client):
+    """X-Request-Id comes back as sent; it and W3C trace context reach the arm's backend; the signed id has its own header."""
+    traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    router = client.router_
+    for i in range(20):  # both arms
+        r = client.post("/v1/models/churn:predict", json={"instances": [ROW]},
+                        headers={"X-Unit-Id": f"u{i}", "X-Request-Id": f"client-{i}", "traceparent": traceparent, "tracestate": "a=1"})
+        assert r.status_code == 200 and r.headers["X-Request-Id"] == f"client-{i}"
+        backend = router.state.backends[r.headers["X-Modelramp-Arm"]]
+        assert backend.forwarded[-1] == {"x-request-id": f"client-{i}", "traceparent": traceparent, "tracestate": "a=1"}
+        assert router.signer.verify(r.headers["X-Modelramp-Outcome-Id"]).arm == r.headers["X-Modelramp-Arm"]
+    assert all(b.forwarded for b in router.state.backends.values()), "both arms were called with them"
+    plain = client.post("/v1/models/churn:predict", json={"instances": [ROW]})
+    assert "X-Request-Id" not in plain.headers, "no id is made up"
+    assert router.state.backends[plain.headers["X-Modelramp-Arm"]].forwarded[-1] == {}, "nothing left over from earlier requests"
+    bad = client.post("/v1/models/churn:predict", json={"nonsense": 1}, headers={"X-Request-Id": "err-1"})
+    assert bad.status_code == 400 and bad.headers["X-Request-Id"] == "err-1", "errors echo it too"

@@ -150,7 +150,7 @@ def test_fallback_when_the_model_server_dies_mid_load(make_router, models_dir, t
 def test_outcomes_forged_tampered_expired(make_router):
     router = make_router(0.5, router={"outcome_ttl_seconds": 1.0})
     with httpx.Client(base_url=router.url) as client:
-        rid = client.post(PREDICT, json={"instances": [ROW]}, headers={"X-Unit-Id": "o1"}).headers["X-Request-Id"]
+        rid = client.post(PREDICT, json={"instances": [ROW]}, headers={"X-Unit-Id": "o1"}).headers["X-Modelramp-Outcome-Id"]
         arm = rid.split(".")[1]
         assert client.post("/v1/outcomes", json={"request_id": rid, "success": True}).json() == {"accepted": 1, "duplicates": 0}
         assert client.post("/v1/outcomes", json={"request_id": rid, "success": True}).json() == {"accepted": 0, "duplicates": 1}
@@ -242,7 +242,7 @@ def test_official_tensorflow_serving_client_works_unchanged(make_router):
             probability = tf.make_ndarray(response.outputs["probability"])
             assert probability.shape == (1,) and 0.0 <= probability[0] <= 1.0
             seen[trailing["x-modelramp-arm"]] = (sorted(response.outputs), response.model_spec.name, response.model_spec.version.value)
-            assert Signer(SIGNING_KEY.encode()).verify(trailing["x-request-id"]).arm == trailing["x-modelramp-arm"]
+            assert Signer(SIGNING_KEY.encode()).verify(trailing["x-modelramp-outcome-id"]).arm == trailing["x-modelramp-arm"]
         meta_request = get_model_metadata_pb2.GetModelMetadataRequest()
         meta_request.model_spec.name = "churn"
         meta_request.metadata_field.append("signature_def")
@@ -258,7 +258,7 @@ def test_real_router_metrics_footprint_and_no_tensorflow(make_router):
     router = make_router(0.5)
     with httpx.Client(base_url=router.url) as client:
         for i in range(200):
-            rid = client.post(PREDICT, json={"instances": [ROW]}, headers={"X-Unit-Id": f"m{i}"}).headers["X-Request-Id"]
+            rid = client.post(PREDICT, json={"instances": [ROW]}, headers={"X-Unit-Id": f"m{i}"}).headers["X-Modelramp-Outcome-Id"]
             client.post("/v1/outcomes", json={"request_id": rid, "success": i % 3 == 0})
         text = client.get("/metrics").content
     result = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, timeout=60)
