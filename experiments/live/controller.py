@@ -95,7 +95,7 @@ class Controller:
                                            f"{self.source.description} yet (no traffic, or routers not scraped)")
         try:
             recorder = self._recorder()
-            step = recorder.add(reading, config.weights)
+            step = recorder.add(reading, config.weights, config.router.analysis_buckets)
         except (RecorderError, ValueError) as err:
             return self._hold(now, config, f"cannot extend the history: {err}")
         look_doc = dump_history(History(self.experiment, (step.look,)))["looks"][0]

@@ -9,6 +9,13 @@ with `dump_history` and replayed later. The JSON shape (docs/architecture.md, "E
                 "weights": {"legacy": 0.99, "model": 0.01},
                 "arms": {"legacy": {"exposures": 9901, "successes": 8712}, "model": {...}}}]}
 
+An arm may also carry `"buckets": {"exposures": [...], "successes": [...], "failures": [...]}`:
+the same cumulative counts per analysis bucket (router/buckets.py), each a list of B integers
+whose sums equal the arm's `exposures`, `successes` and `failures` (which must then be given).
+Within a look both arms have buckets or neither, and every look with buckets has the same B.
+The analyzer counts by unit (buckets as clusters) when every look has them, and request-level
+otherwise.
+
 Counters are cumulative since the experiment started. `weights` are the configured shares in force
 at that look; the analyzer takes the counts gained between the previous look and this one as
 collected under this look's weights.
@@ -42,6 +49,39 @@ def _where(look: int | None, fld: str) -> str:
     return fld if look is None else f"looks[{look}].{fld}"
 
 
+BUCKET_FIELDS = ("exposures", "successes", "failures")
+
+
+@dataclass(frozen=True)
+class Buckets:
+    """Cumulative counts of one arm per analysis bucket: three lists of B integers (B >= 1)."""
+
+    exposures: tuple[int, ...]
+    successes: tuple[int, ...]
+    failures: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        for name in BUCKET_FIELDS:
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+        self.validate()
+
+    @property
+    def count(self) -> int:
+        """B, the number of buckets."""
+        return len(self.exposures)
+
+    def validate(self, where: str = "buckets") -> None:
+        """Raise HistoryError on lists of different or zero length, or a count that is not a non-negative integer."""
+        lengths = {name: len(getattr(self, name)) for name in BUCKET_FIELDS}
+        if len(set(lengths.values())) != 1 or not lengths["exposures"]:
+            raise HistoryError(f"{where}: exposures, successes and failures must be lists of the same length B >= 1, "
+                               f"got lengths {lengths}")
+        for name in BUCKET_FIELDS:
+            for b, value in enumerate(getattr(self, name)):
+                if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                    raise HistoryError(f"{where}.{name}[{b}]: must be a non-negative integer count, got {value!r}")
+
+
 @dataclass(frozen=True)
 class ArmCounts:
     """Cumulative counters of one arm at one look.
@@ -52,6 +92,7 @@ class ArmCounts:
     When `failures` is None (the short form in docs/architecture.md), every exposure is an outcome and the
     rate is successes / exposures. `errors` and `fallbacks` count backend errors and answers served
     by the fallback; `p99_latency_seconds` is a gauge (the arm's current p99), not cumulative.
+    `buckets` holds exposures, successes and failures per analysis bucket (None: not counted by bucket).
     """
 
     exposures: int
@@ -60,6 +101,7 @@ class ArmCounts:
     errors: int = 0
     fallbacks: int = 0
     p99_latency_seconds: float | None = None
+    buckets: Buckets | None = None
 
     def __post_init__(self) -> None:
         self.validate()
@@ -83,6 +125,15 @@ class ArmCounts:
         p99 = self.p99_latency_seconds
         if p99 is not None and not (isinstance(p99, (int, float)) and math.isfinite(p99) and p99 >= 0):
             raise HistoryError(f"{_where(look, prefix + 'p99_latency_seconds')}: must be a non-negative number, got {p99!r}")
+        if self.buckets is not None:
+            where = _where(look, prefix + "buckets")
+            self.buckets.validate(where)
+            if self.failures is None:
+                raise HistoryError(f"{where}: buckets need the arm's failures")
+            for name in BUCKET_FIELDS:
+                total, by_bucket = getattr(self, name), sum(getattr(self.buckets, name))
+                if by_bucket != total:
+                    raise HistoryError(f"{where}.{name}: the buckets sum to {by_bucket}, the arm's {name} is {total}")
 
     @property
     def outcomes(self) -> int:
@@ -127,6 +178,15 @@ class Look:
             raise HistoryError(f"{_where(index, 'weights')}: must sum to 1, got {total:g}")
         for arm, counts in self.arms.items():
             counts.validate(index, arm)
+        sizes = {arm: None if c.buckets is None else c.buckets.count for arm, c in self.arms.items()}
+        if len(set(sizes.values())) != 1:
+            raise HistoryError(f"{_where(index, 'arms')}: both arms need buckets of the same B, or neither; got {sizes}")
+
+    @property
+    def buckets(self) -> int | None:
+        """B if the arms are counted by bucket, else None."""
+        counts = self.arms.get(ARMS[0])
+        return None if counts is None or counts.buckets is None else counts.buckets.count
 
 
 @dataclass(frozen=True)
@@ -146,8 +206,14 @@ class History:
         object.__setattr__(self, "looks", tuple(self.looks))
         if not isinstance(self.experiment, str) or not self.experiment:
             raise HistoryError("experiment: must be a non-empty string")
+        sizes: set[int] = set()
         for i, look in enumerate(self.looks):
             look.validate(i)
+            if look.buckets is not None:
+                sizes.add(look.buckets)
+                if len(sizes) > 1:
+                    raise HistoryError(f"looks[{i}].arms: {look.buckets} buckets, earlier looks have {min(sizes - {look.buckets})}; "
+                                       "every look must have the same B")
             if i and look.time <= self.looks[i - 1].time:
                 raise HistoryError(
                     f"looks[{i}].time: {look.time.isoformat()} is not after looks[{i - 1}].time "
@@ -166,6 +232,22 @@ class History:
                             f"looks[{i}].arms.{arm}.{name}: counter went down from {old} to {new} "
                             f"(counter reset, e.g. a router restart)"
                         )
+                old_b, new_b = before.arms[arm].buckets, after.arms[arm].buckets
+                if old_b is None or new_b is None:
+                    continue
+                for name in BUCKET_FIELDS:
+                    for b, (old, new) in enumerate(zip(getattr(old_b, name), getattr(new_b, name), strict=True)):
+                        if new < old:
+                            raise CounterResetError(
+                                f"looks[{i}].arms.{arm}.buckets.{name}[{b}]: counter went down from {old} to {new} "
+                                f"(counter reset, e.g. a router restart)"
+                            )
+
+    @property
+    def buckets(self) -> int | None:
+        """B when every look counts by bucket (the analyzer then counts by unit), else None (request-level)."""
+        sizes = {look.buckets for look in self.looks}
+        return sizes.pop() if len(sizes) == 1 and None not in sizes else None
 
     def periods(self) -> list[Period]:
         """Maximal runs of consecutive looks with the same weights, oldest first (the strata)."""
@@ -214,7 +296,7 @@ def _parse_counts(data: Any, index: int, arm: str) -> ArmCounts:
     where = f"looks[{index}].arms.{arm}"
     if not isinstance(data, dict):
         raise HistoryError(f"{where}: must be an object, got {type(data).__name__}")
-    known = {"exposures", "successes", "failures", "errors", "fallbacks", "p99_latency_seconds"}
+    known = {"exposures", "successes", "failures", "errors", "fallbacks", "p99_latency_seconds", "buckets"}
     extra = sorted(set(data) - known)
     if extra:
         raise HistoryError(f"{where}.{extra[0]}: unknown field; fields are {sorted(known)}")
@@ -229,10 +311,26 @@ def _parse_counts(data: Any, index: int, arm: str) -> ArmCounts:
             errors=data.get("errors", 0),
             fallbacks=data.get("fallbacks", 0),
             p99_latency_seconds=data.get("p99_latency_seconds"),
+            buckets=_parse_buckets(data.get("buckets")),
         )
     except HistoryError as err:
         # The constructor names the field; add where it sits in the document.
         raise HistoryError(f"{where}.{err}") from None
+
+
+def _parse_buckets(data: Any) -> Buckets | None:
+    """The `buckets` object of an arm; errors name `buckets...` (the caller adds where the arm sits)."""
+    if data is None:
+        return None
+    where = "buckets"
+    if not isinstance(data, dict):
+        raise HistoryError(f"{where}: must be an object of three lists, got {type(data).__name__}")
+    if sorted(data) != sorted(BUCKET_FIELDS):
+        raise HistoryError(f"{where}: needs exactly the lists {list(BUCKET_FIELDS)}, got {sorted(data)}")
+    for name in BUCKET_FIELDS:
+        if not isinstance(data[name], list):
+            raise HistoryError(f"{where}.{name}: must be a list of counts, got {type(data[name]).__name__}")
+    return Buckets(tuple(data["exposures"]), tuple(data["successes"]), tuple(data["failures"]))
 
 
 def parse_history(data: Any, *, allow_resets: bool = False) -> History:
@@ -293,6 +391,8 @@ def _dump_counts(c: ArmCounts) -> dict[str, Any]:
         out["fallbacks"] = c.fallbacks
     if c.p99_latency_seconds is not None:
         out["p99_latency_seconds"] = c.p99_latency_seconds
+    if c.buckets is not None:
+        out["buckets"] = {name: list(getattr(c.buckets, name)) for name in BUCKET_FIELDS}
     return out
 
 

@@ -57,6 +57,13 @@ _QUERIES = [
           "Outcomes reported as success per arm."),
     Query("failures", f'sum by (arm) (modelramp_outcomes_total{{{_EXP}, outcome="failure"}})',
           "Outcomes reported as failure per arm."),
+    # The same per analysis bucket (router/buckets.py): 2 x B series each, what the analyzer counts units by.
+    Query("bucket_exposures", f"sum by (arm, bucket) (modelramp_bucket_exposures_total{{{_EXP}}})",
+          "Requests served per arm and analysis bucket (sums over buckets to `exposures`).", by_arm=False),
+    Query("bucket_successes", f'sum by (arm, bucket) (modelramp_bucket_outcomes_total{{{_EXP}, outcome="success"}})',
+          "Outcomes reported as success per arm and analysis bucket.", by_arm=False),
+    Query("bucket_failures", f'sum by (arm, bucket) (modelramp_bucket_outcomes_total{{{_EXP}, outcome="failure"}})',
+          "Outcomes reported as failure per arm and analysis bucket.", by_arm=False),
     Query("backend_errors", f"sum by (arm) (modelramp_backend_errors_total{{{_EXP}}})",
           "Backend errors per arm (timeouts, refused connections, bad answers)."),
     Query("fallbacks", f"sum by (arm) (modelramp_fallbacks_total{{{_EXP}}})",
@@ -69,8 +76,10 @@ _QUERIES = [
     # counts share one evaluation time; the source sums them per (job, instance, arm) itself and
     # folds router restarts in per instance, as Prometheus's increase() does.
     Query("look_counter_series",
-          '{__name__=~"modelramp_(requests|outcomes|backend_errors|fallbacks)_total", experiment="$experiment"}',
-          "Raw cumulative counter series of one experiment, one per router replica and label set.", by_arm=False),
+          '{__name__=~"modelramp_(requests|outcomes|backend_errors|fallbacks|bucket_exposures|bucket_outcomes)_total", '
+          'experiment="$experiment"}',
+          "Raw cumulative counter series of one experiment, one per router replica and label set (6B + a few per replica).",
+          by_arm=False),
     # When each replica's counters were created (prometheus_client's `_created` samples): it moves
     # forward when a router restarts, even if the new counts already exceed the old ones.
     Query("look_counter_created",
@@ -157,6 +166,12 @@ COUNTER_FIELDS = {
     ("modelramp_outcomes_total", "failure"): "failures",
     ("modelramp_backend_errors_total", None): "errors",
     ("modelramp_fallbacks_total", None): "fallbacks",
+}
+# The per-bucket counters: (metric name, outcome label or None) -> the count per bucket they feed.
+BUCKET_COUNTER_FIELDS = {
+    ("modelramp_bucket_exposures_total", None): "exposures",
+    ("modelramp_bucket_outcomes_total", "success"): "successes",
+    ("modelramp_bucket_outcomes_total", "failure"): "failures",
 }
 CREATED_SAMPLES = frozenset(name.replace("_total", "_created") for name, _ in COUNTER_FIELDS)
 LATENCY_BUCKETS = "modelramp_request_duration_seconds_bucket"

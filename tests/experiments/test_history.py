@@ -120,3 +120,64 @@ def test_naive_times_are_utc_and_upto() -> None:
     assert look.time.tzinfo is timezone.utc
     h = History("x", (look,))
     assert h.upto(0).looks == ()
+
+
+def bucketed() -> dict:
+    """Two looks whose arms carry 4 analysis buckets each."""
+    return {"experiment": "e", "looks": [
+        {"time": "2026-11-23T10:00:00Z", "weights": {"legacy": 0.5, "model": 0.5},
+         "arms": {"legacy": {"exposures": 10, "successes": 6, "failures": 2,
+                             "buckets": {"exposures": [1, 2, 3, 4], "successes": [1, 1, 2, 2], "failures": [0, 1, 0, 1]}},
+                  "model": {"exposures": 8, "successes": 5, "failures": 1,
+                            "buckets": {"exposures": [2, 2, 2, 2], "successes": [1, 2, 1, 1], "failures": [1, 0, 0, 0]}}}},
+        {"time": "2026-11-23T11:00:00Z", "weights": {"legacy": 0.5, "model": 0.5},
+         "arms": {"legacy": {"exposures": 12, "successes": 7, "failures": 2,
+                             "buckets": {"exposures": [2, 2, 4, 4], "successes": [1, 1, 3, 2], "failures": [0, 1, 0, 1]}},
+                  "model": {"exposures": 9, "successes": 5, "failures": 1,
+                            "buckets": {"exposures": [2, 3, 2, 2], "successes": [1, 2, 1, 1], "failures": [1, 0, 0, 0]}}}}]}
+
+
+def test_buckets_round_trip_and_give_b() -> None:
+    h = parse_history(bucketed())
+    assert h.buckets == 4 and h.looks[0].buckets == 4
+    assert h.looks[1].arms["model"].buckets.exposures == (2, 3, 2, 2)
+    assert dump_history(h) == bucketed()
+    assert parse_history(doc()).buckets is None  # request-level
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    (lambda d: d["looks"][0]["arms"]["model"]["buckets"]["exposures"].__setitem__(0, 3),
+     "looks[0].arms.model.buckets.exposures: the buckets sum to 9, the arm's exposures is 8"),
+    (lambda d: d["looks"][0]["arms"]["model"]["buckets"]["failures"].pop(),
+     "looks[0].arms.model.buckets: exposures, successes and failures must be lists of the same length"),
+    (lambda d: d["looks"][0]["arms"]["model"]["buckets"]["successes"].__setitem__(1, -1),
+     "looks[0].arms.model.buckets.successes[1]: must be a non-negative integer count"),
+    (lambda d: d["looks"][0]["arms"]["model"].pop("buckets"), "looks[0].arms: both arms need buckets of the same B"),
+    (lambda d: d["looks"][0]["arms"]["model"].pop("failures"), "looks[0].arms.model.buckets: buckets need the arm's failures"),
+    (lambda d: d["looks"][0]["arms"]["model"]["buckets"].pop("failures"), "needs exactly the lists"),
+    (lambda d: [d["looks"][1]["arms"][a]["buckets"][f].append(0) for a in ("legacy", "model")
+                for f in ("exposures", "successes", "failures")], "every look must have the same B"),
+])
+def test_bucket_errors_name_the_field(change, message) -> None:
+    data = bucketed()
+    change(data)
+    with pytest.raises(HistoryError) as err:
+        parse_history(data)
+    assert message in str(err.value)
+
+
+def test_a_bucket_going_down_is_a_counter_reset() -> None:
+    data = bucketed()
+    legacy = data["looks"][1]["arms"]["legacy"]["buckets"]
+    legacy["exposures"] = [3, 1, 4, 4]  # same total, one bucket went down
+    with pytest.raises(CounterResetError, match=r"looks\[1\].arms.legacy.buckets.exposures\[1\]"):
+        parse_history(data)
+    assert parse_history(data, allow_resets=True).looks[1].buckets == 4
+
+
+def test_looks_without_buckets_make_the_history_request_level() -> None:
+    data = bucketed()
+    for arm in data["looks"][0]["arms"].values():
+        arm.pop("buckets")
+    h = parse_history(data)
+    assert h.looks[1].buckets == 4 and h.buckets is None

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 
 import pytest
+from prometheus_client import start_http_server
 
 from experiments.live import promql
 from experiments.live.history import load_history
@@ -16,6 +17,7 @@ from experiments.live.sources import (
     make_source,
 )
 from experiments.live.sources.base import Reading, histogram_quantile
+from router.metrics import RouterMetrics
 from tests.support.processes import free_port
 from tests.support.prometheus import PrometheusServer, RouterExporter
 
@@ -189,3 +191,86 @@ def _config(name: str):
         "arms": {"legacy": {"weight": 0.99, "backend": {"kind": "legacy_http"}},
                  "model": {"weight": 0.01, "backend": {"kind": "tfserving_grpc", "model_name": "churn"}}},
     })
+
+
+class BucketRouter:
+    """A router replica's real metrics (router.metrics.RouterMetrics) on a free port, counted by bucket."""
+
+    def __init__(self) -> None:
+        self.metrics = RouterMetrics()
+        self.port = free_port()
+        self._server, self._thread = start_http_server(self.port, addr="127.0.0.1", registry=self.metrics.registry)
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def serve(self, experiment: str, arm: str, bucket: int, requests: int, successes: int = 0, failures: int = 0) -> None:
+        for _ in range(requests):
+            self.metrics.requests.record(experiment, arm, "http", "200", 0.01)
+            self.metrics.count_exposure(experiment, arm, bucket)
+        for n in range(successes + failures):
+            self.metrics.count_outcome(experiment, arm, bucket, n < successes)
+
+    def restart(self) -> None:
+        self.close()
+        self.__init__()  # type: ignore[misc]  # a new process: fresh counters (on a new port, as a new pod would be)
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+@pytest.fixture
+def bucket_router():
+    router = BucketRouter()
+    yield router
+    router.close()
+
+
+def test_router_metrics_reads_the_buckets(bucket_router):
+    r = bucket_router
+    r.serve("b", "legacy", 0, 5, successes=3, failures=1)
+    r.serve("b", "legacy", 3, 2, successes=1)
+    r.serve("b", "model", 3, 4, successes=2, failures=2)
+    cfg = _config("b")
+    with RouterMetricsSource([r.url]) as source:
+        look = source.look(cfg, now=T0)
+    assert look.buckets == cfg.router.analysis_buckets == 64
+    legacy, model = look.arms["legacy"], look.arms["model"]
+    assert (legacy.exposures, legacy.successes, legacy.failures) == (7, 4, 1)
+    assert legacy.buckets.exposures[:4] == (5, 0, 0, 2) and sum(legacy.buckets.exposures) == 7
+    assert model.buckets.failures[3] == 2 and model.buckets.successes[3] == 2
+
+
+def test_outcomes_counted_without_their_bucket_make_the_look_request_level(bucket_router):
+    r = bucket_router
+    r.serve("old-outcomes", "legacy", 0, 5)
+    r.serve("old-outcomes", "model", 1, 5)
+    r.metrics.outcomes.labels("old-outcomes", "model", "success").inc(3)  # as an intake that does not know buckets
+    with RouterMetricsSource([r.url]) as source:
+        look = source.look(_config("old-outcomes"), now=T0)
+    assert look.arms["model"].successes == 3 and look.buckets is None
+
+
+def test_recorder_folds_bucket_counts_across_a_restart(bucket_router, tmp_path):
+    r, other = bucket_router, BucketRouter()
+    try:
+        recorder = Recorder("fold")
+        r.serve("fold", "legacy", 2, 10, successes=6, failures=2)
+        r.serve("fold", "model", 5, 3, successes=1, failures=1)
+        other.serve("fold", "model", 5, 1, successes=1)
+        with RouterMetricsSource([r.url, other.url]) as source:
+            first = recorder.add(source.read("fold", T0), WEIGHTS)
+        assert first.look.arms["model"].buckets.exposures[5] == 4
+        r.serve("fold", "model", 7, 2, successes=2)
+        other.restart()  # loses its one model request; counts afresh
+        other.serve("fold", "model", 5, 1, failures=1)
+        with RouterMetricsSource([r.url, other.url]) as source:
+            second = recorder.add(source.read("fold", T0 + timedelta(minutes=1)), WEIGHTS)
+    finally:
+        other.close()
+    model = second.look.arms["model"]
+    assert (model.exposures, model.successes, model.failures) == (7, 4, 2)
+    assert model.buckets.exposures[5] == 5 and model.buckets.exposures[7] == 2
+    assert model.buckets.failures[5] == 2
+    recorder.history.check_counters()
+    assert recorder.history.buckets == 64
+    assert load_history(recorder.save(tmp_path / "h.json")) == recorder.history

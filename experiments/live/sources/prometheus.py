@@ -15,6 +15,7 @@ from experiments.live.sources.base import (
     Source,
     SourceError,
     add_counter_sample,
+    finish_counters,
     utc_now,
 )
 from router.config import ARMS
@@ -69,4 +70,4 @@ class PrometheusSource(Source):
             arm, value = series["metric"].get("arm"), float(series["value"][1])
             if arm in p99 and math.isfinite(value):
                 p99[arm] = value
-        return Reading(time=at, counters=counters, p99_latency_seconds=p99, started=started)
+        return Reading(time=at, counters=finish_counters(counters), p99_latency_seconds=p99, started=started)

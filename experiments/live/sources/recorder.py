@@ -20,8 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from experiments.live.history import History, Look, dump_history
-from experiments.live.sources.base import COUNT_FIELDS, Counters, Reading, make_look
-from router.config import ARMS
+from experiments.live.sources.base import DEFAULT_BUCKETS, Counters, Reading, look_counts, make_look
 
 
 class RecorderError(ValueError):
@@ -54,8 +53,12 @@ class Recorder:
         """What the next reading is folded against, as plain JSON (the controller stores it per look)."""
         return {"counters": self.raw, "started": self.started}
 
-    def add(self, reading: Reading, weights: Mapping[str, float]) -> Step:
-        """Fold a reading taken under `weights` into the history; returns the new look."""
+    def add(self, reading: Reading, weights: Mapping[str, float], buckets: int = DEFAULT_BUCKETS) -> Step:
+        """Fold a reading taken under `weights` into the history (B = `buckets` analysis buckets); returns the new look.
+
+        Counts per bucket are folded like the totals (they are keys of the same counters), so a
+        restart keeps the buckets' sums equal to the totals.
+        """
         last = self.history.looks[-1] if self.history.looks else None
         if last is not None and reading.time <= last.time:
             raise RecorderError(f"reading at {reading.time.isoformat()} is not after the last look at {last.time.isoformat()}")
@@ -63,7 +66,7 @@ class Recorder:
         if last is None or not self.raw:
             totals = reading.totals()
         else:
-            totals = {arm: {f: _count(last, arm, f) for f in COUNT_FIELDS} for arm in ARMS}
+            totals = look_counts(last)
             for instance, arms in reading.counters.items():
                 before = self.raw.get(instance)
                 if before is not None and (_went_down(before, arms) or self._restarted(instance, reading)):
@@ -72,9 +75,10 @@ class Recorder:
                     for f, value in counts.items():
                         old = (before or {}).get(arm, {}).get(f)
                         # New replica, or a restarted one: everything it counts is new.
-                        totals[arm][f] += value if old is None or instance in resets else value - old
+                        gained = value if old is None or instance in resets else value - old
+                        totals[arm][f] = totals[arm].get(f, 0) + gained
         missing = tuple(sorted(set(self.raw) - set(reading.counters)))
-        look = make_look(reading.time, weights, totals, reading.p99_latency_seconds)
+        look = make_look(reading.time, weights, totals, reading.p99_latency_seconds, buckets)
         self.history = History(self.history.experiment, (*self.history.looks, look))
         for instance, arms in reading.counters.items():
             self.raw[instance] = {a: dict(c) for a, c in arms.items()}
@@ -89,10 +93,6 @@ class Recorder:
     def save(self, path: str | Path) -> Path:
         """Write the history as JSON (docs/architecture.md format) atomically; returns the path."""
         return save_history(self.history, path)
-
-
-def _count(look: Look, arm: str, name: str) -> int:
-    return getattr(look.arms[arm], name) or 0
 
 
 def _went_down(before: Mapping[str, Mapping[str, int]], after: Mapping[str, Mapping[str, int]]) -> bool:

@@ -17,6 +17,7 @@ from experiments.live.sources.base import (
     SourceError,
     add_counter_sample,
     add_created_sample,
+    finish_counters,
     histogram_quantile,
     utc_now,
 )
@@ -78,4 +79,4 @@ class RouterMetricsSource(Source):
                         add_counter_sample(counters, url, sample.name, sample.labels, sample.value)
                         add_created_sample(started, url, sample.name, sample.value)
         p99 = {arm: histogram_quantile(promql.LATENCY_QUANTILE, buckets[arm].items()) for arm in ARMS}
-        return Reading(time=at, counters=counters, p99_latency_seconds=p99, started=started)
+        return Reading(time=at, counters=finish_counters(counters), p99_latency_seconds=p99, started=started)
