@@ -31,30 +31,32 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import numpy as np
+from numpy.typing import ArrayLike
 
+from experiments.stats._arrays import AnyArray, Counts, Floats
 from experiments.stats.stratified import MIN_EXPECTED
 
 
 class ClusterRate(NamedTuple):
     """An arm's rate, its cluster-robust variance, its trials and the buckets holding trials."""
 
-    rate: np.ndarray | float
-    variance: np.ndarray | float
-    trials: np.ndarray | float
-    clusters: np.ndarray | int
+    rate: Floats | float
+    variance: Floats | float
+    trials: Floats | float
+    clusters: Counts
 
 
-def _floats(*xs: np.ndarray | list | float) -> tuple[np.ndarray, ...]:
+def _floats(*xs: ArrayLike) -> tuple[Floats, ...]:
     return tuple(np.asarray(x, dtype=float) for x in xs)
 
 
-def _cluster_factor(g: np.ndarray) -> np.ndarray:
+def _cluster_factor(g: Floats | Counts) -> Floats:
     """G / (G - 1), NaN below two clusters: one bucket says nothing about between-unit spread."""
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(g >= 2, g / np.maximum(g - 1, 1), np.nan)
 
 
-def cluster_rate(successes: np.ndarray, trials: np.ndarray) -> ClusterRate:
+def cluster_rate(successes: ArrayLike, trials: ArrayLike) -> ClusterRate:
     """Rate sum(successes) / sum(trials) over buckets (last axis) and its delta-method variance.
 
     Empty buckets carry no units and are not counted as clusters. The rate is NaN without
@@ -73,7 +75,7 @@ def cluster_rate(successes: np.ndarray, trials: np.ndarray) -> ClusterRate:
     return ClusterRate(p[()], var[()], big_n[()], g[()])
 
 
-def design_effect(successes: np.ndarray, trials: np.ndarray) -> np.ndarray | float:
+def design_effect(successes: ArrayLike, trials: ArrayLike) -> Floats | float:
     """Cluster-robust over binomial variance of the rate (>= 1 expected for repeated units).
 
     NaN where either is unknown (fewer than two buckets, or a rate of exactly 0 or 1, where the
@@ -87,9 +89,9 @@ def design_effect(successes: np.ndarray, trials: np.ndarray) -> np.ndarray | flo
 
 
 def arm_variance(
-    successes: np.ndarray, trials: np.ndarray, floor_rate: np.ndarray | float | None = None,
-    floor_design_effect: np.ndarray | float = 1.0,
-) -> np.ndarray | float:
+    successes: ArrayLike, trials: ArrayLike, floor_rate: ArrayLike | None = None,
+    floor_design_effect: ArrayLike = 1.0,
+) -> Floats | float:
     """Variance of one arm's rate that holds at small counts: the largest of
 
     - the cluster-robust variance (`cluster_rate`), when there are two or more buckets;
@@ -108,7 +110,8 @@ def arm_variance(
         q = np.asarray(floor_rate, dtype=float)
         floor = np.fmax(floor, q * (1 - q) / safe_n)
     floor = floor * np.fmax(np.asarray(floor_design_effect, dtype=float), 1.0)
-    return np.fmax(np.asarray(est.variance), floor)[()]
+    variance: Floats = np.fmax(np.asarray(est.variance), floor)  # numpy's ufuncs return Any
+    return variance[()]
 
 
 class ClusteredDifference(NamedTuple):
@@ -119,17 +122,17 @@ class ClusteredDifference(NamedTuple):
     `clusters` is the number of buckets with trials; below 2 the variance is request-level.
     """
 
-    difference: np.ndarray | float
-    variance: np.ndarray | float
-    effective_sample: np.ndarray | float
-    cluster_variance: np.ndarray | float
-    independent_variance: np.ndarray | float
-    design_effect: np.ndarray | float
-    clusters: np.ndarray | int
+    difference: Floats | float
+    variance: Floats | float
+    effective_sample: Floats | float
+    cluster_variance: Floats | float
+    independent_variance: Floats | float
+    design_effect: Floats | float
+    clusters: Counts
 
 
 def stratified_difference(
-    s_model: np.ndarray, n_model: np.ndarray, s_legacy: np.ndarray, n_legacy: np.ndarray,
+    s_model: ArrayLike, n_model: ArrayLike, s_legacy: ArrayLike, n_legacy: ArrayLike,
     min_expected: float = MIN_EXPECTED,
 ) -> ClusteredDifference:
     """Mantel-Haenszel risk difference over strata (axis -2) from bucket counts (last axis).
@@ -196,7 +199,7 @@ def stratified_difference(
     return ClusteredDifference(diff[()], var[()], big_w[()], v_cluster[()], v_ind[()], deff[()], g[()])
 
 
-def period_counts(cumulative: np.ndarray, firsts: list[int], lasts: list[int]) -> np.ndarray:
+def period_counts(cumulative: ArrayLike, firsts: list[int], lasts: list[int]) -> AnyArray:
     """Per-period counts as known at each look, from cumulative counts per look (axis 0).
 
     Mirrors the analyzer's `_strata_by_look`: period j (looks firsts[j]..lasts[j]) counts what was

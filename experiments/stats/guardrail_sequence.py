@@ -23,10 +23,13 @@ valid when the true rate changes over time below the limit (stages at different 
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import NamedTuple, overload
 
 import numpy as np
+from numpy.typing import ArrayLike
 from scipy.special import betaincc, betaln
+
+from experiments.stats._arrays import AnyArray, Bools, Floats
 
 
 def _prior(limit: float, prior_a: float | None, prior_b: float | None) -> tuple[float, float]:
@@ -35,10 +38,21 @@ def _prior(limit: float, prior_a: float | None, prior_b: float | None) -> tuple[
     return (1.0 if prior_a is None else prior_a), ((1 - limit) / limit if prior_b is None else prior_b)
 
 
+@overload
 def log_e_value(
-    count: np.ndarray | int, n: np.ndarray | int, limit: float, prior_a: float | None = None,
-    prior_b: float | None = None,
-) -> np.ndarray | float:
+    count: float, n: float, limit: float, prior_a: float | None = None, prior_b: float | None = None
+) -> float: ...
+@overload
+def log_e_value(
+    count: AnyArray, n: ArrayLike, limit: float, prior_a: float | None = None, prior_b: float | None = None
+) -> Floats: ...
+@overload
+def log_e_value(
+    count: ArrayLike, n: ArrayLike, limit: float, prior_a: float | None = None, prior_b: float | None = None
+) -> Floats | float: ...
+def log_e_value(
+    count: ArrayLike, n: ArrayLike, limit: float, prior_a: float | None = None, prior_b: float | None = None
+) -> Floats | float:
     """log M: the mixture martingale of H0 "rate <= limit" after `count` events in `n` requests."""
     a, b = _prior(limit, prior_a, prior_b)
     k, m = np.asarray(count, dtype=float), np.asarray(n, dtype=float)
@@ -47,20 +61,21 @@ def log_e_value(
     with np.errstate(divide="ignore"):
         tail = np.log(betaincc(a + k, b + m - k, limit)) - np.log(betaincc(a, b, limit))
     log_marginal = betaln(a + k, b + m - k) - betaln(a, b) + tail
-    return (log_marginal - k * np.log(limit) - (m - k) * np.log1p(-limit))[()]
+    log_m: Floats = log_marginal - k * np.log(limit) - (m - k) * np.log1p(-limit)  # scipy.special is untyped
+    return log_m[()]
 
 
 class GuardrailSequence(NamedTuple):
     """Per look (last axis): observed rate, running max of log M, always-valid p-value, breach."""
 
-    rate: np.ndarray
-    log_e_value: np.ndarray
-    p_value: np.ndarray
-    breached: np.ndarray
+    rate: Floats
+    log_e_value: Floats
+    p_value: Floats
+    breached: Bools
 
 
 def guardrail_sequence(
-    counts: np.ndarray, ns: np.ndarray, limit: float, alpha: float, prior_a: float | None = None,
+    counts: ArrayLike, ns: ArrayLike, limit: float, alpha: float, prior_a: float | None = None,
     prior_b: float | None = None,
 ) -> GuardrailSequence:
     """Anytime-valid test of "rate above `limit`" over looks of cumulative counts (last axis).

@@ -21,21 +21,34 @@ the fixed-horizon one-sided test would need for the margin (Howard et al. 2021, 
 
 from __future__ import annotations
 
-from typing import Literal, NamedTuple
+from typing import Literal, NamedTuple, overload
 
 import numpy as np
+from numpy.typing import ArrayLike
 from scipy.optimize import minimize_scalar
 from scipy.special import log_ndtr, ndtri
 
+from experiments.stats._arrays import AnyArray, Floats
 from experiments.stats.sequential import boundary_z
 
 Side = Literal["greater", "less"]
 
 
+@overload
 def log_likelihood_ratio(
-    difference: np.ndarray | float, variance: np.ndarray | float, tau2: float, theta0: float = 0.0,
-    side: Side = "greater",
-) -> np.ndarray | float:
+    difference: float, variance: float, tau2: float, theta0: float = 0.0, side: Side = "greater"
+) -> float: ...
+@overload
+def log_likelihood_ratio(
+    difference: AnyArray, variance: ArrayLike, tau2: float, theta0: float = 0.0, side: Side = "greater"
+) -> Floats: ...
+@overload
+def log_likelihood_ratio(
+    difference: ArrayLike, variance: ArrayLike, tau2: float, theta0: float = 0.0, side: Side = "greater"
+) -> Floats | float: ...
+def log_likelihood_ratio(
+    difference: ArrayLike, variance: ArrayLike, tau2: float, theta0: float = 0.0, side: Side = "greater"
+) -> Floats | float:
     """log Lambda of H1: theta > theta0 ("greater") or theta < theta0 ("less"); 0 without information."""
     d, v = np.asarray(difference, dtype=float), np.asarray(variance, dtype=float)
     ok = np.isfinite(v) & (v > 0) & np.isfinite(d)
@@ -46,7 +59,13 @@ def log_likelihood_ratio(
     return np.where(ok, llr, 0.0)[()]
 
 
-def boundary_z_one_sided(variance: np.ndarray | float, tau2: float, alpha: float) -> np.ndarray | float:
+@overload
+def boundary_z_one_sided(variance: float, tau2: float, alpha: float) -> float: ...
+@overload
+def boundary_z_one_sided(variance: AnyArray, tau2: float, alpha: float) -> Floats: ...
+@overload
+def boundary_z_one_sided(variance: ArrayLike, tau2: float, alpha: float) -> Floats | float: ...
+def boundary_z_one_sided(variance: ArrayLike, tau2: float, alpha: float) -> Floats | float:
     """The z = x / sqrt(V) at which the one-sided Lambda reaches 1/alpha; inf without information.
 
     Lambda is increasing in x, and 1 <= 2 Phi(.) <= 2 for x >= 0, so the root lies between the
@@ -71,13 +90,13 @@ class OneSidedResult(NamedTuple):
     `bound` is a lower bound for side "greater", an upper bound for "less"; `boundary` is z_one(V).
     """
 
-    p_value: np.ndarray
-    bound: np.ndarray
-    boundary: np.ndarray
+    p_value: Floats
+    bound: Floats
+    boundary: Floats
 
 
 def one_sided_sequence(
-    differences: np.ndarray, variances: np.ndarray, tau2: float, alpha: float, theta0: float = 0.0,
+    differences: ArrayLike, variances: ArrayLike, tau2: float, alpha: float, theta0: float = 0.0,
     side: Side = "greater",
 ) -> OneSidedResult:
     """One-sided always-valid p-values (H0 at theta0) and confidence bounds over looks (last axis).

@@ -10,14 +10,26 @@ needs more information for the same power (`sequential.needed_information`).
 
 from __future__ import annotations
 
+from typing import overload
+
 import numpy as np
+from numpy.typing import ArrayLike
 from scipy.optimize import brentq
 from scipy.special import ndtr, ndtri  # normal cdf and inverse; scipy.stats.norm is much slower per call
 
+from experiments.stats._arrays import AnyArray, Floats
 
-def effect_size(p1: float | np.ndarray, p2: float | np.ndarray) -> float | np.ndarray:
+
+@overload
+def effect_size(p1: float, p2: float) -> float: ...
+@overload
+def effect_size(p1: AnyArray, p2: ArrayLike) -> Floats: ...
+@overload
+def effect_size(p1: ArrayLike, p2: ArrayLike) -> Floats | float: ...
+def effect_size(p1: ArrayLike, p2: ArrayLike) -> Floats | float:
     """Cohen's h = 2 asin(sqrt(p1)) - 2 asin(sqrt(p2)), as statsmodels' `proportion_effectsize`."""
-    return 2 * np.arcsin(np.sqrt(p1)) - 2 * np.arcsin(np.sqrt(p2))
+    h: Floats | float = 2 * np.arcsin(np.sqrt(p1)) - 2 * np.arcsin(np.sqrt(p2))  # numpy's ufuncs return Any
+    return h
 
 
 def mde_effect_size(base_rate: float, mde: float) -> float:
@@ -30,12 +42,18 @@ def mde_effect_size(base_rate: float, mde: float) -> float:
     return float(min(s for s in sizes if s > 0) if any(sizes) else 0.0)
 
 
-def effective_sample(n1: float | np.ndarray, n2: float | np.ndarray) -> float | np.ndarray:
+@overload
+def effective_sample(n1: float, n2: float) -> float: ...
+@overload
+def effective_sample(n1: AnyArray, n2: ArrayLike) -> Floats: ...
+@overload
+def effective_sample(n1: ArrayLike, n2: ArrayLike) -> Floats | float: ...
+def effective_sample(n1: ArrayLike, n2: ArrayLike) -> Floats | float:
     """n1 * n2 / (n1 + n2): the per-arm size of a balanced design with the same precision."""
-    n1, n2 = np.asarray(n1, dtype=float), np.asarray(n2, dtype=float)
-    total = n1 + n2
+    a, b = np.asarray(n1, dtype=float), np.asarray(n2, dtype=float)
+    total = a + b
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(total > 0, n1 * n2 / np.where(total > 0, total, 1), 0.0)[()]
+        return np.where(total > 0, a * b / np.where(total > 0, total, 1), 0.0)[()]
 
 
 def power(h: float, n_eff: float, alpha: float) -> float:

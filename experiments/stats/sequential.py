@@ -24,14 +24,23 @@ are read from the same two-sided sequence, so together they err with probability
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import NamedTuple, overload
 
 import numpy as np
+from numpy.typing import ArrayLike
 from scipy.optimize import brentq
 from scipy.special import ndtri  # inverse normal cdf; scipy.stats.norm is much slower per call
 
+from experiments.stats._arrays import AnyArray, Floats
 
-def boundary_z(variance: np.ndarray | float, tau2: float, alpha: float) -> np.ndarray | float:
+
+@overload
+def boundary_z(variance: float, tau2: float, alpha: float) -> float: ...
+@overload
+def boundary_z(variance: AnyArray, tau2: float, alpha: float) -> Floats: ...
+@overload
+def boundary_z(variance: ArrayLike, tau2: float, alpha: float) -> Floats | float: ...
+def boundary_z(variance: ArrayLike, tau2: float, alpha: float) -> Floats | float:
     """The z value |d - theta0| / sqrt(V) at which Lambda reaches 1/alpha; inf without information."""
     v = np.asarray(variance, dtype=float)
     ok = np.isfinite(v) & (v > 0)
@@ -40,9 +49,17 @@ def boundary_z(variance: np.ndarray | float, tau2: float, alpha: float) -> np.nd
     return np.where(ok, np.sqrt(z2), np.inf)[()]
 
 
+@overload
+def log_likelihood_ratio(difference: float, variance: float, tau2: float, theta0: float = 0.0) -> float: ...
+@overload
+def log_likelihood_ratio(difference: AnyArray, variance: ArrayLike, tau2: float, theta0: float = 0.0) -> Floats: ...
+@overload
 def log_likelihood_ratio(
-    difference: np.ndarray | float, variance: np.ndarray | float, tau2: float, theta0: float = 0.0
-) -> np.ndarray | float:
+    difference: ArrayLike, variance: ArrayLike, tau2: float, theta0: float = 0.0
+) -> Floats | float: ...
+def log_likelihood_ratio(
+    difference: ArrayLike, variance: ArrayLike, tau2: float, theta0: float = 0.0
+) -> Floats | float:
     """log Lambda of the mixture SPRT for H0: difference = theta0; 0 where there is no information."""
     d = np.asarray(difference, dtype=float)
     v = np.asarray(variance, dtype=float)
@@ -55,13 +72,13 @@ def log_likelihood_ratio(
 class SequentialResult(NamedTuple):
     """Always-valid p-value and confidence sequence bounds at each look (looks on the last axis)."""
 
-    p_value: np.ndarray
-    lower: np.ndarray
-    upper: np.ndarray
-    boundary: np.ndarray
+    p_value: Floats
+    lower: Floats
+    upper: Floats
+    boundary: Floats
 
 
-def run_sequence(differences: np.ndarray, variances: np.ndarray, tau2: float, alpha: float) -> SequentialResult:
+def run_sequence(differences: ArrayLike, variances: ArrayLike, tau2: float, alpha: float) -> SequentialResult:
     """Always-valid p-values and confidence sequence over a series of looks (last axis).
 
     The p-value is the running minimum of 1/Lambda, the bounds the running intersection of the
@@ -95,13 +112,13 @@ def needed_information(effect: float, tau2: float, alpha: float, target_power: f
 
     def gap(log_v: float) -> float:
         v = np.exp(log_v)
-        return abs(effect) / np.sqrt(v) - float(boundary_z(v, tau2, alpha)) - z_power
+        return float(abs(effect) / np.sqrt(v) - float(boundary_z(v, tau2, alpha)) - z_power)
 
     # gap falls from +inf (tiny V) to below zero (V large); search in log space.
     return float(np.exp(brentq(gap, np.log(effect * effect) - 30, np.log(effect * effect) + 5)))
 
 
-def confidence_sequence(differences: np.ndarray, variances: np.ndarray, tau2: float, alpha: float) -> SequentialResult:
+def confidence_sequence(differences: ArrayLike, variances: ArrayLike, tau2: float, alpha: float) -> SequentialResult:
     """Like `run_sequence`, but the reported interval always contains the current estimate.
 
     Every per-look interval contains the estimate; their running intersection need not (issue

@@ -19,8 +19,10 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import numpy as np
+from numpy.typing import ArrayLike
 from scipy.special import ndtr
 
+from experiments.stats._arrays import Floats
 from experiments.stats.one_sided import boundary_z_one_sided
 from experiments.stats.sequential import boundary_z
 
@@ -31,20 +33,21 @@ GRID = 401
 class Crossing(NamedTuple):
     """Probability that the first crossing is at each look, through the upper and the lower boundary."""
 
-    upper: np.ndarray
-    lower: np.ndarray
+    upper: Floats
+    lower: Floats
 
 
-def boundary(information: np.ndarray, tau2: float, alpha: float, sides: int = 2) -> np.ndarray:
+def boundary(information: ArrayLike, tau2: float, alpha: float, sides: int = 2) -> Floats:
     """g(I) on the score scale X = d I for the two-sided or the one-sided (upper) boundary."""
     info = np.asarray(information, dtype=float)
     v = 1.0 / info
     z = boundary_z(v, tau2, alpha) if sides == 2 else boundary_z_one_sided(v, tau2, alpha)
-    return np.asarray(z) * np.sqrt(info)
+    g: Floats = np.asarray(z) * np.sqrt(info)  # numpy's ufuncs return Any
+    return g
 
 
 def crossing_probabilities(
-    effect: float, information: np.ndarray, tau2: float, alpha: float, sides: int = 2, grid: int = GRID
+    effect: float, information: ArrayLike, tau2: float, alpha: float, sides: int = 2, grid: int = GRID
 ) -> Crossing:
     """P(first crossing at look k) for a true `effect` (theta - theta0) and looks at `information`.
 
@@ -86,7 +89,7 @@ class TimeToDecision(NamedTuple):
 
 
 def time_to_decision(
-    effect: float, information: np.ndarray, tau2: float, alpha: float, target_power: float, sides: int = 2,
+    effect: float, information: ArrayLike, tau2: float, alpha: float, target_power: float, sides: int = 2,
     side: str = "upper",
 ) -> TimeToDecision:
     """Power, expected stopping information and information for `target_power` of one boundary.
@@ -105,6 +108,6 @@ def time_to_decision(
     return TimeToDecision(float(cumulative[-1]), expected, float(info[reached[0]]) if len(reached) else float("inf"))
 
 
-def looks_schedule(information_per_look: float, looks: int) -> np.ndarray:
+def looks_schedule(information_per_look: float, looks: int) -> Floats:
     """Equally spaced information, one look every `information_per_look` (1 / V grows linearly)."""
     return information_per_look * np.arange(1, looks + 1, dtype=float)

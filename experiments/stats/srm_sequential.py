@@ -31,8 +31,10 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import numpy as np
+from numpy.typing import ArrayLike
 from scipy.special import gammaln, logsumexp
 
+from experiments.stats._arrays import Floats
 from experiments.stats.clustered import stratified_difference
 from experiments.stats.sequential import run_sequence
 
@@ -42,8 +44,8 @@ CONCENTRATION = 2500.0
 
 
 def log_bayes_factor(
-    counts: np.ndarray, weights: np.ndarray, concentration: float = CONCENTRATION
-) -> np.ndarray | float:
+    counts: ArrayLike, weights: ArrayLike, concentration: float = CONCENTRATION
+) -> Floats | float:
     """log BF of Dirichlet(c * weights) against Multinomial(weights) for counts (arms on the last axis).
 
     Counts may be non-integer (effective counts). An arm of weight 0 with no counts is dropped; with
@@ -65,12 +67,12 @@ def log_bayes_factor(
 class SequentialSrm(NamedTuple):
     """Per look (the look axis): log of the periods' averaged Bayes factors and the always-valid p-value."""
 
-    log_bayes_factor: np.ndarray
-    p_value: np.ndarray
+    log_bayes_factor: Floats
+    p_value: Floats
 
 
 def sequential_srm(
-    period_counts: np.ndarray, period_weights: np.ndarray, concentration: float = CONCENTRATION,
+    period_counts: ArrayLike, period_weights: ArrayLike, concentration: float = CONCENTRATION,
     stages: int | None = None,
 ) -> SequentialSrm:
     """Always-valid SRM p-value over looks from counts shaped (..., looks, periods, arms).
@@ -89,7 +91,7 @@ def sequential_srm(
     return SequentialSrm(total, np.minimum.accumulate(np.minimum(1.0, np.exp(-total)), axis=-1))
 
 
-def effective_counts(exposures: np.ndarray, weights: np.ndarray) -> np.ndarray:
+def effective_counts(exposures: ArrayLike, weights: ArrayLike) -> Floats:
     """Request counts per arm turned into unit-equivalent counts, from buckets (last axis).
 
     `exposures` is shaped (..., arms, buckets), `weights` (..., arms). The model share of the
@@ -115,12 +117,13 @@ def effective_counts(exposures: np.ndarray, weights: np.ndarray) -> np.ndarray:
         w_m = w[..., -1]
         deff = v / (w_m * (1 - w_m) / big_t)
     deff = np.where((g >= 2) & np.isfinite(deff), np.fmax(deff, 1.0), 1.0)
-    return totals / deff[..., None]
+    counts: Floats = totals / deff[..., None]  # sum(axis) is Any in numpy's stubs
+    return counts
 
 
 def outcome_rate_sequence(
-    o_model: np.ndarray, e_model: np.ndarray, o_legacy: np.ndarray, e_legacy: np.ndarray, tau2: float, alpha: float
-) -> np.ndarray:
+    o_model: ArrayLike, e_model: ArrayLike, o_legacy: ArrayLike, e_legacy: ArrayLike, tau2: float, alpha: float
+) -> Floats:
     """Always-valid p-values (per look) that outcomes per exposure are equal in both arms.
 
     Inputs shaped (..., looks, strata, buckets) like `clustered.stratified_difference`, with

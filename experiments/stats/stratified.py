@@ -25,14 +25,17 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import numpy as np
+from numpy.typing import ArrayLike
+
+from experiments.stats._arrays import Floats
 
 
 class StratifiedDifference(NamedTuple):
     """Combined difference (model - legacy), its variance, and W = sum of Mantel-Haenszel weights."""
 
-    difference: np.ndarray | float
-    variance: np.ndarray | float
-    effective_sample: np.ndarray | float
+    difference: Floats | float
+    variance: Floats | float
+    effective_sample: Floats | float
 
 
 #: The normal approximation is trusted once each arm expects this many successes and failures.
@@ -40,7 +43,7 @@ MIN_EXPECTED = 5.0
 
 
 def stratified_difference(
-    s_model: np.ndarray, n_model: np.ndarray, s_legacy: np.ndarray, n_legacy: np.ndarray,
+    s_model: ArrayLike, n_model: ArrayLike, s_legacy: ArrayLike, n_legacy: ArrayLike,
     min_expected: float = MIN_EXPECTED,
 ) -> StratifiedDifference:
     """Combine per-stratum counts (strata along the last axis) into one difference.

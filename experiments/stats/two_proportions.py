@@ -2,27 +2,41 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, overload
 
 import numpy as np
+from numpy.typing import ArrayLike
 from scipy.special import ndtri  # inverse normal cdf; scipy.stats.norm is much slower per call
 
+from experiments.stats._arrays import AnyArray, Floats
 from experiments.stats.proportion import Alternative, ZTest, p_value_from_z, proportion_confint
 
 
+@overload
 def two_proportion_ztest(
-    s1: int, n1: int, s2: int, n2: int, alternative: Alternative = "two-sided"
-) -> ZTest:
+    s1: float, n1: float, s2: float, n2: float, alternative: Alternative = "two-sided"
+) -> ZTest[float]: ...
+@overload
+def two_proportion_ztest(
+    s1: AnyArray, n1: ArrayLike, s2: ArrayLike, n2: ArrayLike, alternative: Alternative = "two-sided"
+) -> ZTest[Floats]: ...
+@overload
+def two_proportion_ztest(
+    s1: ArrayLike, n1: ArrayLike, s2: ArrayLike, n2: ArrayLike, alternative: Alternative = "two-sided"
+) -> ZTest[Floats | float]: ...
+def two_proportion_ztest(
+    s1: ArrayLike, n1: ArrayLike, s2: ArrayLike, n2: ArrayLike, alternative: Alternative = "two-sided"
+) -> ZTest[Floats | float]:
     """Fixed-horizon z-test of p1 - p2 = 0 with the pooled variance.
 
     Same numbers as statsmodels' `proportions_ztest([s1, s2], [n1, n2])`. Valid for one look
     only: the analyzer reports it for reference and decides with `sequential` instead.
     """
-    s1, n1, s2, n2 = (np.asarray(x, dtype=float) for x in (s1, n1, s2, n2))
-    pooled = (s1 + s2) / (n1 + n2)
-    se = np.sqrt(pooled * (1 - pooled) * (1 / n1 + 1 / n2))
+    a1, m1, a2, m2 = (np.asarray(x, dtype=float) for x in (s1, n1, s2, n2))
+    pooled = (a1 + a2) / (m1 + m2)
+    se = np.sqrt(pooled * (1 - pooled) * (1 / m1 + 1 / m2))
     with np.errstate(divide="ignore", invalid="ignore"):
-        z = (s1 / n1 - s2 / n2) / se
+        z: Floats = np.asarray((a1 / m1 - a2 / m2) / se)
     # [()] turns 0-d arrays into numpy floats (a float subclass) and leaves arrays alone.
     return ZTest(z[()], np.asarray(p_value_from_z(z, alternative))[()])
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import statsmodels.api as sm
+from numpy.typing import ArrayLike
 
 from experiments.stats.clustered import (
     arm_variance,
@@ -140,7 +141,7 @@ def test_period_counts_are_differences_of_the_cumulative_lists() -> None:
 def simulate(effect: float, runs: int, seed: int, **kw) -> dict[str, np.ndarray]:
     """Whole ramps (1/5/20/50%, 6 looks each) on repeated units; which runs ever declare harm or miss."""
     rng = np.random.default_rng(seed)
-    out: dict[str, list[np.ndarray]] = {"harm_request": [], "harm_unit": [], "miss_request": [], "miss_unit": []}
+    out: dict[str, list[ArrayLike]] = {"harm_request": [], "harm_unit": [], "miss_request": [], "miss_unit": []}
     for r in batches(runs, 100):
         c = repeated_units(rng, r, effect=effect, **kw)
         old = request_level(*(x.sum(-1) for x in c))
@@ -153,7 +154,8 @@ def simulate(effect: float, runs: int, seed: int, **kw) -> dict[str, np.ndarray]
     return {k: np.concatenate(v) for k, v in out.items()}
 
 
-def mc(x: np.ndarray) -> str:
+def mc(runs: ArrayLike) -> str:
+    x = np.asarray(runs)
     return f"{x.mean():.4f} +- {np.sqrt(x.mean() * (1 - x.mean()) / len(x)):.4f} (n={len(x)})"
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from numpy.typing import ArrayLike
 from scipy.integrate import quad
 from scipy.stats import beta, binom
 
@@ -14,7 +15,8 @@ from experiments.stats.proportion import proportion_confint
 ALPHA, LIMIT = 0.05, 0.05
 
 
-def mc(x: np.ndarray) -> str:
+def mc(runs: ArrayLike) -> str:
+    x = np.asarray(runs)
     return f"{x.mean():.4f} +- {np.sqrt(x.mean() * (1 - x.mean()) / len(x)):.4f} (n={len(x)})"
 
 
@@ -54,7 +56,7 @@ def simulate(rates: np.ndarray, rng: np.random.Generator, runs: int, per_look: i
 def test_aa_exactly_at_the_limit_over_300_looks_breaches_in_at_most_alpha() -> None:
     rng = np.random.default_rng(31)
     errors, n = simulate(np.full(300, LIMIT), rng, 2000, 50)  # 15,000 model-arm requests
-    ours = guardrail_sequence(errors, n, LIMIT, ALPHA).breached.any(-1)
+    ours = np.asarray(guardrail_sequence(errors, n, LIMIT, ALPHA).breached.any(-1))  # one per run
     lower, _ = proportion_confint(errors, n, 2 * ALPHA, "wilson")
     fixed = (lower > LIMIT).any(-1)  # the one-sided Wilson test re-run at every look
     assert ours.mean() <= ALPHA + 3 * np.sqrt(ALPHA * (1 - ALPHA) / len(ours)), f"sequential: {mc(ours)}"
@@ -65,7 +67,7 @@ def test_a_rate_that_varies_below_the_limit_keeps_alpha() -> None:
     rng = np.random.default_rng(32)
     rates = np.concatenate([np.full(100, 0.02), np.full(200, LIMIT)])
     errors, n = simulate(rates, rng, 2000, 50)
-    x = guardrail_sequence(errors, n, LIMIT, ALPHA).breached.any(-1)
+    x = np.asarray(guardrail_sequence(errors, n, LIMIT, ALPHA).breached.any(-1))
     assert x.mean() <= ALPHA + 3 * np.sqrt(ALPHA * (1 - ALPHA) / len(x)), mc(x)
 
 

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
 import pytest
 from statsmodels.stats.proportion import proportion_confint as sm_confint
 from statsmodels.stats.proportion import proportions_ztest
 
-from experiments.stats.proportion import one_proportion_ztest, proportion_confint
+from experiments.stats.proportion import Alternative, one_proportion_ztest, proportion_confint
 
 
 @pytest.mark.parametrize(("successes", "n"), [(850, 1000), (412, 500), (81, 100), (7900, 10000)])
 @pytest.mark.parametrize("alternative", ["larger", "smaller", "two-sided"])
-def test_gate_ztest_matches_statsmodels(successes: int, n: int, alternative: str) -> None:
-    ours = one_proportion_ztest(successes, n, 0.80, alternative)  # type: ignore[arg-type]
+def test_gate_ztest_matches_statsmodels(successes: int, n: int, alternative: Alternative) -> None:
+    ours = one_proportion_ztest(successes, n, 0.80, alternative)
     z, p = proportions_ztest(successes, n, value=0.80, alternative=alternative)
     assert ours.statistic == pytest.approx(z, rel=1e-12)
     assert ours.p_value == pytest.approx(p, rel=1e-12)
@@ -39,8 +41,8 @@ def test_zero_standard_error_is_an_error() -> None:
 
 @pytest.mark.parametrize("method", ["wilson", "normal"])
 @pytest.mark.parametrize(("successes", "n"), [(91, 99), (0, 20), (20, 20), (8712, 9901), (3, 7)])
-def test_confint_matches_statsmodels(method: str, successes: int, n: int) -> None:
-    lo, hi = proportion_confint(successes, n, 0.05, method)  # type: ignore[arg-type]
+def test_confint_matches_statsmodels(method: Literal["wilson", "normal"], successes: int, n: int) -> None:
+    lo, hi = proportion_confint(successes, n, 0.05, method)
     slo, shi = sm_confint(successes, n, alpha=0.05, method=method)
     assert (float(lo), float(hi)) == pytest.approx((slo, shi), abs=1e-12)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from numpy.typing import ArrayLike
 from scipy.integrate import quad
 from scipy.stats import norm
 
@@ -16,11 +17,13 @@ from tests.experiments.stats.units import batches, independent_requests
 ALPHA, MDE, MARGIN = 0.05, 0.03, 0.01
 
 
-def mc(x: np.ndarray) -> str:
+def mc(runs: ArrayLike) -> str:
+    x = np.asarray(runs)
     return f"{x.mean():.4f} +- {np.sqrt(x.mean() * (1 - x.mean()) / len(x)):.4f} (n={len(x)})"
 
 
-def at_most_alpha(x: np.ndarray, alpha: float = ALPHA) -> bool:
+def at_most_alpha(runs: ArrayLike, alpha: float = ALPHA) -> bool:
+    x = np.asarray(runs)
     return bool(x.mean() <= alpha + 3 * np.sqrt(alpha * (1 - alpha) / len(x)))
 
 

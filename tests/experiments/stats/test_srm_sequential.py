@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from numpy.typing import ArrayLike
 from scipy.stats import chi2, dirichlet_multinomial, multinomial
 
 from experiments.stats.srm_sequential import (
@@ -21,11 +22,13 @@ THRESHOLD = 0.001  # criteria.srm_p_value
 RAMP = np.array([[0.99, 0.01], [0.95, 0.05], [0.80, 0.20], [0.50, 0.50]])  # (legacy, model) per stage
 
 
-def mc(x: np.ndarray) -> str:
+def mc(runs: ArrayLike) -> str:
+    x = np.asarray(runs)
     return f"{x.mean():.4f} +- {np.sqrt(x.mean() * (1 - x.mean()) / len(x)):.4f} (n={len(x)})"
 
 
-def within(x: np.ndarray, level: float) -> bool:
+def within(runs: ArrayLike, level: float) -> bool:
+    x = np.asarray(runs)
     return bool(x.mean() <= level + 3 * np.sqrt(level * (1 - level) / len(x)))
 
 
