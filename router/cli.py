@@ -6,6 +6,8 @@ import argparse
 import os
 from pathlib import Path
 
+from router.ledger import DEFAULT_LEDGER, LEDGER_ENV
+
 ADMIN_TOKEN_ENV = "MODELRAMP_WEIGHTS_TOKEN"
 
 
@@ -27,6 +29,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--watch-interval", type=float, default=1.0, help="seconds between looks at the config file (default 1)")
     p.add_argument("--baseline", type=Path, default=None, help="feature baseline (models/<name>/<version>/modelramp/baseline.json) for the "
                                                                "skew monitors; overrides the config's skew.baseline")
+    p.add_argument("--outcome-ledger", default=None, metavar="URL",
+                   help=f"where outcomes are recorded once across replicas and restarts: sqlite:///file.db (one router) or "
+                        f"postgresql://user@host/db (every replica of a deployment) (else ${LEDGER_ENV}, else {DEFAULT_LEDGER} in "
+                        "the working folder). A SQLite file must not be shared by several replicas on different hosts")
     p.set_defaults(handler=_router)
 
 
@@ -51,7 +57,7 @@ def _router(args: argparse.Namespace) -> int:
         config=args.config, host=args.host, http_port=args.http_port, grpc_port=args.grpc_port,
         legacy_url=args.legacy_url, model_target=args.model_target, signing_key_file=args.signing_key_file,
         admin_token_file=args.admin_token_file, watch_interval=args.watch_interval,
-        baseline=args.baseline)
+        baseline=args.baseline, outcome_ledger=args.outcome_ledger or os.environ.get(LEDGER_ENV) or DEFAULT_LEDGER)
     require_free({"router HTTP (--http-port)": args.http_port, "router gRPC (--grpc-port)": args.grpc_port}, args.host)
     return run(settings, _admin_token(args.admin_token_file))
 

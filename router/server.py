@@ -1,7 +1,10 @@
 """One router process: HTTP and gRPC fronts on one event loop, the config watcher, and clean shutdown.
 
 One process is one replica (see `router.metrics` for why not several workers per process).
-SIGTERM or Ctrl-C stops accepting, lets requests in flight finish, then closes backends.
+SIGTERM or Ctrl-C stops accepting, lets requests in flight finish, then closes backends and,
+last, the outcome ledger (its queued writes finish first, so an outcome answered 200 is stored).
+The ledger is opened at start but not waited for: while its database is unreachable the router
+serves predictions and answers outcome reports 503, and readiness does not depend on it.
 """
 
 from __future__ import annotations
@@ -15,7 +18,10 @@ from pathlib import Path
 
 from router.core import Router
 from router.grpc import create_server
+from router.ledger import DEFAULT_LEDGER, OutcomeLedger, open_ledger, redact
+from router.ledger.metrics import LedgerMetrics
 from router.metrics import RouterMetrics
+from router.outcomes import OutcomeIntake
 from router.reload import ConfigFile, with_addresses
 from router.rest.app import create_app
 from router.rest.server import HttpServer
@@ -40,10 +46,15 @@ class RouterSettings:
     admin_token_file: Path | None = None  # else $MODELRAMP_WEIGHTS_TOKEN, else the weights API is off
     watch_interval: float = 1.0  # seconds between looks at the config file
     baseline: Path | None = None  # feature baseline for the skew monitors; overrides the file's skew.baseline
+    outcome_ledger: str = DEFAULT_LEDGER  # where outcomes are recorded once (router/ledger): SQLite file or PostgreSQL URL
 
 
 def build_router(settings: RouterSettings, sinks: tuple[FeatureSink, ...] = ()) -> tuple[Router, ConfigFile]:
-    """The router and its config file, from settings (raises ConfigError on a bad file)."""
+    """The router and its config file, from settings (raises ConfigError on a bad file, LedgerConfigError on a bad ledger URL).
+
+    The router records outcomes in the ledger of `settings.outcome_ledger`; the caller closes it
+    (`router.outcomes.ledger.aclose()`) after the fronts have stopped.
+    """
     source = ConfigFile(settings.config, lambda c: with_addresses(c, settings.legacy_url, settings.model_target))
     config = source.load()
     key = load_key(settings.signing_key_file)
@@ -55,7 +66,18 @@ def build_router(settings: RouterSettings, sinks: tuple[FeatureSink, ...] = ()) 
 
     skew = skew_sink_for(config, settings.baseline, metrics.registry)
     sinks = (*sinks, skew) if skew is not None else sinks
-    return Router(config, signer=Signer(key, config.router.outcome_ttl_seconds), metrics=metrics, sinks=sinks), source
+    ledger = open_ledger(settings.outcome_ledger, ttl_seconds=config.router.outcome_ttl_seconds)
+    log.info("outcome ledger %s", redact(settings.outcome_ledger))
+    router = Router(config, signer=Signer(key, config.router.outcome_ttl_seconds), metrics=metrics, sinks=sinks)
+    router.outcomes = attach_ledger(router, ledger)
+    return router, source
+
+
+def attach_ledger(router: Router, ledger: OutcomeLedger) -> OutcomeIntake:
+    """The router's outcome intake on `ledger`, with the ledger's metrics on the router's registry."""
+    intake = OutcomeIntake(router.signer, router.metrics, ledger)
+    intake.observe = LedgerMetrics(router.metrics.registry, ledger).observe
+    return intake
 
 
 async def serve(settings: RouterSettings, admin_token: str | None, sinks: tuple[FeatureSink, ...] = ()) -> None:
@@ -68,6 +90,7 @@ async def serve(settings: RouterSettings, admin_token: str | None, sinks: tuple[
     except OSError as err:
         await grpc_server.stop(None)
         await router.close()
+        await router.outcomes.ledger.aclose()
         raise OSError(f"cannot listen for HTTP on {settings.host}:{settings.http_port}: {err.strerror or err}") from None
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -90,6 +113,7 @@ async def serve(settings: RouterSettings, admin_token: str | None, sinks: tuple[
     await router.close()
     for sink in router.sinks:
         getattr(sink, "close", lambda: None)()
+    await router.outcomes.ledger.aclose()  # after the fronts: reports in flight got their answer, their rows are written
     log.info("router stopped")
 
 

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from experiments.config import ExperimentConfig, load_config, parse_config
+from router.ledger import LEDGER_ENV
 from router.ports import require_free
 from serving.model_server.model_config import render_model_config
 from serving.tfserving.errors import FailedPrecondition
@@ -141,6 +142,11 @@ class Stack:
     def prometheus_url(self) -> str | None:
         return f"http://{self.host}:{self.ports.prometheus}" if "prometheus" in self.children else None
 
+    @property
+    def outcome_ledger(self) -> str:
+        """The router's outcome ledger: $MODELRAMP_OUTCOME_LEDGER, else a SQLite file in the run folder."""
+        return outcome_ledger_url(self.run_dir)
+
     def kill(self, role: str) -> None:
         """Kill one process outright (fault injection), as a crash would."""
         self.children[role].kill()
@@ -154,6 +160,11 @@ class Stack:
         for role in ("router", "prometheus", "legacy system", "model server"):
             if role in self.children:
                 self.children[role].stop()
+
+
+def outcome_ledger_url(run_dir: Path) -> str:
+    """$MODELRAMP_OUTCOME_LEDGER when set, else `run_dir/outcomes.db` (one router: SQLite is right)."""
+    return os.environ.get(LEDGER_ENV) or f"sqlite:///{(run_dir / 'outcomes.db').resolve()}"
 
 
 def _get(url: str) -> tuple[int, bytes]:
@@ -203,7 +214,8 @@ def start_stack(models_dir: Path, model_name: str, config_path: Path, run_dir: P
         env = {"MODELRAMP_SIGNING_KEY": os.environ.get("MODELRAMP_SIGNING_KEY") or secrets.token_urlsafe(32),
                "MODELRAMP_WEIGHTS_TOKEN": stack.weights_token}
         router_args = ["router", "--config", str(config_path), "--host", host, "--http-port", str(ports.router_http),
-                       "--grpc-port", str(ports.router_grpc), "--watch-interval", "0.25"]
+                       "--grpc-port", str(ports.router_grpc), "--watch-interval", "0.25",
+                       "--outcome-ledger", stack.outcome_ledger]
         baseline = baseline_path(models_dir, model_name, config_path)
         if baseline is not None:  # the skew monitors compare live features with this version's training data
             router_args += ["--baseline", str(baseline)]

@@ -19,6 +19,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
 from router.core import Router
+from router.ledger import LedgerUnavailable
 from router.metrics import CONTENT_TYPE
 from router.reload import put_weights
 from router.rest.json_codec import parse_body
@@ -40,6 +41,9 @@ def _predict_operation(summary: str, operation_id: str, extra_path_parameters: l
             *extra_path_parameters,
             {"name": "X-Unit-Id", "in": "header", "required": False, "schema": {"type": "string"},
              "description": "The randomisation unit (e.g. user id); without it the request is randomised on its own."},
+            {"name": "X-Request-Id", "in": "header", "required": False, "schema": {"type": "string"},
+             "description": "The client's correlation id: echoed, and passed on to the arm's backend (as are `traceparent` "
+                            "and `tracestate`)."},
         ],
         "requestBody": {"required": True, "content": {"application/json": {"schema": {
             "type": "object",
@@ -47,7 +51,8 @@ def _predict_operation(summary: str, operation_id: str, extra_path_parameters: l
             "example": {"instances": [_ROW_EXAMPLE]}}}}},
         "responses": {
             "200": {"description": "TF Serving's answer: `predictions` for `instances`, `outputs` for `inputs`. Headers "
-                                   "`X-Modelramp-Arm` (the assigned arm) and `X-Request-Id` (signed; report outcomes with it).",
+                                   "`X-Modelramp-Arm` (the assigned arm), `X-Modelramp-Outcome-Id` (signed; report the outcome with it) "
+                                   "and the client's `X-Request-Id`, echoed.",
                     "content": {"application/json": {"schema": {"type": "object"}}}},
             "400": {"description": "The body does not fit the model's signature, or is not JSON", "content": _ERROR},
             "404": {"description": "Unknown model or signature", "content": _ERROR},
@@ -81,7 +86,9 @@ class RouterApp(FastAPI):
 
 
 def _error(err: errors.UserFacingError) -> JSONResponse:
-    return JSONResponse({"error": str(err)}, status_code=err.http_status)
+    # The ledger down or behind: 503 with when to retry (nothing was counted, so the retry is safe).
+    headers = {"Retry-After": str(err.retry_after)} if isinstance(err, LedgerUnavailable) else None
+    return JSONResponse({"error": str(err)}, status_code=err.http_status, headers=headers)
 
 
 def create_app(router: Router, admin_token: str | None = None) -> FastAPI:
@@ -101,12 +108,16 @@ def create_app(router: Router, admin_token: str | None = None) -> FastAPI:
         assert signature is not None  # known once refresh_metadata succeeded
         return JSONResponse(rest_metadata(name, signature))
 
-    @app.post("/v1/outcomes", tags=["outcomes"], summary="Report outcomes for signed request ids",
+    @app.post("/v1/outcomes", tags=["outcomes"], summary="Report outcomes for signed request ids (X-Modelramp-Outcome-Id)",
               openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": {
-                  "description": '{"request_id": str, "success": bool} or a list of them', "example": {"request_id": "...", "success": True}}}}}})
+                  "description": '{"request_id": str, "success": bool} or a list of them (at most 10,000); request_id is the '
+                                 "X-Modelramp-Outcome-Id header of the predict answer",
+                  "example": {"request_id": "...", "success": True}}}}},
+                  "responses": {"503": {"description": "The outcome ledger cannot be written now: nothing was counted, "
+                                                       "retry after `Retry-After` seconds", "content": _ERROR}}})
     async def outcomes(request: Request) -> Response:
         try:
-            result = router.outcomes.report(parse_body(await request.body()))
+            result = await router.outcomes.report(parse_body(await request.body()))
         except errors.UserFacingError as err:
             return _error(err)
         return JSONResponse({"accepted": result.accepted, "duplicates": result.duplicates})

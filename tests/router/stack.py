@@ -33,6 +33,7 @@ class RouterProcess:
     http_port: int
     grpc_port: int
     config_path: Path
+    ledger: str
 
     @property
     def url(self) -> str:
@@ -60,17 +61,24 @@ class RouterProcess:
         return total
 
 
-def start_router(tmp_path: Path, doc: dict, ports: tuple[int, int] | None = None) -> RouterProcess:
-    """A router process for `doc` on free ports (or `ports`: HTTP, gRPC, e.g. to restart one in place)."""
+def start_router(tmp_path: Path, doc: dict, ports: tuple[int, int] | None = None, ledger: str | None = None,
+                 ready_path: str = "/readyz") -> RouterProcess:
+    """A router process for `doc` on free ports (or `ports`: HTTP, gRPC, e.g. to restart one in place).
+
+    `ledger`: the outcome ledger's URL; by default a SQLite file of its own in `tmp_path` (never
+    the working folder's default, which every test's routers would share). `ready_path`: what to
+    wait for, `/healthz` for a router whose backends are not running (outcomes need none).
+    """
     config_path = tmp_path / f"experiment-{free_port()}.yaml"
     config_path.write_text(yaml.safe_dump(doc))
     http_port, grpc_port = ports or (free_port(), free_port())
+    ledger = ledger or f"sqlite:///{(tmp_path / f'outcomes-{http_port}.db').resolve()}"
     proc = Process(["router", "--config", str(config_path), "--host", "127.0.0.1", "--http-port", str(http_port),
-                    "--grpc-port", str(grpc_port), "--watch-interval", "0.1"],
+                    "--grpc-port", str(grpc_port), "--watch-interval", "0.1", "--outcome-ledger", ledger],
                    tmp_path / f"router-{http_port}.log", env={"MODELRAMP_SIGNING_KEY": SIGNING_KEY, "MODELRAMP_WEIGHTS_TOKEN": TOKEN})
-    router = RouterProcess(proc, http_port, grpc_port, config_path)
+    router = RouterProcess(proc, http_port, grpc_port, config_path, ledger)
     try:
-        wait_until(lambda: httpx.get(f"{router.url}/readyz", timeout=2).status_code == 200, timeout=60, what="router ready", proc=proc.proc)
+        wait_until(lambda: httpx.get(f"{router.url}{ready_path}", timeout=2).status_code == 200, timeout=60, what="router ready", proc=proc.proc)
     except Exception:
         print(proc.log())
         proc.stop()

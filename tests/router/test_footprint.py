@@ -58,13 +58,17 @@ def test_metrics_pass_promtool(tmp_path):
     from tests.router.fakes import decoder, fake_factory, make_config
 
     promtool = require_binary("promtool")
+    from router.ledger import MemoryLedger
+    from router.server import attach_ledger
+
     router = Router(make_config(0.5), signer=Signer(b"k"), backend_factory=fake_factory)
+    router.outcomes = attach_ledger(router, MemoryLedger())
 
     async def traffic():
         await router.refresh_metadata()
         for i in range(20):
             served = await router.predict("churn", f"u{i}", decoder(), "http")
-            router.outcomes.report({"request_id": served.request_id, "success": i % 2 == 0})
+            await router.outcomes.report({"request_id": served.request_id, "success": i % 2 == 0})
         router.state.backends["model"].fail = errors.Unavailable("down")
         for i in range(20):
             await router.predict("churn", f"u{i}", decoder(), "grpc")
@@ -72,7 +76,8 @@ def test_metrics_pass_promtool(tmp_path):
     asyncio.run(traffic())
     text = router.metrics.exposition()
     for name in ("modelramp_requests_total", "modelramp_request_duration_seconds_bucket", "modelramp_backend_errors_total",
-                 "modelramp_fallbacks_total", "modelramp_outcomes_total", "modelramp_traffic_weight"):
+                 "modelramp_fallbacks_total", "modelramp_outcomes_total", "modelramp_traffic_weight",
+                 "modelramp_outcome_ledger_available", "modelramp_outcome_ledger_pending_rows", "modelramp_outcome_lag_seconds_bucket"):
         assert name.encode() in text, name
     result = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, timeout=60)
     assert result.returncode == 0, result.stdout.decode() + result.stderr.decode()

@@ -201,3 +201,14 @@ def test_request_id_echoed_and_trace_context_passed_to_the_backend(client):
     assert router.state.backends[plain.headers["X-Modelramp-Arm"]].forwarded[-1] == {}, "nothing left over from earlier requests"
     bad = client.post("/v1/models/churn:predict", json={"nonsense": 1}, headers={"X-Request-Id": "err-1"})
     assert bad.status_code == 400 and bad.headers["X-Request-Id"] == "err-1", "errors echo it too"
+
+
+def test_outcome_report_is_503_with_retry_after_while_the_ledger_is_down(client):
+    ledger = client.router_.outcomes.ledger
+    rid = client.post("/v1/models/churn:predict", json={"instances": [ROW]}).headers["X-Modelramp-Outcome-Id"]
+    ledger.failing = "database restarting"
+    r = client.post("/v1/outcomes", json={"request_id": rid, "success": True})
+    assert r.status_code == 503 and int(r.headers["Retry-After"]) >= 1 and "unavailable" in r.json()["error"]
+    assert client.get("/readyz").status_code == 200, "readiness does not depend on the ledger"
+    ledger.failing = None
+    assert client.post("/v1/outcomes", json={"request_id": rid, "success": True}).json() == {"accepted": 1, "duplicates": 0}

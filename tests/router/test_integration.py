@@ -157,7 +157,7 @@ def test_outcomes_forged_tampered_expired(make_router):
         other = "legacy" if arm == "model" else "model"
         assert client.post("/v1/outcomes", json={"request_id": rid.replace(f".{arm}.", f".{other}."), "success": True}).status_code == 403
         assert client.post("/v1/outcomes", json={"request_id": Signer(b"attacker").issue("churn-it", "model"), "success": True}).status_code == 403
-        assert client.post("/v1/outcomes", json={"request_id": "churn-it.model.1.x.y", "success": True}).status_code == 403
+        assert client.post("/v1/outcomes", json={"request_id": "churn-it.model.0.1.x.y", "success": True}).status_code == 403
         fresh = Signer(SIGNING_KEY.encode()).issue("churn-it", "model", now=0)  # the right key, long expired
         r = client.post("/v1/outcomes", json={"request_id": fresh, "success": True})
         assert r.status_code == 403 and "expired" in r.json()["error"]

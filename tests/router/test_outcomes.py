@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
 
 import pytest
 
+from router.ledger import LedgerUnavailable, MemoryLedger, open_ledger
 from router.metrics import RouterMetrics
 from router.outcomes import OutcomeIntake
 from router.signing import ExpiredRequestId, ForgedRequestId, Signer, load_key
@@ -106,28 +108,78 @@ def test_key_from_file_or_env(tmp_path):
 
 def test_intake_counts_once_and_rejects_whole_batch():
     signer, metrics = Signer(b"k"), RouterMetrics()
-    intake = OutcomeIntake(signer, metrics, max_entries=100)
-    a, b = signer.issue("exp", "model"), signer.issue("exp", "legacy")
-    result = intake.report([{"request_id": a, "success": True}, {"request_id": b, "success": False}])
+    intake = OutcomeIntake(signer, metrics, MemoryLedger())
+    a, b = signer.issue("exp", "model", bucket=3), signer.issue("exp", "legacy", bucket=4)
+    result = asyncio.run(intake.report([{"request_id": a, "success": True}, {"request_id": b, "success": False}]))
     assert (result.accepted, result.duplicates) == (2, 0)
-    assert intake.report({"request_id": a, "success": True}).duplicates == 1
+    assert asyncio.run(intake.report({"request_id": a, "success": True})).duplicates == 1
     assert counted(metrics, "model", "success") == 1 and counted(metrics, "legacy", "failure") == 1
+    by_bucket = {"experiment": "exp", "arm": "model", "bucket": "3", "outcome": "success"}
+    assert metrics.registry.get_sample_value("modelramp_bucket_outcomes_total", by_bucket) == 1, "counted in the signed bucket"
     forged = a.replace(".model.", ".legacy.")
     c = signer.issue("exp", "model")
     with pytest.raises(PermissionDenied):
-        intake.report([{"request_id": c, "success": True}, {"request_id": forged, "success": True}])
+        asyncio.run(intake.report([{"request_id": c, "success": True}, {"request_id": forged, "success": True}]))
     assert counted(metrics, "model", "success") == 1, "nothing of a rejected batch is counted"
+    assert intake.ledger.rows() == 2, "nor written"
     for bad in ({"request_id": c}, {"request_id": c, "success": "yes"}, [], "x", {"request_id": c, "success": True, "extra": 1}):
         with pytest.raises(InvalidArgument):
-            intake.report(bad)
+            asyncio.run(intake.report(bad))
     assert metrics.registry.get_sample_value("modelramp_outcomes_rejected_total", {"reason": "forged"}) == 1
+    assert metrics.registry.get_sample_value("modelramp_outcomes_rejected_total", {"reason": "duplicate"}) == 1
 
 
-def test_dedup_window_is_bounded():
-    signer = Signer(b"k")
-    intake = OutcomeIntake(signer, RouterMetrics(), max_entries=10)
-    ids = [signer.issue("exp", "model") for _ in range(50)]
-    for rid in ids:
-        intake.report({"request_id": rid, "success": True})
-    assert len(intake.seen) == 10
-    assert intake.report({"request_id": ids[-1], "success": True}).duplicates == 1
+def test_a_repeat_within_one_batch_and_through_another_intake_on_the_same_ledger_counts_once():
+    """Two intakes on one ledger are two replicas sharing it: the ledger, not the process, decides what is new."""
+    signer, ledger = Signer(b"k"), MemoryLedger()
+    first, second = RouterMetrics(), RouterMetrics()
+    ids = [signer.issue("exp", "model") for _ in range(30)]
+    r1 = asyncio.run(OutcomeIntake(signer, first, ledger).report([{"request_id": i, "success": True} for i in ids[:20] + ids[:5]]))
+    r2 = asyncio.run(OutcomeIntake(signer, second, ledger).report([{"request_id": i, "success": True} for i in ids]))
+    assert (r1.accepted, r1.duplicates, r2.accepted, r2.duplicates) == (20, 5, 10, 20)
+    assert counted(first, "model", "success") + counted(second, "model", "success") == 30 == ledger.rows()
+
+
+def test_ledger_down_is_503_with_retry_after_and_nothing_counted():
+    signer, metrics, ledger = Signer(b"k"), RouterMetrics(), MemoryLedger()
+    intake = OutcomeIntake(signer, metrics, ledger)
+    body = [{"request_id": signer.issue("exp", "legacy"), "success": True} for _ in range(3)]
+    ledger.failing = "database restarting"
+    with pytest.raises(LedgerUnavailable) as raised:
+        asyncio.run(intake.report(body))
+    assert raised.value.http_status == 503 and raised.value.retry_after >= 1
+    assert counted(metrics, "legacy", "success") == 0
+    assert metrics.registry.get_sample_value("modelramp_outcomes_rejected_total", {"reason": "unavailable"}) == 3
+    ledger.failing = None
+    assert asyncio.run(intake.report(body)).accepted == 3, "the retry is counted, once"
+    assert asyncio.run(intake.report(body)).duplicates == 3
+    assert counted(metrics, "legacy", "success") == 3
+
+
+def test_outcomes_are_counted_even_if_the_reporter_is_cancelled_mid_write(tmp_path):
+    """The count happens when the ledger commits, not after the await: a client hanging up loses nothing."""
+    signer, metrics = Signer(b"k"), RouterMetrics()
+    ledger = open_ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
+    intake = OutcomeIntake(signer, metrics, ledger)
+    body = [{"request_id": signer.issue("exp", "model"), "success": False} for _ in range(50)]
+
+    async def go() -> None:
+        task = asyncio.ensure_future(intake.report(body))
+        await asyncio.sleep(0)  # the report is queued for the writer thread
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await ledger.aclose()  # finishes the queued write
+
+    asyncio.run(go())
+    assert ledger.rows() == counted(metrics, "model", "failure") in (0, 50), "all or nothing, and counted as written"
+
+
+def test_the_ledger_keeps_ids_as_long_as_the_signer_accepts_them():
+    signer, ledger = Signer(b"k", ttl_seconds=100.0), MemoryLedger(ttl_seconds=5.0)
+    intake = OutcomeIntake(signer, RouterMetrics(), ledger)
+    asyncio.run(intake.report({"request_id": signer.issue("exp", "model"), "success": True}))
+    assert ledger.ttl_seconds == 100.0
+    signer.ttl_seconds = 7200.0  # a config reload (router.core.Router.apply sets the signer's)
+    asyncio.run(intake.report({"request_id": signer.issue("exp", "model"), "success": True}))
+    assert ledger.ttl_seconds == 7200.0
