@@ -29,6 +29,25 @@ def _source_options(p: argparse.ArgumentParser) -> None:
     src.add_argument("--prometheus", metavar="URL", help="read counters from Prometheus's HTTP API at URL")
     src.add_argument("--metrics-url", metavar="URL", action="append", default=[],
                      help="scrape a router's /metrics directly (repeat for each replica; default http://127.0.0.1:8080)")
+    p.add_argument("--outcome-ledger", metavar="URL", default=None,
+                   help="read outcomes exactly from the routers' outcome ledger (sqlite:///file.db or postgresql://...), "
+                        "exposures from the source above, and say when the two disagree")
+
+
+def _make_source(args: argparse.Namespace) -> Source:
+    """The live source of the options: Prometheus or routers' /metrics, with outcomes from the ledger when given."""
+    from experiments.live.sources import make_source
+
+    source = make_source(args.prometheus, args.metrics_url)
+    if getattr(args, "outcome_ledger", None):
+        from experiments.live.sources.ledger import LedgerSource
+
+        try:
+            return LedgerSource(source, args.outcome_ledger)
+        except BaseException:
+            source.close()
+            raise
+    return source
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -154,7 +173,7 @@ def run_ramp(args: argparse.Namespace) -> int:
     from sqlalchemy.exc import SQLAlchemyError
 
     from experiments.live.controller import Controller
-    from experiments.live.sources import SourceError, make_source
+    from experiments.live.sources import SourceError
     from experiments.live.weights import WeightStoreError
     from experiments.store import DEFAULT_DB, Store, StoreError
 
@@ -165,7 +184,7 @@ def run_ramp(args: argparse.Namespace) -> int:
         store = Store.open(args.db or DEFAULT_DB)
         if args.log:
             return _print_log(store, weights.load().name, args.json)
-        with make_source(args.prometheus, args.metrics_url) as source:
+        with _make_source(args) as source:
             ttl = max(60.0, 3 * (args.interval or 0))
             ctl = Controller(source, weights, store, holder=args.who, lease_ttl_seconds=ttl)
             if args.interval is None:
@@ -244,18 +263,22 @@ def is_live(args: argparse.Namespace) -> bool:
 def live_history(args: argparse.Namespace, config: ExperimentConfig) -> History:
     """One look from the live source, added to `--save-history FILE` when given (and saved there)."""
     from experiments.live.history import History, load_history
-    from experiments.live.sources import Recorder, SourceError, make_source
+    from experiments.live.sources import Recorder, SourceError
+    from experiments.live.sources.ledger import LedgerSource
 
     path = args.save_history
     history = load_history(path, allow_resets=True) if path and path.exists() else History(config.name, ())
     if history.experiment != config.name:
         raise ValueError(f"{path} holds experiment {history.experiment!r}, not {config.name!r}")
     recorder = Recorder(config.name, history)
-    with make_source(args.prometheus, args.metrics_url) as source:
+    with _make_source(args) as source:
         try:
-            recorder.add(source.read(config.name), config.weights)
+            recorder.add(source.read(config.name), config.weights, config.router.analysis_buckets)
         except SourceError as err:
             raise ValueError(str(err)) from None
+        if isinstance(source, LedgerSource) and source.difference is not None:
+            # stderr: the table or the JSON document on stdout stays what it was
+            print(f"modelramp analyze: {source.difference.message()}", file=sys.stderr)
     if path:
         recorder.save(path)
     return recorder.history
@@ -285,7 +308,6 @@ def serve(args: argparse.Namespace) -> int:
         feed = Feed(lambda: load_config(config_path), lambda: load_history(history_path, allow_resets=True), live=False)
     elif is_live(args):
         from experiments.live.controller import Controller
-        from experiments.live.sources import make_source
 
         if args.interval <= 0:
             raise ValueError(f"--interval must be positive, got {args.interval:g}")
@@ -293,7 +315,7 @@ def serve(args: argparse.Namespace) -> int:
             store = Store.open(args.db or DEFAULT_DB)
         except StoreError as err:
             return _fail("analyze", err)
-        source = make_source(args.prometheus, args.metrics_url)
+        source = _make_source(args)
         # The recorder is a dry-run controller: it takes the looks (under the lease) and records
         # what it would decide; whatever applies weights (Argo, Flagger) acts on the answers.
         recorder = Controller(source, NopWeightStore(FileWeightStore(config_path)), store,
