@@ -48,9 +48,37 @@ def test_ramp_gives_the_next_stage_weights_and_rollback_turns_the_model_off() ->
 
 
 def test_hold_names_every_missing_condition_with_numbers() -> None:
-    reason = run("hold").reason
-    assert "500 of 1000 model-arm exposures" in reason
-    assert "non-inferiority not shown" in reason
+    result = run("hold")
+    assert "500 of 1000 model-arm exposures" in result.reason and "has run 30 min of 60 min" in result.reason
+    assert "about 60 min to go" in result.reason  # 500 more exposures at 1,000 an hour
+    assert "request-level (no buckets)" in result.reason and result.counted_by == "request"
+    # An early stage waits for its minimums only; non-inferiority is what ship needs.
+    assert "non-inferiority" not in result.reason and result.code == "stage_minimums"
+
+
+def final_stage(model_successes: int, model_outcomes: int) -> History:
+    """50% for two hours, then the final stage (100%) for an hour: legacy 88%, the model as given at 50%.
+
+    At 100% no legacy traffic is left, so the comparison rests on the 50% period.
+    """
+    t0 = load_history(DATA / "hold.json").looks[0].time
+    half, full = {"legacy": 0.5, "model": 0.5}, {"legacy": 0.0, "model": 1.0}
+    looks = [Look(t0 + timedelta(hours=h), half, {"legacy": ArmCounts(h * 5000, h * 4400),
+                                                   "model": ArmCounts(h * model_outcomes, h * model_successes)})
+             for h in (1, 2)]
+    for h, extra in ((3, 100), (4, 2100)):  # the final stage starts at its first look and runs an hour
+        looks.append(Look(t0 + timedelta(hours=h), full, {
+            "legacy": ArmCounts(10_000, 8800), "model": ArmCounts(2 * model_outcomes + extra, 2 * model_successes + extra * 88 // 100)}))
+    return History("clf-v2-vs-legacy", tuple(looks))
+
+
+def test_ship_needs_non_inferiority_at_the_final_stage() -> None:
+    shown = analyze(final_stage(4450, 5000), CONFIG)  # +1 pp on 10,000 outcomes per arm
+    assert shown.decision == "ship", shown.reason
+    assert shown.difference.non_inferiority_lower_bound > -0.01
+    unclear = analyze(final_stage(4362, 5000), CONFIG)  # -0.76 pp: no harm shown, nor non-inferiority
+    assert unclear.decision == "hold" and unclear.code == "non_inferiority_not_shown", unclear.reason
+    assert "non-inferiority not shown" in unclear.reason and unclear.power.pending == "non_inferiority"
 
 
 def test_guardrail_reports_latency_too() -> None:
