@@ -70,7 +70,7 @@ class _Client(asyncio.Protocol):
     def upstream_ready(self, upstream: _Upstream) -> None:
         self.upstream = upstream
         for body in self.waiting:
-            self.forward(body)
+            self.forward(upstream, body)
         self.waiting.clear()
 
     def data_received(self, data: bytes) -> None:
@@ -84,10 +84,10 @@ class _Client(asyncio.Protocol):
         if self.upstream is None:
             self.waiting.append(body)
         else:
-            self.forward(body)
+            self.forward(self.upstream, body)
 
-    def forward(self, body: bytes) -> None:
-        self.upstream.transport.write(b"POST /v1/predict HTTP/1.1\r\nHost: legacy\r\ncontent-type: application/json\r\n"
+    def forward(self, upstream: _Upstream, body: bytes) -> None:
+        upstream.transport.write(b"POST /v1/predict HTTP/1.1\r\nHost: legacy\r\ncontent-type: application/json\r\n"
                                       b"content-length: %d\r\n\r\n%s" % (len(body), body))
 
     def answer(self, status: int, body: bytes) -> None:

@@ -17,7 +17,9 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # sibling benchmark modules
@@ -25,6 +27,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # sibling benchmark mo
 from results_file import save
 
 from serving.tfserving.grpc_stack import IOMGR_EXPERIMENTS
+
+if TYPE_CHECKING:
+    import grpc  # imported where it runs, after GRPC_EXPERIMENTS is in the environment
 
 PAYLOAD = b"x" * 400
 STACKS = {"event_engine": "", "iomgr": IOMGR_EXPERIMENTS}
@@ -60,7 +65,8 @@ def serve(kind: str, port: int) -> None:
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        port: int = s.getsockname()[1]
+        return port
 
 
 def cpu_seconds(pid: int) -> float:
@@ -68,11 +74,16 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def echo_call(stub: grpc.UnaryUnaryMultiCallable[bytes, bytes]) -> Callable[[], bytes]:
+    return lambda: stub(PAYLOAD, timeout=5)
+
+
 def start(kind: str, experiments: str) -> tuple[subprocess.Popen, int]:
     port = free_port()
     env = {**os.environ, "GRPC_EXPERIMENTS": experiments}
     proc = subprocess.Popen([sys.executable, __file__, "--serve", kind, "--port", str(port)], env=env,
                             stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None  # stdout=PIPE
     if kind != "tcp" and proc.stdout.readline().strip() != "ready":
         raise RuntimeError(f"{kind} server did not start")
     return proc, port
@@ -106,22 +117,21 @@ def main() -> int:
             raise RuntimeError(f"the TCP echo server did not listen on port {tcp_port} within 5 s")
         conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
-        def tcp_call():
+        def tcp_call() -> None:
             conn.sendall(PAYLOAD)
             got = 0
             while got < len(PAYLOAD):
                 got += len(conn.recv(65536))
 
-        calls = {"tcp_floor": tcp_call}
+        calls: dict[str, Callable[[], object]] = {"tcp_floor": tcp_call}
         for name, experiments in STACKS.items():
             proc, port = start("grpc", experiments)
             procs[name] = proc
-            stub = grpc.insecure_channel(f"127.0.0.1:{port}").unary_unary("/bench.Echo/Call")
-            calls[name] = lambda stub=stub: stub(PAYLOAD, timeout=5)
+            calls[name] = echo_call(grpc.insecure_channel(f"127.0.0.1:{port}").unary_unary("/bench.Echo/Call"))
         for call in calls.values():
             for _ in range(200):
                 call()
-        samples = {name: [] for name in calls}
+        samples: dict[str, list[float]] = {name: [] for name in calls}
         cpu = dict.fromkeys(calls, 0.0)
         rounds = 10
         for r in range(rounds):
@@ -140,13 +150,13 @@ def main() -> int:
             proc.kill()
             proc.wait()
 
-    results = {}
+    results: dict[str, dict[str, float]] = {}
     for name, lat in samples.items():
         ms = np.array(lat) * 1000
         results[name] = {"p50_ms": float(np.percentile(ms, 50)), "p99_ms": float(np.percentile(ms, 99)),
                          "server_cpu_ms_per_call": cpu[name] / len(lat) * 1000, "n": len(lat)}
-        r = results[name]
-        print(f"{name:>13}: p50 {r['p50_ms']:.3f} ms  p99 {r['p99_ms']:.3f} ms  server CPU {r['server_cpu_ms_per_call']:.3f} ms/call")
+        row = results[name]
+        print(f"{name:>13}: p50 {row['p50_ms']:.3f} ms  p99 {row['p99_ms']:.3f} ms  server CPU {row['server_cpu_ms_per_call']:.3f} ms/call")
     save(args.json, results)
     return 0
 

@@ -70,6 +70,7 @@ async def open_loop(url: str, body: bytes, rps: float, seconds: float, unit_head
             if unit_header:
                 headers["X-Unit-Id"] = f"bench-{i}"
             start = time.perf_counter()
+            arm = "direct"
             try:
                 async with session.post(url, data=body, headers=headers) as response:
                     await response.read()
@@ -138,7 +139,7 @@ def start_stack(models: Path, workdir: Path, model_weight: float = 0.01) -> tupl
 
     def ok(url: str) -> bool:
         with urllib.request.urlopen(url, timeout=1) as r:
-            return r.status == 200
+            return bool(r.status == 200)  # urlopen's result is Any in typeshed
 
     wait_until(lambda: ok(f"http://127.0.0.1:{legacy_port}/healthz"), 60, "legacy ready", legacy.proc)
     wait_until(lambda: ok(f"http://127.0.0.1:{http_port}/readyz"), 120, "router ready (model signature known)", router.proc)

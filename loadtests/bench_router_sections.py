@@ -26,7 +26,9 @@ import json
 import random
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, Protocol
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # sibling benchmark modules
@@ -37,7 +39,7 @@ from results_file import save
 
 import router.assignment
 from router._sha256 import sha256 as cpython_sha256
-from router.backends import PredictRequest
+from router.backends import ColumnOutputs, PredictRequest
 from router.metrics import DURATION_BUCKETS
 from router.rest import json_codec
 from router.signature import rows_fit, validate_request
@@ -48,6 +50,10 @@ from tests.router.stack import ROW
 STAGES = ("decode", "assign", "validate", "legacy_call", "request_id", "count", "encode")
 VARIANTS = ("router", "openssl_prometheus")
 GAPS_S = {"back_to_back": 0.0, "idle_gap_2ms": 0.002}
+
+
+class _Counts(Protocol):
+    def record(self, experiment: str, arm: str, protocol: str, code: str, seconds: float, /) -> None: ...
 
 
 class _PrometheusClientCounts:
@@ -67,12 +73,13 @@ class _PrometheusClientCounts:
 async def run(requests: int) -> dict:
     server, router_ = await in_process_router(model_weight=0.01)
     signature = router_.signature
+    assert signature is not None  # in_process_router waits for the model's metadata
     body = json.dumps({"instances": [ROW]}).encode()
     legacy = router_.state.backends["legacy"]
     key = b"bench-key"
     openssl_signer = Signer(key)
     openssl_signer._mac = hmac.new(key, digestmod="sha256")  # the pre-keyed HMAC on OpenSSL's SHA-256, as before
-    setups = {
+    setups: dict[str, tuple[Callable[..., Any], Signer, _Counts]] = {
         "router": (cpython_sha256, Signer(key), router_.metrics.requests),
         "openssl_prometheus": (hashlib.sha256, openssl_signer, _PrometheusClientCounts(("bench", "legacy", "http", "200"))),
     }
@@ -81,10 +88,10 @@ async def run(requests: int) -> dict:
 
     async def one(i: int, variant: str, spent: dict[str, float]) -> None:
         hash_constructor, signer, counts = setups[variant]
-        router.assignment.sha256 = hash_constructor  # what unit_position hashes with
+        vars(router.assignment)["sha256"] = hash_constructor  # what unit_position hashes with (a private name)
         t0 = clock()
         document = json_codec.loads(body)
-        if not rows_fit(document["instances"], signature):
+        if type(document) is not dict or not rows_fit(document["instances"], signature):  # as RestDecoder checks
             raise RuntimeError("the benchmark row does not fit the signature")
         t1 = clock()
         arm = router_.state.assign(f"unit-{i}", rng)
@@ -98,7 +105,9 @@ async def run(requests: int) -> dict:
         t5 = clock()
         counts.record("bench", "legacy", "http", "200", t5 - t0)
         t6 = clock()
-        json_codec.dumps(format_columns(prediction.outputs.columns, True))
+        outputs = prediction.outputs
+        assert isinstance(outputs, ColumnOutputs)  # a legacy answer, as router.rest.predict.encode checks
+        json_codec.dumps(format_columns(outputs.columns, True))
         t7 = clock()
         for stage, (a, b) in zip(STAGES, ((t0, t1), (t1, t2), (t2, t3), (t3, t4), (t4, t5), (t5, t6), (t6, t7)), strict=True):
             spent[stage] += b - a
@@ -121,7 +130,7 @@ async def run(requests: int) -> dict:
                 print(f"{gap_name:>13} {v:>19}: " + ", ".join(f"{s} {row[s]:.1f}" for s in STAGES)
                       + f"  (us per request; total {sum(row.values()):.1f})", flush=True)
     finally:
-        router.assignment.sha256 = cpython_sha256
+        vars(router.assignment)["sha256"] = cpython_sha256
         await router_.close()
         server.close()
     return results

@@ -106,7 +106,8 @@ class GrpcClientUser(User):
     @task
     def predict(self) -> None:
         start = time.perf_counter()
-        error, trailing = None, {}
+        error: Exception | None = None
+        trailing = {}
         try:
             response, call = self.predict_rpc.with_call(random.choice(GRPC_REQUESTS), metadata=(("x-unit-id", self.unit),), timeout=5)
             trailing = dict(call.trailing_metadata())
@@ -115,8 +116,8 @@ class GrpcClientUser(User):
             error, size = err, 0
         events.request.fire(request_type="grpc", name="Predict (gRPC)", response_time=(time.perf_counter() - start) * 1000,
                             response_length=size, exception=error, context={})
-        request_id = trailing.get("x-modelramp-outcome-id")
-        if request_id and random.random() < OUTCOME_SHARE:
+        request_id = trailing.get("x-modelramp-outcome-id")  # str: bytes only under a "-bin" key
+        if isinstance(request_id, str) and request_id and random.random() < OUTCOME_SHARE:
             import urllib.request  # noqa: PLC0415
 
             body = f'{{"request_id": "{request_id}", "success": {"true" if random.random() < 0.8 else "false"}}}'.encode()

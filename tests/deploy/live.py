@@ -15,6 +15,7 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import yaml
@@ -28,7 +29,7 @@ SIGNING_KEY = "dash-check-key"
 SCALED, SPARED, RENAMED = "total_day_minutes", "total_eve_minutes", "area_code"
 RENAME = ("area_code_415", "415")
 # SPARED drifts as much as SCALED, but its own limits are out of reach: no verdict, no alert.
-SKEW_SETTINGS = {"min_sample": 200, "interval_seconds": 0.2, "features": {SPARED: {"psi": 1000.0, "js_distance": 1.0}}}
+SKEW_SETTINGS: dict[str, Any] = {"min_sample": 200, "interval_seconds": 0.2, "features": {SPARED: {"psi": 1000.0, "js_distance": 1.0}}}
 BATCH = 5  # rows per predict request
 _UNITS = itertools.count(1)
 

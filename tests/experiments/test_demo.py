@@ -39,7 +39,7 @@ def assert_exposures_follow_weights(history: dict) -> None:
     previous weights: that allowance is added to a 5-sigma binomial bound.
     """
     looks = history["looks"]
-    periods: dict[float, list[int]] = {}
+    periods: dict[float, list[float]] = {}  # weight -> [new exposures, new model-arm exposures, slack]
     prev = {"legacy": 0, "model": 0}
     prev_weight = looks[0]["weights"]["model"]
     for look in looks:

@@ -7,7 +7,7 @@ import pytest
 from scipy.spatial.distance import jensenshannon
 from scipy.stats import chi2_contingency, entropy
 
-from router.config import SkewSpec
+from router.config import SkewSpec, judged_thresholds  # drift imports it without `as`: no export for mypy
 from router.skew import drift
 
 RNG_SEED = 20261123
@@ -59,7 +59,7 @@ def test_chi2_without_evidence():
 
 
 def test_judge_needs_the_minimum_sample():
-    limits = drift.judged_thresholds("numeric")
+    limits = judged_thresholds("numeric")
     j = drift.judge("x", "numeric", P * 2500, Q * 20, limits, min_sample=100, alpha=0.01)
     assert j.verdict == drift.TOO_FEW and j.n == 20
     j = drift.judge("x", "numeric", P * 2500, Q * 2000, limits, min_sample=100, alpha=0.01)
@@ -77,7 +77,7 @@ def test_judge_effect_without_significance_is_no_alarm():
 def test_judge_significance_without_effect_is_no_alarm():
     # A tiny shift on a huge sample: significant, but under every threshold.
     base, live = np.array([500_000, 500_000]), np.array([490_000, 510_000])
-    j = drift.judge("x", "categorical", base, live, drift.judged_thresholds("categorical"), 1000, 0.01)
+    j = drift.judge("x", "categorical", base, live, judged_thresholds("categorical"), 1000, 0.01)
     assert j.statistics["chi2_pvalue"] < 1e-6 and j.verdict == drift.OK
 
 
@@ -91,7 +91,7 @@ def test_many_categories_same_distribution_small_sample_no_false_alarm():
     for _ in range(200):
         live = rng.multinomial(1000, p)
         js_over += drift.js_distance(base, live) > 0.1
-        j = drift.judge("state", "categorical", base, live, drift.judged_thresholds("categorical"), 1000, 0.01)
+        j = drift.judge("state", "categorical", base, live, judged_thresholds("categorical"), 1000, 0.01)
         false_alarms += j.verdict == drift.DRIFT
     assert js_over > 100 and false_alarms == 0
 
@@ -104,5 +104,5 @@ def test_thresholds_from_config_defaults_and_overrides():
 
 
 def test_judgement_json_has_no_nan():
-    j = drift.judge("x", "numeric", [1, 1], [0, 0], drift.judged_thresholds("numeric"), 1, 0.01)
+    j = drift.judge("x", "numeric", [1, 1], [0, 0], judged_thresholds("numeric"), 1, 0.01)
     assert j.to_dict()["verdict"] == drift.TOO_FEW and j.to_dict()["statistics"] == {}

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -34,17 +36,24 @@ def config_file(tmp_path: Path, **gate) -> Path:
     return path
 
 
+@dataclass
+class GateRunner:
+    """`modelramp gate` on a model server with its own SQLite database (`db`)."""
+
+    capsys: pytest.CaptureFixture[str]
+    models_dir: Path
+    grpc_target: str
+    db: Path
+
+    def __call__(self, *args: str, data: Path | None = None, target: str | None = None) -> tuple[int, str, str]:
+        return gate_cli(self.capsys, "--models", str(self.models_dir), "--data", str(data or self.models_dir / "data"),
+                        "--target", target or self.grpc_target, "--db", str(self.db), *args)
+
+
 @pytest.fixture
 def run_gate(capsys, tmp_path, models_dir, model_server):
     """Run the gate on the session's model server with a fresh SQLite database per test."""
-    db = tmp_path / "audit.db"
-
-    def run(*args: str, data: Path | None = None, target: str | None = None) -> tuple[int, str, str]:
-        return gate_cli(capsys, "--models", str(models_dir), "--data", str(data or models_dir / "data"),
-                        "--target", target or model_server.grpc_target, "--db", str(db), *args)
-
-    run.db = db
-    return run
+    return GateRunner(capsys, models_dir, model_server.grpc_target, tmp_path / "audit.db")
 
 
 def stored_runs(db: Path):
@@ -105,7 +114,7 @@ def test_high_target_fails_with_the_reason(run_gate, tmp_path) -> None:
 def test_slices_report_metrics_and_supports(run_gate, tmp_path, models_dir) -> None:
     frame = dataset.read_split(models_dir / "data", "test")
     areas = sorted(frame["area_code"].unique())
-    slices = [{"name": f"area-{a}", "feature": "area_code", "values": [a]} for a in areas]
+    slices: list[dict[str, Any]] = [{"name": f"area-{a}", "feature": "area_code", "values": [a]} for a in areas]
     slices += [{"name": "calls-low", "feature": "number_customer_service_calls", "max": 4},
                {"name": "calls-high", "feature": "number_customer_service_calls", "min": 4},
                {"name": "day-mid", "feature": "total_day_minutes", "min": 150, "max": 250}]

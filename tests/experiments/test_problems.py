@@ -82,7 +82,8 @@ def test_store_keeps_patterns_once_and_answers_latest_results_and_flips(store):
     assert db.add_patterns(store, problem, new[:2]) == (0, 2)  # importing twice adds nothing
     pats = db.problem_patterns(store, problem)
     assert [p.expected for p in pats] == [0, 1, 0, 1] and pats[1].instance["total_day_minutes"] == 1.0
-    assert "4 patterns; 10 to 15 are recommended" in db.pattern_advice(pats)
+    advice = db.pattern_advice(pats)
+    assert advice is not None and "4 patterns; 10 to 15 are recommended" in advice
     # Version 1 gets pattern 0 right and 1 wrong; version 2 the other way round; a later
     # evaluation of version 2 supersedes the first.
     first = {1: {pats[0].id: (0.1, 0, True), pats[1].id: (0.2, 0, False)},

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from pathlib import Path
 from urllib.parse import urlparse
@@ -52,7 +53,7 @@ def service():
     for case in ("ramp", "ship", "hold", "rollback", "blocked_srm"):
         path = HISTORIES / f"{case}.json"
         feeds[f"{EXPERIMENT.name}-{case}"] = Feed(lambda: load_config(HISTORIES / "experiment.yaml"),
-                                                  lambda p=path: load_history(p, allow_resets=True), live=False)
+                                                  functools.partial(load_history, path, allow_resets=True), live=False)
     with serve_app(create_app(feeds)) as url, httpx.Client(base_url=url) as client:
         yield client
 

@@ -11,10 +11,12 @@ it. The model imputes a missing number with its training mean, so the requests a
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import subprocess
 import sys
+from typing import Any
 
 import httpx
 import numpy as np
@@ -44,11 +46,15 @@ def skewed(row: dict) -> dict:
     return row
 
 
+def _ready(port: int) -> bool:
+    return httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200
+
+
 @pytest.fixture(scope="module")
 def stack(models_dir, model_server, legacy_server, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("skew-e2e")
     baseline = models_dir / "churn" / "2" / "modelramp" / "baseline.json"
-    doc = {"name": "skew-e2e", "salt": "skew-salt", "model_name": "churn",
+    doc: dict[str, Any] = {"name": "skew-e2e", "salt": "skew-salt", "model_name": "churn",
            "arms": {"legacy": {"weight": 0.5, "backend": {"kind": "legacy_http", "url": legacy_server.url}},
                     "model": {"weight": 0.5, "backend": {"kind": "tfserving_grpc", "target": model_server.grpc_target,
                                                          "model_name": "churn", "version": 2}}},
@@ -66,8 +72,7 @@ def stack(models_dir, model_server, legacy_server, tmp_path_factory):
                             "--grpc-port", str(free_port()), *extra], tmp / f"router-{name}.log",
                            env={"MODELRAMP_SIGNING_KEY": "skew-e2e-key"})
             routers[name] = (proc, f"http://127.0.0.1:{port}")
-            wait_until(lambda port=port: httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200,
-                       timeout=60, what=f"{name} router ready", proc=proc.proc)
+            wait_until(functools.partial(_ready, port), timeout=60, what=f"{name} router ready", proc=proc.proc)
         yield {"baseline": baseline, "config": config, "routers": {k: url for k, (_, url) in routers.items()},
                "rows": to_instances(read_split(models_dir / "data", "test"))}
     except Exception:

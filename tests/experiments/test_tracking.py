@@ -71,6 +71,7 @@ def test_the_controller_records_its_candidate_and_versions_attributes_it(tmp_pat
         router.serve(EXP, "model", 1_200, successes=960, failures=240)
         ramped = ctl.step()
         assert ramped.decision == "ramp" and ramped.applied, ramped.reason
+        assert ramped.statistics is not None
         assert ramped.statistics["candidate"] == want and "srm" in ramped.statistics  # beside the analysis
     finally:
         router.close()

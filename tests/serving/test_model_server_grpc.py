@@ -19,9 +19,7 @@ from tests.serving.conformance import external_target
 @pytest.fixture(scope="module")
 def channel(request, models_dir):
     target = external_target()
-    if target is None:
-        target = (request.getfixturevalue("model_server").grpc_target, None)
-    ch = grpc.insecure_channel(target[0])
+    ch = grpc.insecure_channel(target[0] if target else request.getfixturevalue("model_server").grpc_target)
     yield ch
     ch.close()
 
@@ -107,7 +105,8 @@ def test_errors_use_tf_serving_codes(channel, rows, mutate, code, words):
     with pytest.raises(grpc.RpcError) as info:
         stub.Predict(req, timeout=10)
     assert info.value.code() == code
-    assert words in info.value.details()
+    details = info.value.details()
+    assert details is not None and words in details
 
 
 def test_output_filter_names_the_outputs_returned(channel, rows):
