@@ -114,3 +114,17 @@ capabilities:
 {{- include "modelramp.componentName" (list . "baseline") }}
 {{- end }}
 {{- end }}
+
+{{/*
+The Secret holding the routers' outcome ledger URL: router.outcomeLedger.existingSecret, else the
+audit database's when it is PostgreSQL (the ledger keeps its own tables there), else "" (per-pod SQLite).
+*/}}
+{{- define "modelramp.outcomeLedgerSecret" -}}
+{{- if .Values.router.outcomeLedger.existingSecret }}{{ .Values.router.outcomeLedger.existingSecret }}
+{{- else if eq .Values.rampController.audit.type "postgres" }}{{ .Values.rampController.audit.postgres.existingSecret }}
+{{- end }}
+{{- end }}
+
+{{- define "modelramp.outcomeLedgerKey" -}}
+{{- if .Values.router.outcomeLedger.existingSecret }}{{ .Values.router.outcomeLedger.key }}{{ else }}{{ .Values.rampController.audit.postgres.key }}{{ end }}
+{{- end }}
