@@ -36,6 +36,7 @@ from functools import lru_cache
 from typing import Any, Literal
 
 import numpy as np
+from scipy.special import ndtri
 
 from experiments.config import ExperimentConfig
 from experiments.live.history import CounterResetError, History, Period
@@ -45,7 +46,7 @@ from experiments.stats.guardrail_sequence import guardrail_sequence
 from experiments.stats.one_sided import one_sided_sequence, tuned_tau2
 from experiments.stats.proportion import p_value_from_z, proportion_confint
 from experiments.stats.sequential import confidence_sequence
-from experiments.stats.sequential_power import time_to_decision
+from experiments.stats.sequential_power import crossing_probabilities
 from experiments.stats.srm import sample_ratio_mismatch
 from experiments.stats.srm_sequential import effective_counts, outcome_rate_sequence, sequential_srm
 from experiments.stats.two_proportions import two_proportion_ztest
@@ -467,43 +468,40 @@ def _guardrails(config: ExperimentConfig, history: History, period: Period) -> t
 
 
 #: Looks at most in a planning schedule; a coarser schedule than the real one only underestimates power.
-_PLAN_LOOKS = 120
+_PLAN_LOOKS = 80
+#: Grid points of the planning integration (401 in stats.sequential_power): power to about 1e-3, 7 times faster.
+_PLAN_GRID = 151
 
 
 @lru_cache(maxsize=512)
-def _plan(drift: float, log_step: float, alpha: float, target_power: float) -> tuple[float, float]:
-    """(information for target power, power by information 1) in units where tau^2 = 1, one-sided, looks every exp(log_step).
+def _plan(drift: float, log_step: float, alpha: float) -> tuple[np.ndarray, np.ndarray]:
+    """(information, power by then) of the one-sided test, in units where tau^2 = 1, looks every exp(log_step).
 
     The mixture boundary depends on V / tau^2 only, so a test of effect theta with mixture tau^2
-    is the test of drift theta / tau in information J = I tau^2 (cached across analyses).
+    is the test of drift theta / tau in information J = I tau^2; one schedule serves every
+    analysis with the same look spacing (cached). A schedule coarser than the real one (at most
+    _PLAN_LOOKS looks up to six times the fixed-horizon information) only underestimates power.
     """
-    fixed = ((_z(1 - alpha) + _z(target_power)) / drift) ** 2
+    fixed = ((_z(1 - alpha) + _z(0.9)) / drift) ** 2
     horizon = 6 * fixed
     step = max(math.exp(log_step), horizon / _PLAN_LOOKS)
     schedule = step * np.arange(1, int(math.ceil(horizon / step)) + 1, dtype=float)
-    plan = time_to_decision(drift, schedule, 1.0, alpha, target_power, sides=1)
-    return plan.information_for_power, plan.power
+    cross = crossing_probabilities(drift, schedule, 1.0, alpha, sides=1, grid=_PLAN_GRID)
+    return schedule, np.cumsum(cross.upper)
 
 
 def _z(q: float) -> float:
-    from scipy.special import ndtri  # noqa: PLC0415 - only when planning
-
     return float(ndtri(q))
 
 
-def _sequential_power(drift: float, information: float, step: float, alpha: float) -> float:
-    """Power of the one-sided test (tau^2 = 1 units) by `information`, looks every `step`."""
-    if not (information > 0 and step > 0):
-        return float("nan")
-    looks = min(_PLAN_LOOKS, max(1, int(information / step)))
-    schedule = information * np.arange(1, looks + 1, dtype=float) / looks
-    return _cached_power(round(drift, 6), round(float(schedule[-1]), 3), looks, alpha)
-
-
-@lru_cache(maxsize=1024)
-def _cached_power(drift: float, information: float, looks: int, alpha: float) -> float:
-    schedule = information * np.arange(1, looks + 1, dtype=float) / looks
-    return time_to_decision(drift, schedule, 1.0, alpha, 0.5, sides=1).power
+def _planned(drift: float, step_j: float, alpha: float, target_power: float, info_j: float) -> tuple[float, float]:
+    """(information J where the power reaches the target, power by `info_j`) for looks every `step_j`."""
+    if not step_j > 0:
+        return float("inf"), float("nan")
+    schedule, power = _plan(round(drift, 6), round(math.log(step_j) * 4) / 4, alpha)
+    reached = np.nonzero(power >= target_power)[0]
+    needed = float(schedule[reached[0]]) if len(reached) else float("inf")
+    return needed, float(np.interp(info_j, np.concatenate([[0.0], schedule]), np.concatenate([[0.0], power])))
 
 
 def _power(config: ExperimentConfig, stage: Stage, arms: dict[str, ArmStats], effective: float,
@@ -532,12 +530,8 @@ def _power(config: ExperimentConfig, stage: Stage, arms: dict[str, ArmStats], ef
     step_j = (info_rate or 0.0) * look_gap * tau2
     if step_j <= 0 and info_now > 0:
         step_j = info_now * tau2 / max(1, len(history.looks))
-    if step_j > 0:
-        needed_j, _ = _plan(round(drift, 6), round(math.log(step_j) * 4) / 4, crit.alpha, crit.power)
-    else:
-        needed_j = float("inf")
+    needed_j, seq_power = _planned(drift, step_j, crit.alpha, crit.power, info_now * tau2)
     needed_info = needed_j / tau2
-    seq_power = _sequential_power(drift, info_now * tau2, step_j, crit.alpha)
     # Speed of the model arm in the current period: units gained over the time they took.
     before = history.looks[period.first - 1] if period.first else history.looks[0]
     after = history.looks[period.last]
