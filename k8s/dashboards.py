@@ -120,6 +120,13 @@ def experiment_dashboard() -> dash.Dashboard:
     trials = 'sum by (arm) (modelramp_outcomes_total{experiment="$experiment"})'
     success = f"({q('successes')}) / {trials}"
     weight_model = 'avg(modelramp_traffic_weight{experiment="$experiment", arm="model"})'
+    outcome_rate = 'sum by (arm) (rate(modelramp_outcomes_total{experiment="$experiment"}[$__rate_interval]))'
+    request_rate = 'sum by (arm) (rate(modelramp_requests_total{experiment="$experiment"}[$__rate_interval]))'
+    requests = 'sum by (arm) (modelramp_requests_total{experiment="$experiment"})'
+
+    def lag(quantile: float) -> str:
+        return (f"histogram_quantile({quantile}, sum by (arm, le) "
+                '(rate(modelramp_outcome_lag_seconds_bucket{experiment="$experiment"}[$__rate_interval])))')
     return (
         _base("modelramp-experiment", "modelramp / experiment",
               "The live experiment: who gets which arm, how many were exposed, how each arm does, and what the ramp controller decided.")
@@ -155,6 +162,23 @@ def experiment_dashboard() -> dash.Dashboard:
         .with_panel(_stat("Replica weight disagreement", "Max minus min weight across router replicas; non-zero only while a ConfigMap change "
                                                          "propagates.",
                           (8, 8, 16, 25), q("traffic_weight_spread"), "{{arm}}", unit="percentunit", limit=0.0001))
+        .with_row(dash.Row("Outcome coverage"))
+        .with_panel(_series("Outcomes per exposure per arm",
+                            "Outcomes counted (once each, through the outcome ledger) per request served, windowed and since the routers "
+                            "started. The arms should track each other: an arm whose line falls towards 0 has stopped getting outcomes "
+                            "(a client or pipeline that reports only one arm), and its success rate is then built on a shrinking, "
+                            "possibly biased sample.",
+                            (8, 12, 0, 34), [(f"{outcome_rate} / {request_rate}", "{{arm}} (windowed)"),
+                                             (f"{trials} / {requests}", "{{arm}} (since start)")],
+                            unit="percentunit"))
+        .with_panel(_series("Outcome lag per arm",
+                            "Time from a prediction to its outcome being recorded (modelramp_outcome_lag_seconds), median and 95th percentile. "
+                            "The arms should match: a longer lag on one arm delays its evidence.",
+                            (8, 8, 12, 34), [(lag(0.5), "{{arm}} p50"), (lag(0.95), "{{arm}} p95")], unit="s"))
+        .with_panel(_stat("Outcome ledger", "Replicas whose outcome ledger accepts writes (reports get 503 while it does not) and the "
+                                            "outcomes waiting for its next write.",
+                          (8, 4, 20, 34), [("min(modelramp_outcome_ledger_available)", "available (min over replicas)"),
+                                           ("sum(modelramp_outcome_ledger_pending_rows)", "queued outcomes")], limit=None))
     )
 
 

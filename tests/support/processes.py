@@ -45,4 +45,8 @@ class Process(Child):
     """A `modelramp` subcommand run as a child process from the repository, its output kept in a log file."""
 
     def __init__(self, args: Sequence[str], log_path: Path, env: dict[str, str] | None = None):
+        if args and args[0] == "router" and "--outcome-ledger" not in args and "MODELRAMP_OUTCOME_LEDGER" not in (env or {}):
+            # A router's outcome ledger of its own beside its log, never the working folder's
+            # default file (the repository), which every test's routers would otherwise share.
+            env = {**(env or {}), "MODELRAMP_OUTCOME_LEDGER": f"sqlite:///{log_path.resolve().with_suffix('.outcomes.db')}"}
         super().__init__(args[0] if args else "modelramp", args, env, log_path=log_path, cwd=REPO)
