@@ -6,6 +6,10 @@ in exactly one audit row, applied or not. Anything doubtful (source unreachable,
 router restart, the lease lost to another controller, weights changed under us, the analyzer
 failing) ends in `hold` with the reason, never in a ramp.
 
+After every step the decision is exported as `modelramp_decision_*` gauges when the controller is
+given a `DecisionMetrics` and a `publish` callback (`experiments.live.decision_metrics`: a push to a
+Pushgateway, since a CronJob's process is gone before Prometheus would scrape it, or a textfile).
+
 The controller keeps no state of its own between steps: history, raw counters and the lease all
 live in the database, so a restarted controller, or the one that takes the lease over, continues
 where the last one stopped.
@@ -24,6 +28,7 @@ from typing import Any
 
 from experiments.config import ExperimentConfig
 from experiments.live.analysis import Analysis, analyze
+from experiments.live.decision_metrics import DecisionMetrics
 from experiments.live.history import History, dump_history, parse_history
 from experiments.live.sources import Recorder, RecorderError, Source, SourceError
 from experiments.live.sources.base import utc_now
@@ -64,12 +69,16 @@ class Controller:
     """Ramps one experiment. `weights` says where its config lives; a NopWeightStore makes it a dry run."""
 
     def __init__(self, source: Source, weights: WeightStore, store: Store, *, holder: str | None = None,
-                 lease_ttl_seconds: float = 120.0, clock: Callable[[], datetime] = utc_now):
+                 lease_ttl_seconds: float = 120.0, clock: Callable[[], datetime] = utc_now,
+                 metrics: DecisionMetrics | None = None, publish: Callable[[DecisionMetrics], None] | None = None):
         self.source, self.weights, self.store = source, weights, store
+        self.metrics = metrics if metrics is not None or publish is None else DecisionMetrics()
+        self.publish = publish
         self.holder = holder or default_holder()
         self.lease_ttl_seconds = lease_ttl_seconds
         self.clock = clock
         self.dry_run = isinstance(weights, NopWeightStore)
+        self._analysis: Analysis | None = None
         self.experiment = weights.load().name  # fails loudly at start if the config cannot be read
 
     @property
@@ -77,7 +86,23 @@ class Controller:
         return f"ramp/{self.experiment}"
 
     def step(self) -> DecisionRecord:
-        """Take one look and decide; returns the audit row written for it."""
+        """Take one look and decide; returns the audit row written for it (and exports the decision, if asked)."""
+        self._analysis = None
+        record = self._step()
+        if self.metrics is not None:
+            analysis = self._analysis
+            if analysis is not None:
+                self.metrics.update(analysis)
+            if analysis is None or record.decision != analysis.decision:
+                self.metrics.held(self.experiment, record.time)
+            if self.publish is not None:
+                try:
+                    self.publish(self.metrics)
+                except Exception as err:  # noqa: BLE001 - exporting must never stop the ramp
+                    log.warning("%s: could not publish the decision metrics: %s", self.experiment, err)
+        return record
+
+    def _step(self) -> DecisionRecord:
         now = self.clock()
         try:
             config = self.weights.load()
@@ -106,6 +131,7 @@ class Controller:
         except Exception as err:
             log.exception("analysis failed")
             return self._hold(now, config, f"the analysis failed ({err.__class__.__name__}: {err})", counts)
+        self._analysis = analysis
         stats = analysis.to_dict()
         if step.resets:
             return self._hold(now, config, f"counters reset on {', '.join(step.resets)} (router restart); the counts "

@@ -11,6 +11,10 @@ Shaped for the tools teams already run (example manifests in `k8s/progressive-de
   ship, and `/v1/gates/{experiment}/rollback` (for `rollback`) answers 200 when it is rollback;
   otherwise 412 with the document, whose `reason` Flagger puts in its events.
 
+`GET /metrics` is the same decisions for Prometheus: the `modelramp_decision_*` gauges of every
+served experiment (`experiments.live.decision_metrics`), computed at scrape time, so scraping
+the service is how Prometheus gets them while it runs.
+
 Every answer is computed by `analyze` at request time from the experiment's history. A live history
 whose last look is older than `max_age_seconds` answers `hold`: a gate must not open on stale data.
 """
@@ -23,10 +27,12 @@ from datetime import datetime
 from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from experiments.config import ExperimentConfig
-from experiments.live.analysis import analyze
+from experiments.live.analysis import Analysis, analyze
+from experiments.live.decision_metrics import DecisionMetrics
 from experiments.live.history import History
 from experiments.live.sources.base import utc_now
 
@@ -47,8 +53,13 @@ class Feed:
 
 def analysis_document(feed: Feed, now: datetime) -> dict[str, Any]:
     """The JSON document of one experiment: the analysis plus `go`, `rollback` and data age."""
+    return _analysed(feed, now)[1]
+
+
+def _analysed(feed: Feed, now: datetime) -> tuple[Analysis, dict[str, Any]]:
     config, history = feed.config(), feed.history()
-    result = analyze(history, config, now if feed.live else None).to_dict()
+    analysis = analyze(history, config, now if feed.live else None)
+    result = analysis.to_dict()
     last = history.looks[-1].time if history.looks else None
     age = (now - last).total_seconds() if last and feed.live else None
     if age is not None and feed.max_age_seconds is not None and age > feed.max_age_seconds:
@@ -59,7 +70,7 @@ def analysis_document(feed: Feed, now: datetime) -> dict[str, Any]:
     result["go"] = result["decision"] in GO
     result["rollback"] = result["decision"] == "rollback"
     result["data_age_seconds"] = age
-    return result
+    return analysis, result
 
 
 def create_app(feeds: Mapping[str, Feed], clock: Callable[[], datetime] = utc_now) -> FastAPI:
@@ -76,6 +87,21 @@ def create_app(feeds: Mapping[str, Feed], clock: Callable[[], datetime] = utc_no
             # Unreadable config or history: an error for Argo (counts toward its error limit),
             # a halt for Flagger; never a go.
             raise HTTPException(503, f"cannot analyse {experiment!r}: {err}") from None
+
+    @app.get("/metrics", response_class=Response)
+    def metrics() -> Response:
+        """`modelramp_decision_*` gauges of every experiment that can be analysed now (Prometheus text format)."""
+        gauges = DecisionMetrics()
+        now = clock()
+        for name in sorted(feeds):
+            try:
+                analysis, doc = _analysed(feeds[name], now)
+            except (OSError, ValueError, RuntimeError):
+                continue  # its timestamp gauge is absent: the alert on missing decisions fires
+            gauges.update(analysis)
+            if doc["decision"] != analysis.decision:  # stale data: the gate says hold
+                gauges.held(analysis.experiment, now)
+        return Response(gauges.exposition(), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/healthz")
     def healthz() -> dict[str, str]:

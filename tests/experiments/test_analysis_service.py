@@ -10,6 +10,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from experiments.config import load_config
 from experiments.live.controller import Controller
@@ -146,3 +147,16 @@ def test_live_analyze_with_routers_down_is_one_clear_line(tmp_path):
                         "--config", str(config)], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert "modelramp analyze: error: router metrics at" in r.stderr and "unreachable" in r.stderr
+
+
+def test_metrics_are_the_decisions_for_prometheus():
+    feeds = {"rollback": _file_feed("rollback")}
+    with serve_app(create_app(feeds)) as url, httpx.Client(base_url=url) as c:
+        r = c.get("/metrics")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value for f in text_string_to_metric_families(r.text) for s in f.samples}
+    exp = ("experiment", "clf-v2-vs-legacy")
+    assert samples[("modelramp_decision", (("decision", "rollback"), exp))] == 1
+    assert samples[("modelramp_decision_reason", (("code", "harm"), exp))] == 1
+    assert samples[("modelramp_decision_difference", (("bound", "ci_upper"), exp))] < 0
+    assert samples[("modelramp_decision_buckets", (exp,))] == 1  # the recorded history is request-level

@@ -7,6 +7,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
 from experiments.config import load_config
 from experiments.live import controller as controller_module
@@ -344,3 +345,31 @@ def test_ramp_cli_writes_a_configmap_through_kubeconfig(routers, tmp_path):
         assert [r["method"] for r in kube.requests].count("PATCH") == 1
     finally:
         kube.close()
+
+
+def test_every_step_exports_the_decision_as_metrics(routers, config_path, store, tmp_path):
+    published: list[bytes] = []
+    weights = FileWeightStore(config_path)
+    ctl = Controller(RouterMetricsSource([r.url for r in routers]), weights, store, holder="ctl-a", lease_ttl_seconds=600,
+                     clock=Clock(), publish=lambda m: published.append(m.exposition()))
+    traffic(routers[0], 0.01, 60_000)
+    record = ctl.step()
+    assert record.decision == "ramp" and len(published) == 1
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for f in text_string_to_metric_families(published[0].decode()) for s in f.samples}
+    assert samples[("modelramp_decision", (("decision", "ramp"), ("experiment", EXP)))] == 1
+    assert samples[("modelramp_decision", (("decision", "hold"), ("experiment", EXP)))] == 0
+    assert samples[("modelramp_decision_reason", (("code", "ramp"), ("experiment", EXP)))] == 1
+    assert samples[("modelramp_decision_stage_percent", (("experiment", EXP),))] == 1
+    assert samples[("modelramp_decision_model_exposures", (("experiment", EXP),))] == 600
+    assert samples[("modelramp_decision_min_samples", (("experiment", EXP),))] == 50
+    assert ("modelramp_decision_difference", (("bound", "harm_upper"), ("experiment", EXP))) in samples
+    assert 0 < samples[("modelramp_decision_srm_p_value", (("experiment", EXP),))] <= 1
+    # A step that cannot read the source is the controller's own hold; the textfile form says so too.
+    routers[0].close()
+    routers[1].close()
+    ctl.step()
+    path = ctl.metrics.write_textfile(tmp_path / "decisions.prom")
+    text = path.read_text()
+    assert 'modelramp_decision_reason{code="controller_hold",experiment="clf-v2-vs-legacy"} 1.0' in text
+    assert 'modelramp_decision{decision="hold",experiment="clf-v2-vs-legacy"} 1.0' in text
