@@ -45,8 +45,13 @@ def summary_rows(a: Analysis) -> list[tuple[str, str]]:
                                     f"({arm.exposures} exposures)"))
     if a.difference:
         d = a.difference
+        counted = (f"by unit ({d.buckets} buckets, design effect {_fmt(d.design_effect)})" if d.counted_by == "unit"
+                   else "request-level (no buckets)")
         rows += [("difference (model - legacy)", f"{_fmt(d.estimate, True)}, always-valid CI "
-                                                 f"[{_fmt(d.ci[0], True)}, {_fmt(d.ci[1], True)}], {d.strata} strata"),
+                                                 f"[{_fmt(d.ci[0], True)}, {_fmt(d.ci[1], True)}], {d.strata} strata, {counted}"),
+                 ("harm / non-inferiority", f"harm upper bound {_fmt(d.harm_upper_bound, True)} (p = {_fmt(d.harm_p_value)}); "
+                                            f"non-inferiority lower bound {_fmt(d.non_inferiority_lower_bound, True)} "
+                                            f"(p = {_fmt(d.non_inferiority_p_value)})"),
                  ("sequential test", f"z = {_fmt(d.z)} vs boundary {_fmt(d.boundary)}, "
                                      f"always-valid p = {_fmt(d.always_valid_p_value)}"),
                  ("fixed-horizon (reference)", f"stratified p = {_fmt(d.fixed_horizon_p_value)}; pooled "
@@ -55,11 +60,13 @@ def summary_rows(a: Analysis) -> list[tuple[str, str]]:
         p = a.power
         eta = "n/a" if p.seconds_to_needed is None else f"{p.seconds_to_needed / 3600:.1f} h"
         rows.append(("power at MDE", f"{_fmt(p.power, True)} (fixed horizon, MDE {_fmt(p.mde, True)}, "
-                                     f"n_eff {p.effective_sample:.0f}); sequential needs n_eff "
-                                     f"{p.needed_effective_sample_sequential:.0f}, about {eta} more"))
+                                     f"n_eff {p.effective_sample:.0f}); the pending {p.pending.replace('_', '-')} test has "
+                                     f"{_fmt(p.sequential_power, True)} power now, information {p.information:.0f} of "
+                                     f"{p.needed_information:.0f} needed, about {eta} more"))
     if a.srm:
-        rows.append(("sample ratio", f"p = {_fmt(a.srm.p_value)} ({'MISMATCH' if a.srm.mismatch else 'ok'}, "
-                                     f"threshold {a.srm.threshold:g})"))
+        rows.append(("sample ratio", f"sequential p = {_fmt(a.srm.p_value)} on units ({'MISMATCH' if a.srm.mismatch else 'ok'}, "
+                                     f"threshold {a.srm.threshold:g}); outcomes per exposure p = "
+                                     f"{_fmt(a.srm.outcome_rate_p_value)}"))
     for g in a.guardrails:
         rows.append((f"guardrail {g.name}", f"{'BREACHED' if g.breached else 'ok'}: {g.detail}"))
     return rows
@@ -173,8 +180,9 @@ def write_report(history: History, config: ExperimentConfig, out_dir: str | Path
         _plot_sequential(history, steps, config.criteria.non_inferiority_margin, out / "sequential.png")
         lines += ["", "## Plots", "", "![Success rate per arm](rates.png)", "",
                   "![Traffic weight and decisions](weights.png)", "", "![Sequential test](sequential.png)", "",
-                  "Method: Mantel-Haenszel difference over periods of constant weights, judged with the "
-                  "normal-mixture SPRT (Johari et al. 2017); see docs/statistics.md.", ""]
+                  "Method: Mantel-Haenszel difference over periods of constant weights, by unit when the "
+                  "history has analysis buckets (cluster-robust variance), judged with always-valid "
+                  "sequences (harm, non-inferiority at the margin, two-sided CI); see docs/statistics.md.", ""]
     path = out / "report.md"
     path.write_text("\n".join(lines))
     return path
