@@ -144,40 +144,44 @@ def experiment_dashboard() -> dash.Dashboard:
         .with_panel(_stat("What the analyzer reads (per arm, since the routers started)",
                           "The cumulative counts of one look of the analyzer, from the same named queries.",
                           (5, 24, 0, 9), [(q(name), f"{{{{arm}}}} {name}") for name in LOOK_COUNTS]))
+        .with_panel(_stat("Analysis buckets with traffic per arm",
+                          "Buckets (of router.analysis_buckets) holding exposures of each arm: the analyzer's clusters when it counts by unit. "
+                          "Every unit hashes to one bucket independently of its arm, so both arms should fill about as many.",
+                          (4, 24, 0, 14), q("bucket_coverage"), "{{arm}}"))
         .with_row(dash.Row("Outcomes"))
         .with_panel(_series("Success rate per arm (95% Wilson interval)",
                             "Reported successes over reported outcomes since the routers started (the analyzer's counts), with the 95% Wilson score "
                             "interval of each arm.",
-                            (9, 16, 0, 15), [(success, "{{arm}}"),
+                            (9, 16, 0, 19), [(success, "{{arm}}"),
                                              (wilson(q("successes"), trials, "-"), "{{arm}} lower 95%"),
                                              (wilson(q("successes"), trials, "+"), "{{arm}} upper 95%")],
                             unit="percentunit"))
         .with_panel(_series("Success rate per arm (windowed)", "Share of outcomes reported as success over the rate window.",
-                            (9, 8, 16, 15), [(q("success_rate"), "{{arm}}")], unit="percentunit"))
+                            (9, 8, 16, 19), [(q("success_rate"), "{{arm}}")], unit="percentunit"))
         .with_row(dash.Row("Decisions"))
         .with_panel(_series("Decisions: model share over time",
                             "Every ramp-up or rollback the ramp controller applies changes the model arm's weight: each step is a decision (the "
                             "audit log has its reason).",
-                            (8, 16, 0, 25), [(weight_model, "model share")], unit="percentunit", step=True))
+                            (8, 16, 0, 29), [(weight_model, "model share")], unit="percentunit", step=True))
         .with_panel(_stat("Replica weight disagreement", "Max minus min weight across router replicas; non-zero only while a ConfigMap change "
                                                          "propagates.",
-                          (8, 8, 16, 25), q("traffic_weight_spread"), "{{arm}}", unit="percentunit", limit=0.0001))
+                          (8, 8, 16, 29), q("traffic_weight_spread"), "{{arm}}", unit="percentunit", limit=0.0001))
         .with_row(dash.Row("Outcome coverage"))
         .with_panel(_series("Outcomes per exposure per arm",
                             "Outcomes counted (once each, through the outcome ledger) per request served, windowed and since the routers "
                             "started. The arms should track each other: an arm whose line falls towards 0 has stopped getting outcomes "
                             "(a client or pipeline that reports only one arm), and its success rate is then built on a shrinking, "
                             "possibly biased sample.",
-                            (8, 12, 0, 34), [(f"{outcome_rate} / {request_rate}", "{{arm}} (windowed)"),
+                            (8, 12, 0, 38), [(f"{outcome_rate} / {request_rate}", "{{arm}} (windowed)"),
                                              (f"{trials} / {requests}", "{{arm}} (since start)")],
                             unit="percentunit"))
         .with_panel(_series("Outcome lag per arm",
                             "Time from a prediction to its outcome being recorded (modelramp_outcome_lag_seconds), median and 95th percentile. "
                             "The arms should match: a longer lag on one arm delays its evidence.",
-                            (8, 8, 12, 34), [(lag(0.5), "{{arm}} p50"), (lag(0.95), "{{arm}} p95")], unit="s"))
+                            (8, 8, 12, 38), [(lag(0.5), "{{arm}} p50"), (lag(0.95), "{{arm}} p95")], unit="s"))
         .with_panel(_stat("Outcome ledger", "Replicas whose outcome ledger accepts writes (reports get 503 while it does not) and the "
                                             "outcomes waiting for its next write.",
-                          (8, 4, 20, 34), [("min(modelramp_outcome_ledger_available)", "available (min over replicas)"),
+                          (8, 4, 20, 38), [("min(modelramp_outcome_ledger_available)", "available (min over replicas)"),
                                            ("sum(modelramp_outcome_ledger_pending_rows)", "queued outcomes")], limit=None))
     )
 

@@ -64,6 +64,8 @@ _QUERIES = [
           "Outcomes reported as success per arm and analysis bucket.", by_arm=False),
     Query("bucket_failures", f'sum by (arm, bucket) (modelramp_bucket_outcomes_total{{{_EXP}, outcome="failure"}})',
           "Outcomes reported as failure per arm and analysis bucket.", by_arm=False),
+    Query("bucket_coverage", f"count by (arm) (sum by (arm, bucket) (modelramp_bucket_exposures_total{{{_EXP}}}) > 0)",
+          "Analysis buckets holding exposures, per arm (the clusters of the by-unit analysis)."),
     Query("backend_errors", f"sum by (arm) (modelramp_backend_errors_total{{{_EXP}}})",
           "Backend errors per arm (timeouts, refused connections, bad answers)."),
     Query("fallbacks", f"sum by (arm) (modelramp_fallbacks_total{{{_EXP}}})",
