@@ -13,6 +13,15 @@ PostgreSQL: `--postgres-url`, else a throwaway server from Debian's binaries (as
 it), else those rows are skipped. SQLite writes a file in a temporary folder with synchronous=FULL,
 so its figures are mostly this disk's fsync rate. The default run takes about 40 s. Results are
 printed and written to `loadtests/results/ledger.json` (or `--json`).
+
+    python loadtests/bench_ledger.py --predict [--outcome-rate 2000] [--rps 200] [--rounds 4] [--models models]
+
+With `--predict`, the question is the other one: does outcome load touch the predict path? It
+starts the real stack of `loadtests/bench_router.py` (legacy system, model server, one router on
+its SQLite ledger) and measures the router's added latency (router minus the legacy system
+called directly, open loop, as bench_router does) in alternating rounds without and with a
+second process posting `--outcome-rate` outcomes per second to the same router, in reports of
+`--outcome-batch`. Results go to `loadtests/results/ledger_predict.json`.
 """
 
 from __future__ import annotations
@@ -25,7 +34,9 @@ import statistics
 import sys
 import tempfile
 import time
+from multiprocessing.synchronize import Event as EventType
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # sibling benchmark modules
@@ -127,6 +138,104 @@ def _ints(text: str) -> list[int]:
     return [int(v) for v in text.split(",") if v]
 
 
+def post_outcomes(url: str, rate: float, batch: int, stop: EventType, counts: Any) -> None:
+    """Child process: post fresh signed outcomes to `url` at `rate` per second until `stop` is set; counts[0..2] = accepted, reports, errors."""
+    import httpx  # noqa: PLC0415 - the child's own imports
+
+    from router.signing import Signer  # noqa: PLC0415
+
+    signer = Signer(b"bench")  # bench_router's routers use MODELRAMP_SIGNING_KEY=bench
+    interval = batch / rate
+    next_at = time.perf_counter()
+    with httpx.Client(timeout=10) as client:
+        while not stop.is_set():
+            body = [{"request_id": signer.issue("bench", "model" if k % 2 else "legacy", bucket=k % 64), "success": k % 3 == 0}
+                    for k in range(batch)]
+            try:
+                r = client.post(url, json=body)
+                ok = r.status_code == 200
+                if ok:
+                    counts[0] += r.json()["accepted"]
+            except httpx.HTTPError:
+                ok = False
+            counts[1 if ok else 2] += 1
+            next_at += interval
+            delay = next_at - time.perf_counter()
+            if delay > 0:
+                stop.wait(delay)  # pacing the open loop, not synchronisation
+
+
+def predict_bench(args: argparse.Namespace) -> int:
+    """Router's added predict latency without and with outcome load, alternating rounds on one stack."""
+    import json  # noqa: PLC0415
+    import multiprocessing  # noqa: PLC0415
+
+    import psutil  # noqa: PLC0415
+    from bench_router import open_loop, start_stack  # noqa: PLC0415 - the sibling benchmark's stack and load generator
+
+    from tests.router.stack import ROW  # noqa: PLC0415
+
+    workdir = Path(tempfile.mkdtemp(prefix="bench-ledger-predict-"))
+    procs, direct_url, router_url, router_pid = start_stack(args.models, workdir, 0.01)
+    outcomes_url = router_url.split("/v1/")[0] + "/v1/outcomes"
+    body = json.dumps({"instances": [ROW]}).encode()
+    router = psutil.Process(router_pid)
+    lat: dict[str, dict[str, list[float]]] = {"without": {}, "with": {}}
+    direct: dict[str, dict[str, list[float]]] = {"without": {}, "with": {}}
+    cpu: dict[str, float] = {"without": 0.0, "with": 0.0}
+    posted = {"accepted": 0, "reports": 0, "errors": 0, "seconds": 0.0}
+    try:
+        asyncio.run(open_loop(router_url, body, args.rps, 2.0, True))  # warm-up: connections, caches, the model
+        for _ in range(args.rounds):
+            for load in ("without", "with"):
+                poster = None
+                if load == "with":
+                    stop, counts = multiprocessing.Event(), multiprocessing.Array("q", 3)
+                    poster = multiprocessing.Process(target=post_outcomes, args=(outcomes_url, args.outcome_rate, args.outcome_batch,
+                                                                                 stop, counts))
+                    poster.start()
+                started = time.perf_counter()
+                before = router.cpu_times()
+                asyncio.run(open_loop(direct_url, body, args.rps, args.seconds, False, direct[load]))
+                asyncio.run(open_loop(router_url, body, args.rps, args.seconds, True, lat[load]))
+                after = router.cpu_times()
+                cpu[load] += after.user - before.user + after.system - before.system
+                if poster is not None:
+                    stop.set()
+                    poster.join(30)
+                    posted["seconds"] += time.perf_counter() - started
+                    posted["accepted"] += counts[0]
+                    posted["reports"] += counts[1]
+                    posted["errors"] += counts[2]
+    finally:
+        for p in procs:
+            p.stop()
+
+    def added(load: str, q: float) -> float:
+        router_all = [v for values in lat[load].values() for v in values]
+        direct_all = [v for values in direct[load].values() for v in values]
+        return (_p(router_all, q) - _p(direct_all, q)) * 1e3
+
+    rows = {load: {"added_p50_ms": added(load, 0.5), "added_p99_ms": added(load, 0.99),
+                   "router_p50_ms": _p([v for vs in lat[load].values() for v in vs], 0.5) * 1e3,
+                   "router_p99_ms": _p([v for vs in lat[load].values() for v in vs], 0.99) * 1e3,
+                   "requests": sum(len(v) for v in lat[load].values()), "router_cpu_s": cpu[load]} for load in ("without", "with")}
+    rate = posted["accepted"] / posted["seconds"] if posted["seconds"] else 0.0
+    print(f"\npredict at {args.rps:g}/s, {args.rounds} rounds of {args.seconds:g}s each way; outcome load {args.outcome_rate:g}/s "
+          f"in reports of {args.outcome_batch} (achieved {rate:,.0f} outcomes/s into the router's SQLite ledger, "
+          f"{posted['errors']} failed reports)")
+    print(f"{'outcome load':<13} {'added p50 ms':>12} {'added p99 ms':>12} {'router p50':>10} {'router p99':>10} {'requests':>9} "
+          f"{'router CPU s':>12}")
+    for load, r in rows.items():
+        print(f"{load:<13} {r['added_p50_ms']:>12.3f} {r['added_p99_ms']:>12.3f} {r['router_p50_ms']:>10.3f} {r['router_p99_ms']:>10.3f} "
+              f"{r['requests']:>9} {r['router_cpu_s']:>12.2f}")
+    save(args.json.with_name("ledger_predict.json") if args.json.name == "ledger.json" else args.json,
+         {"python": platform.python_version(), "rps": args.rps, "seconds": args.seconds, "rounds": args.rounds,
+          "outcome_rate_target": args.outcome_rate, "outcome_batch": args.outcome_batch, "outcomes_per_second": rate,
+          "outcome_report_errors": posted["errors"], "rows": rows})
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=3.0, help="seconds per measurement (default 3)")
@@ -135,7 +244,16 @@ def main() -> int:
     parser.add_argument("--postgres-url", default=None, help="an existing database (default: start a throwaway one)")
     parser.add_argument("--no-postgres", action="store_true", help="SQLite only")
     parser.add_argument("--json", type=Path, default=Path(__file__).with_name("results") / "ledger.json")
+    parser.add_argument("--predict", action="store_true", help="the predict path's added latency without and with outcome load")
+    parser.add_argument("--rps", type=float, default=200.0, help="with --predict: predict requests per second (default 200)")
+    parser.add_argument("--rounds", type=int, default=4, help="with --predict: rounds each way, alternating (default 4)")
+    parser.add_argument("--outcome-rate", type=float, default=2000.0, help="with --predict: outcomes per second posted (default 2000)")
+    parser.add_argument("--outcome-batch", type=int, default=20, help="with --predict: outcomes per report (default 20)")
+    parser.add_argument("--models", type=Path, default=Path(__file__).resolve().parents[1] / "models",
+                        help="with --predict: the trained models folder (default models/)")
     args = parser.parse_args()
+    if args.predict:
+        return predict_bench(args)
 
     keys = itertools.count(int(time.time() * 1e6) << 40)  # fresh signatures on every run, even against one database
     baseline = asyncio.run(idle_lag(min(args.seconds, 2.0)))
