@@ -189,8 +189,8 @@ def predict_bench(args: argparse.Namespace) -> int:
         for _ in range(args.rounds):
             for load in ("without", "with"):
                 poster = None
+                stop, counts = multiprocessing.Event(), multiprocessing.Array("q", 3)
                 if load == "with":
-                    stop, counts = multiprocessing.Event(), multiprocessing.Array("q", 3)
                     poster = multiprocessing.Process(target=post_outcomes, args=(outcomes_url, args.outcome_rate, args.outcome_batch,
                                                                                  stop, counts))
                     poster.start()
