@@ -262,7 +262,7 @@ def is_live(args: argparse.Namespace) -> bool:
 
 def live_history(args: argparse.Namespace, config: ExperimentConfig) -> History:
     """One look from the live source, added to `--save-history FILE` when given (and saved there)."""
-    from experiments.live.history import History, load_history
+    from experiments.live.history import History, HistoryError, load_history
     from experiments.live.sources import Recorder, SourceError
     from experiments.live.sources.ledger import LedgerSource
 
@@ -273,9 +273,20 @@ def live_history(args: argparse.Namespace, config: ExperimentConfig) -> History:
     recorder = Recorder(config.name, history)
     with _make_source(args) as source:
         try:
-            recorder.add(source.read(config.name), config.weights, config.router.analysis_buckets)
+            reading = source.read(config.name)
         except SourceError as err:
             raise ValueError(str(err)) from None
+        try:
+            recorder.add(reading, config.weights, config.router.analysis_buckets)
+        except HistoryError as err:
+            if not isinstance(source, LedgerSource) or source.source_reading is None:
+                raise
+            # More outcomes in the ledger than exposures the routers still count: a router restarted
+            # and this look cannot fold its exposures back. Analyse what the routers counted.
+            print(f"modelramp analyze: the outcome ledger's counts do not fit the routers' exposures ({err}): a router restarted "
+                  "since the predictions were made; looks recorded by a running recorder (modelramp ramp, or analyze --serve) fold "
+                  "exposures across restarts and use the ledger's counts. This look uses the routers' own outcome counts", file=sys.stderr)
+            recorder.add(source.source_reading, config.weights, config.router.analysis_buckets)
         if isinstance(source, LedgerSource) and source.difference is not None:
             # stderr: the table or the JSON document on stdout stays what it was
             print(f"modelramp analyze: {source.difference.message()}", file=sys.stderr)

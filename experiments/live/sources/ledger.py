@@ -13,6 +13,15 @@ A difference is expected after a router restart or removal (its counters start a
 or its last increments were never scraped) and is no bias in the ledger's counts; the
 analysis uses the ledger's.
 
+Which outcomes: those of predictions made since the routers being read started (their counters'
+`_created` time at the source's first read, floored to the hour by the ledger), so the ledger's
+outcomes and the routers' exposures cover the same time. A router restarted since then makes
+the exposures fall short (its counters start again at zero) while the ledger's outcomes do not:
+a recorder that keeps its state across looks (the ramp controller, `analyze --serve`) folds the
+exposures back; a one-off look cannot, and may hold more outcomes than exposures, which the caller
+detects (the look does not validate) and answers with the routers' own outcome counts
+(`source_reading`).
+
 The analyzer only reads: the ledger is opened with a TTL so long that its periodic prune deletes
 nothing (pruning is the routers' job, with the TTL their config gives).
 """
@@ -60,7 +69,7 @@ class OutcomeDifference:
         parts = [f"{a.arm} successes {a.source['successes']} vs {a.ledger['successes']}, "
                  f"failures {a.source['failures']} vs {a.ledger['failures']}" for a in self.arms if a.differs]
         return (f"outcome counts differ between {self.source} and the outcome ledger (exact): " + "; ".join(parts) +
-                ". A router restarted or was removed since its counters were last read; the analysis uses the ledger's counts")
+                ". A router restarted, or was removed before its last counts were read")
 
     def to_dict(self) -> dict[str, object]:
         return {"differs": self.differs, "source": self.source,
@@ -114,13 +123,20 @@ class LedgerSource(Source):
         self.description = f"{inner.description} with outcomes from the ledger at {self.url}"
         self._ledger = ledger if ledger is not None else open_ledger(url, ttl_seconds=_READ_ONLY_TTL)
         self.difference: OutcomeDifference | None = None
+        self.source_reading: Reading | None = None  # the last read of `inner`, outcomes as it counted them
+        self.since: float | None = None  # predictions from this time on (seconds since the epoch), fixed at the first read
+        self._anchored = False
 
     def read(self, experiment: str, now: datetime | None = None) -> Reading:
         reading = self.inner.read(experiment, now)
+        if not self._anchored:
+            self._anchored = True
+            self.since = min(reading.started.values()) if reading.started else None
         try:
-            counts = self._ledger.counts(experiment)
+            counts = self._ledger.counts(experiment, self.since)
         except LedgerUnavailable as err:
             raise SourceError(f"the outcome ledger at {self.url} cannot be read: {err}") from None
+        self.source_reading = reading
         self.difference = compare(reading, counts, self.inner.description)
         return with_ledger_outcomes(reading, counts)
 

@@ -13,6 +13,7 @@ on /healthz and the outcome ids are minted with the shared key, as the routers w
 
 from __future__ import annotations
 
+import json
 import random
 import subprocess
 import sys
@@ -21,6 +22,7 @@ from collections import Counter
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -29,7 +31,7 @@ import yaml
 from router.ledger import open_ledger
 from router.signing import Signer
 from tests.router.ledger.pgserver import RestartablePostgres
-from tests.router.stack import SIGNING_KEY, RouterProcess, experiment, start_router
+from tests.router.stack import ROW, SIGNING_KEY, RouterProcess, experiment, start_router
 from tests.support.processes import free_port, wait_until
 
 N = 10_000
@@ -211,3 +213,49 @@ def test_a_bad_ledger_url_is_a_one_line_error(tmp_path: Path, url: str) -> None:
                             capture_output=True, text=True, timeout=60, cwd=Path(__file__).resolve().parents[3])
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr and "ledger" in result.stderr.strip().splitlines()[-1]
+
+
+def test_analyze_reads_outcomes_from_the_ledger_and_says_when_the_routers_counts_differ(tmp_path: Path, legacy_server: Any) -> None:
+    """Across a router restart: the routers' counters start again, the ledger keeps every outcome, and `analyze` says so.
+
+    A one-off look after the restart cannot fold the exposures back (a running recorder, the ramp
+    controller, does), so it says it analyses the routers' own counts this time. The model arm's
+    backend is down, so its units are answered by the legacy fallback: both arms have exposures
+    without a model server.
+    """
+    url = f"sqlite:///{(tmp_path / 'outcomes.db').resolve()}"
+    doc = experiment(legacy_server.url, f"127.0.0.1:{free_port()}", 0.5)
+    config = tmp_path / "analyze.yaml"
+    config.write_text(yaml.safe_dump(doc))
+
+    def predict_and_report(router: RouterProcess, units: range) -> None:
+        with httpx.Client(base_url=router.url, timeout=30) as client:
+            ids = []
+            for unit in units:
+                r = client.post("/v1/models/churn:predict", json={"instances": [ROW]}, headers={"X-Unit-Id": f"u{unit}"})
+                assert r.status_code == 200, r.text
+                ids.append({"request_id": r.headers["X-Modelramp-Outcome-Id"], "success": unit % 3 != 0})
+            assert client.post("/v1/outcomes", json=ids).json()["accepted"] == len(ids)
+
+    def analyze(router: RouterProcess, *extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "experiments.cli", "analyze", "--config", str(config), "--metrics-url", router.url,
+                               "--outcome-ledger", url, "--json", *extra], capture_output=True, text=True, timeout=120,
+                              cwd=Path(__file__).resolve().parents[3])
+
+    router = start_router(tmp_path, doc, ledger=url, ready_path="/healthz")
+    try:
+        predict_and_report(router, range(120))
+        first = analyze(router)
+        assert first.returncode == 0, first.stderr
+        assert "outcome counts agree" in first.stderr
+        assert "decision" in json.loads(first.stdout)
+    finally:
+        router.process.stop()
+    router = start_router(tmp_path, doc, ledger=url, ready_path="/healthz")  # restarted: its counters start again at zero
+    try:
+        predict_and_report(router, range(1000, 1030))
+        one_off = analyze(router)
+    finally:
+        router.process.stop()
+    assert one_off.returncode == 0, one_off.stderr
+    assert "outcome counts differ" in one_off.stderr and "uses the routers' own outcome counts" in one_off.stderr
