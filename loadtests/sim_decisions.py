@@ -43,7 +43,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=300)
     parser.add_argument("--seed", type=int, default=2026)
     parser.add_argument("--only", default="", help="comma-separated row keys (aa, aa30, aa_req, guardrail, broken, "
-                                                   "srm_aa, srm_broken, early, harm)")
+                                                   "srm_aa, srm_broken, early, harm, plan)")
     args = parser.parse_args()
     only = set(filter(None, args.only.split(",")))
     n, seed = args.runs, args.seed
@@ -81,7 +81,7 @@ def main() -> None:
             Scenario(customers=200_000, scores=1.0, looks=2, share_factor=0.8, closed_loop=False, every_look=False),
             CONFIG, n, seed + 7, lambda out: _fmt(out, lambda r: bool(r.last.srm and r.last.srm.mismatch)))
     if want("early"):
-        row("A/A: looks spent at 1% / 5% / 20% / 50% (minimums need 5 / 2 / 2 / 2), share reaching 100%", AA, CONFIG, n, seed + 8,
+        row("A/A: looks spent at 1% / 5% / 20% / 50% (the minimums allow no fewer than 5 / 3 / 3 / 3), share reaching 100%", AA, CONFIG, n, seed + 8,
             lambda out: " / ".join(f"{np.mean([r.stage_looks[i] for r in out if r.stage_looks[-1]]):.2f}" for i in range(4))
                         + f", {_fmt(out, lambda r: r.stage_looks[-1] > 0)}")
     if want("harm"):
@@ -95,6 +95,18 @@ def main() -> None:
                     f"{exposed:.0f} model-arm requests served")
         row("model one MDE worse (one-off units, 9,200 requests an hour): rollback and its information", worse, CONFIG, n,
             seed + 9, harm)
+    if want("plan"):
+        for shared in (0.0, 1.0):
+            steady = Scenario(customers=400_000, scores=1.84, looks=80, effect=-MDE, closed_loop=False, shared_outcome=shared)
+
+            def plan(out: list[Run]) -> str:
+                took = np.array([len(r.decisions) * 3600.0 if r.decision == "rollback" else np.inf for r in out])
+                empirical = float(np.quantile(took, CONFIG.criteria.power))
+                said = [np.median([r.planned[k] for r in out if len(r.planned) > k and r.planned[k] is not None]) for k in (1, 2, 4)]
+                return (f"{100 * CONFIG.criteria.power:g}% rolled back by {empirical / 3600:.1f} h; the hold message said "
+                        + " / ".join(f"{x / 3600:.1f} h" for x in said) + " at looks 2 / 3 / 5 (median)")
+            row(f"time to decision at 1%, model one MDE worse, {100 * shared:g}% of customers share one outcome",
+                steady, CONFIG, n, seed + 10, plan)
 
 
 if __name__ == "__main__":

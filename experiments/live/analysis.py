@@ -521,10 +521,10 @@ def _power(config: ExperimentConfig, stage: Stage, arms: dict[str, ArmStats], ef
     # Information 1 / V now and its rate over this stage's looks (time between looks from the same span).
     info = np.where(np.isfinite(variances) & (variances > 0), 1.0 / np.where(variances > 0, variances, 1.0), 0.0)
     info_now = float(info[-1])
-    first = history.looks[period.first - 1] if period.first else history.looks[0]
-    span = (history.looks[period.last].time - first.time).total_seconds()
-    i_first = float(info[period.first - 1]) if period.first else 0.0
-    gained_info = info_now - i_first
+    # From the previous period's last look, or from the first look (whose own gain has no start time).
+    base = period.first - 1 if period.first else 0
+    span = (history.looks[period.last].time - history.looks[base].time).total_seconds()
+    gained_info = info_now - float(info[base])
     info_rate = gained_info / span if span > 0 and gained_info > 0 else None
     gaps = [(b.time - a.time).total_seconds() for a, b in zip(history.looks[:-1], history.looks[1:], strict=True)]
     look_gap = float(np.median(gaps[-10:])) if gaps else 0.0

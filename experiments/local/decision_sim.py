@@ -68,6 +68,7 @@ class Run:
     stage_looks: tuple[int, ...]  # looks spent at each stage, in order
     model_exposures: int  # model-arm requests served when the run ended (users exposed to the model)
     last: Analysis
+    planned: tuple[float | None, ...] = ()  # per look: seconds from the start to the information the pending test needs
 
 
 class _Customers:
@@ -107,6 +108,7 @@ def simulate(scenario: Scenario, config: ExperimentConfig, rng: np.random.Genera
     looks: list[Look] = []
     decisions: list[str] = []
     codes: list[str] = []
+    planned: list[float | None] = []
     per_stage = [0] * len(stage_pct)
     result: Analysis | None = None
     for k in range(1, s.looks + 1):
@@ -133,13 +135,16 @@ def simulate(scenario: Scenario, config: ExperimentConfig, rng: np.random.Genera
         result = analyze(History(config.name, tuple(looks)), config)
         decisions.append(result.decision)
         codes.append(result.code)
+        wait = result.power.seconds_to_needed if result.power is not None else None
+        planned.append(None if wait is None else k * s.look_seconds + wait)
         if result.decision in ("ship", "rollback") or last_look:
             break
         if result.decision == "ramp" and s.closed_loop and result.next_weights is not None:
             weights = dict(result.next_weights)
     assert result is not None
     final = result.decision if result.decision in ("ship", "rollback") else "undecided"
-    return Run(final, result.code, tuple(decisions), tuple(codes), tuple(per_stage), int(cum[1, 0].sum()), result)
+    return Run(final, result.code, tuple(decisions), tuple(codes), tuple(per_stage), int(cum[1, 0].sum()), result,
+               tuple(planned))
 
 
 def _stage(percents: list[float], model_weight: float) -> int:

@@ -8,13 +8,15 @@ in a closed loop, acting on each decision like the ramp controller would.
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from experiments.config import ExperimentConfig
+from experiments.config import ExperimentConfig, load_config
 from experiments.live.analysis import analyze
 from experiments.live.history import ArmCounts, History, Look
+from experiments.local.decision_sim import Scenario, simulate_many
 from experiments.stats.sequential import run_sequence
 from experiments.stats.stratified import stratified_difference
 from experiments.stats.two_proportions import two_proportion_ztest
@@ -139,3 +141,16 @@ def test_power_at_the_mde_through_analyze(effect: float, right: str, max_looks: 
     assert share_right >= 0.80, f"{right} in only {share_right:.0%} of runs"
     wrong = "ship" if right == "rollback" else "rollback"
     assert decisions.count(wrong) == 0
+
+
+def test_the_hold_messages_time_estimate_is_what_simulation_shows() -> None:
+    """At a steady 1% (9,200 requests an hour of one-off customers), a model one MDE worse: the time the
+    analysis says the harm test needs for the configured power, read at look 3, against the time by
+    which that share of simulated runs has rolled back (loadtests/sim_decisions.py, row plan)."""
+    cfg = load_config(Path(__file__).parents[2] / "experiments" / "example_experiment.yaml")
+    steady = Scenario(customers=400_000, scores=1.84, looks=80, effect=-MDE, closed_loop=False, shared_outcome=0.0)
+    out = simulate_many(steady, cfg, 60, seed=21)
+    took = np.array([len(r.decisions) * 3600.0 if r.decision == "rollback" else np.inf for r in out])
+    empirical = float(np.quantile(took, cfg.criteria.power))
+    said = float(np.median([r.planned[2] for r in out if len(r.planned) > 2 and r.planned[2] is not None]))
+    assert abs(said / empirical - 1) <= 0.25, f"said {said / 3600:.1f} h, simulation {empirical / 3600:.1f} h"
