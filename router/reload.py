@@ -69,7 +69,12 @@ class ConfigFile:
         except ConfigError as err:
             router.reject("file", str(err))
             return False
-        return router.apply(config, f"file {self.path}")
+        applied = router.apply(config, f"file {self.path}")
+        if applied:
+            # The ledger keeps ids as long as the signer accepts them: at once, not at the next report,
+            # so a prune in between never drops ids a longer new TTL still accepts.
+            router.outcomes.ledger.ttl_seconds = router.signer.ttl_seconds
+        return applied
 
     async def watch(self, router: Router, interval: float) -> None:
         """Poll the file every `interval` seconds, forever."""

@@ -66,3 +66,18 @@ def test_address_overrides_survive_reloads(tmp_path):
     write(path, config_dict(0.05))
     source.check(router)
     assert router.state.config.arms["model"].backend.target == "127.0.0.1:4321"
+
+
+def test_a_new_outcome_ttl_reaches_the_ledger_at_once(tmp_path):
+    """Pruning follows the TTL in force without waiting for the next outcome report."""
+    from router.ledger import MemoryLedger
+    from router.outcomes import OutcomeIntake
+
+    path = tmp_path / "exp.yaml"
+    write(path, config_dict(0.01, router={"outcome_ttl_seconds": 3600}))
+    source = ConfigFile(path)
+    router = Router(source.load(), signer=Signer(b"k"), backend_factory=fake_factory)
+    router.outcomes = OutcomeIntake(router.signer, router.metrics, MemoryLedger(ttl_seconds=3600))
+    write(path, config_dict(0.01, router={"outcome_ttl_seconds": 86_400}))
+    assert source.check(router)
+    assert router.outcomes.ledger.ttl_seconds == 86_400 == router.signer.ttl_seconds
