@@ -135,3 +135,17 @@ def test_tfserving_grpc_backend_sends_forwarded_headers_as_metadata():
     seen = asyncio.run(go())
     assert seen[-2] == {"x-request-id": "r-1", "traceparent": "00-" + "a" * 32 + "-" + "b" * 16 + "-01"}
     assert seen[-1] == {}
+
+
+def test_an_error_echoes_the_request_id_too():
+    async def body(router, predict, _):
+        request = build_predict_request("churn", columns(1))
+        request.inputs.pop("state")
+        call = predict(request, timeout=5, metadata=(("x-request-id", "client-err"),))
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            await call
+        return raised.value
+
+    err = asyncio.run(with_server(body))
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert dict(err.trailing_metadata() or ())["x-request-id"] == "client-err"
