@@ -182,9 +182,9 @@ class RouterOptionsSpec(_Strict):
     max_batch_size: int = Field(256, ge=1, description="Most examples (rows) in one predict request; more get 400 / INVALID_ARGUMENT.")
     outcome_ttl_seconds: float = Field(86_400.0, gt=0, description="How long after a prediction its outcome is accepted; older request ids "
                                                                    "are rejected as expired.")
-    outcome_dedup_entries: int = Field(200_000, ge=1, description="Request ids remembered per router to count a repeated outcome once (about "
-                                                                  "100 bytes each); the idempotence window is this many ids or "
-                                                                  "outcome_ttl_seconds, whichever is shorter.")
+    outcome_dedup_entries: int = Field(200_000, ge=1, description="Ignored: repeated outcomes are recognised by the outcome ledger, "
+                                                                  "across replicas and restarts, for outcome_ttl_seconds. Still "
+                                                                  "accepted so that existing files load.")
     feature_sample_share: float = Field(0.0, ge=0.0, le=1.0, description="Share of requests whose decoded input features are passed to the "
                                                                          "feature sinks (the skew sketches); 0 turns sampling off.")
     shadow_max_in_flight: int = Field(64, ge=1, description="Most shadow calls running at once; further shadow calls are dropped (and "

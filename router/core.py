@@ -36,6 +36,7 @@ from router.backends import (
 from router.breaker import CircuitBreaker
 from router.buckets import analysis_bucket
 from router.config import RouterConfig
+from router.ledger import OutcomeLedger
 from router.metrics import RouterMetrics, status_code
 from router.outcomes import OutcomeIntake
 from router.shadow import Shadow
@@ -83,11 +84,11 @@ class Router:
 
     def __init__(self, config: RouterConfig, *, signer: Signer | None = None, metrics: RouterMetrics | None = None,
                  sinks: Iterable[FeatureSink] = (), backend_factory: Callable[[object], Backend] = make_backend,
-                 rng: random.Random | None = None):
+                 rng: random.Random | None = None, ledger: OutcomeLedger | None = None):
         self.metrics = metrics or RouterMetrics()
         self.signer = signer or Signer(ttl_seconds=config.router.outcome_ttl_seconds)
         self.signer.ttl_seconds = config.router.outcome_ttl_seconds
-        self.outcomes = OutcomeIntake(self.signer, self.metrics, config.router.outcome_dedup_entries)
+        self.outcomes = OutcomeIntake(self.signer, self.metrics, ledger)
         self.sinks = list(sinks)
         self._factory = backend_factory
         self._rng = rng or random.Random()
@@ -127,7 +128,6 @@ class Router:
             log.warning("circuit breaker for the model arm closed by a new configuration (%s)", source)
         self.state = new
         self.signer.ttl_seconds = config.router.outcome_ttl_seconds
-        self.outcomes.seen.max_entries = config.router.outcome_dedup_entries
         self.shadow.max_in_flight = config.router.shadow_max_in_flight
         self._publish(new, old)
         self.metrics.config_reloads.labels(source, "applied").inc()

@@ -35,26 +35,18 @@ class OutcomeResult:
     duplicates: int
 
 
-class _Unused:
-    """`seen.max_entries` as `router.core.Router.apply` still sets it: the in-memory de-duplication is gone."""
-
-    max_entries = 0
-
-
 class OutcomeIntake:
     """Verifies outcome reports and records them in the ledger; counts what the ledger inserted.
 
-    `ledger` None (or the legacy int that `router.core.Router` passes): an in-process
-    `MemoryLedger`, which remembers ids for this process only: right for tests and a Router built
-    without a ledger, never for a deployment (`router.server` always passes the configured one).
+    `ledger` None: an in-process `MemoryLedger`, which remembers ids for this process only: right
+    for tests and a Router built without a ledger, never for a deployment (`router.server` always
+    passes the configured one).
     """
 
-    def __init__(self, signer: Signer, metrics: RouterMetrics, ledger: OutcomeLedger | int | None = None):
+    def __init__(self, signer: Signer, metrics: RouterMetrics, ledger: OutcomeLedger | None = None):
         self.signer = signer
         self.metrics = metrics
-        self.ledger: OutcomeLedger = (ledger if isinstance(ledger, OutcomeLedger)
-                                      else MemoryLedger(ttl_seconds=signer.ttl_seconds))
-        self.seen = _Unused()
+        self.ledger: OutcomeLedger = ledger if ledger is not None else MemoryLedger(ttl_seconds=signer.ttl_seconds)
         self.observe: Callable[[list[Outcome]], None] | None = None  # also told of inserted outcomes (the lag histogram)
 
     async def report(self, body: object) -> OutcomeResult:

@@ -18,10 +18,9 @@ from pathlib import Path
 
 from router.core import Router
 from router.grpc import create_server
-from router.ledger import DEFAULT_LEDGER, OutcomeLedger, open_ledger, redact
+from router.ledger import DEFAULT_LEDGER, open_ledger, redact
 from router.ledger.metrics import LedgerMetrics
 from router.metrics import RouterMetrics
-from router.outcomes import OutcomeIntake
 from router.reload import ConfigFile, with_addresses
 from router.rest.app import create_app
 from router.rest.server import HttpServer
@@ -68,16 +67,14 @@ def build_router(settings: RouterSettings, sinks: tuple[FeatureSink, ...] = ()) 
     sinks = (*sinks, skew) if skew is not None else sinks
     ledger = open_ledger(settings.outcome_ledger, ttl_seconds=config.router.outcome_ttl_seconds)
     log.info("outcome ledger %s", redact(settings.outcome_ledger))
-    router = Router(config, signer=Signer(key, config.router.outcome_ttl_seconds), metrics=metrics, sinks=sinks)
-    router.outcomes = attach_ledger(router, ledger)
+    router = Router(config, signer=Signer(key, config.router.outcome_ttl_seconds), metrics=metrics, sinks=sinks, ledger=ledger)
+    attach_ledger_metrics(router)
     return router, source
 
 
-def attach_ledger(router: Router, ledger: OutcomeLedger) -> OutcomeIntake:
-    """The router's outcome intake on `ledger`, with the ledger's metrics on the router's registry."""
-    intake = OutcomeIntake(router.signer, router.metrics, ledger)
-    intake.observe = LedgerMetrics(router.metrics.registry, ledger).observe
-    return intake
+def attach_ledger_metrics(router: Router) -> None:
+    """The outcome ledger's gauges and the outcome-lag histogram on the router's registry."""
+    router.outcomes.observe = LedgerMetrics(router.metrics.registry, router.outcomes.ledger).observe
 
 
 async def serve(settings: RouterSettings, admin_token: str | None, sinks: tuple[FeatureSink, ...] = ()) -> None:

@@ -59,10 +59,10 @@ def test_metrics_pass_promtool(tmp_path):
 
     promtool = require_binary("promtool")
     from router.ledger import MemoryLedger
-    from router.server import attach_ledger
+    from router.server import attach_ledger_metrics
 
-    router = Router(make_config(0.5), signer=Signer(b"k"), backend_factory=fake_factory)
-    router.outcomes = attach_ledger(router, MemoryLedger())
+    router = Router(make_config(0.5), signer=Signer(b"k"), backend_factory=fake_factory, ledger=MemoryLedger())
+    attach_ledger_metrics(router)
 
     async def traffic():
         await router.refresh_metadata()
