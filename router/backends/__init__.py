@@ -32,7 +32,7 @@ def make_backend(config) -> Backend:
 
         return TfServingGrpcBackend(config)
     if config.kind == "tfserving_rest":
-        from router.backends.tfserving_rest import TfServingRestBackend  # noqa: PLC0415 - aiohttp, only for this kind
+        from router.backends.tfserving_rest import TfServingRestBackend  # noqa: PLC0415 - only for this kind
 
         return TfServingRestBackend(config)
     raise ValueError(f"unknown backend kind {config.kind!r}")

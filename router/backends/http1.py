@@ -10,6 +10,7 @@ one retry on a fresh connection when a reused one turns out closed before any an
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections import deque
 from urllib.parse import urlsplit
 
@@ -58,11 +59,13 @@ class _Connection(asyncio.Protocol):
 class Http1Pool:
     """Kept-alive connections to one origin (`http://host:port`), at most `max_connections` in use."""
 
-    def __init__(self, base_url: str, max_connections: int = 256):
+    def __init__(self, base_url: str, max_connections: int = 256, ssl_context: ssl.SSLContext | None = None):
         parts = urlsplit(base_url)
-        if parts.scheme != "http" or not parts.hostname:
-            raise ValueError(f"only plain http://host:port URLs are supported, got {base_url!r}")
-        self.host, self.port = parts.hostname, parts.port or 80
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"only http:// and https:// URLs with a host are supported, got {base_url!r}")
+        self.host, self.port = parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)
+        # https: `ssl_context`, else the system's trust store and hostname checking (Python's client defaults).
+        self._ssl = (ssl_context or ssl.create_default_context()) if parts.scheme == "https" else None
         self.prefix = parts.path.rstrip("/")
         self._host_header = f"{self.host}:{self.port}".encode()
         self._idle: list[_Connection] = []
@@ -159,7 +162,7 @@ class Http1Pool:
             conn = self._idle.pop()
             if not conn.closed:
                 return conn, True
-        _, conn = await self._loop.create_connection(_Connection, self.host, self.port)
+        _, conn = await self._loop.create_connection(_Connection, self.host, self.port, ssl=self._ssl)
         return conn, False
 
     def close(self) -> None:

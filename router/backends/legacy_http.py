@@ -5,7 +5,7 @@ aiohttp 2,000 req/s at 1 in flight (p50 0.42 ms, 250 us client CPU per request) 
 at 16 in flight (110 us CPU); httpx's async pool 580 and 370 req/s (1.4 to 2.5 ms CPU per
 request, p99 over 200 ms at 16 in flight, as reported in encode/httpx#3215). A minimal
 keep-alive client on httptools (`router.backends.http1`) costs 25-35 us CPU per request, so it
-carries the hot path; everything else (REST model backend, probes elsewhere) uses aiohttp.
+carries both HTTP arms (this one and the REST model backend); httpx serves the rest of modelramp.
 """
 
 from __future__ import annotations

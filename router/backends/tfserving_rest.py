@@ -1,11 +1,14 @@
-"""TF Serving (or `modelramp serve-model`) over its REST API, for deployments that expose only REST."""
+"""TF Serving (or `modelramp serve-model`) over its REST API, for deployments that expose only REST.
+
+It speaks through the same keep-alive HTTP/1.1 client as the legacy backend (`router.backends.http1`),
+so the router has one HTTP client on its request path.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import json
 
-import aiohttp
 import numpy as np
 
 from router.backends.base import (
@@ -16,6 +19,7 @@ from router.backends.base import (
     Prediction,
     forwarded,
 )
+from router.backends.http1 import Http1Pool
 from router.config import TfServingRestSpec
 from router.signature import Signature
 from serving.tfserving import errors
@@ -29,28 +33,30 @@ class TfServingRestBackend(Backend):
     def __init__(self, config: TfServingRestSpec, max_connections: int = 256):
         self.config = config
         self.timeout = config.timeout_ms / 1000.0
-        base = f"{config.url.rstrip('/')}/v1/models/{config.model_name}"
+        base = f"/v1/models/{config.model_name}"
         if config.version is not None:
             base += f"/versions/{config.version}"
         elif config.version_label is not None:
             base += f"/labels/{config.version_label}"
         self._base = base
         self._max_connections = max_connections
-        self._session: aiohttp.ClientSession | None = None
+        self._pool: Http1Pool | None = None
+        Http1Pool(config.url)  # a URL the client cannot use is a configuration error now, not at the first request
 
-    def _client(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=self._max_connections))
-        return self._session
+    def _client(self) -> Http1Pool:
+        if self._pool is None:
+            self._pool = Http1Pool(self.config.url, self._max_connections)
+        return self._pool
 
-    async def _request(self, method: str, url: str, timeout: float, body: bytes | None = None) -> dict:
+    async def _request(self, method: str, path: str, timeout: float, body: bytes = b"") -> dict:
+        extra = forwarded()
+        # Header values came from the client's request as parsed by httptools: no CR or LF in them.
+        lines = b"".join(b"%s: %s\r\n" % (k.encode("latin-1"), v.encode("latin-1")) for k, v in extra) if extra else b""
         try:
-            async with self._client().request(method, url, data=body, headers={"Content-Type": "application/json", **dict(forwarded())},
-                                              timeout=aiohttp.ClientTimeout(total=timeout)) as response:
-                payload, status = await response.read(), response.status
+            status, payload = await self._client().request(method, path, body, timeout, lines)
         except (asyncio.TimeoutError, TimeoutError):
             raise errors.DeadlineExceeded("model server (REST) did not answer in time") from None
-        except aiohttp.ClientError as err:
+        except OSError as err:  # refused, reset, closed (ConnectionError is an OSError)
             raise errors.Unavailable(f"model server (REST) unreachable: {err}") from None
         try:
             answer = json.loads(payload)
@@ -95,9 +101,9 @@ class TfServingRestBackend(Backend):
         return ModelMetadata(Signature.from_metadata(parsed, self.config.signature_name, version))
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
 
 
 def _tensors(infos: dict) -> dict:

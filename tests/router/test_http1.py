@@ -1,4 +1,4 @@
-"""The legacy hot-path HTTP/1.1 client against an in-test asyncio server: reuse, stale connections, deadlines, refusals."""
+"""The hot-path HTTP/1.1 client against in-test asyncio servers: reuse, stale connections, deadlines, refusals, TLS."""
 
 from __future__ import annotations
 
@@ -79,8 +79,9 @@ def test_deadline_and_refused():
         await stop(server, connections)
         with pytest.raises(OSError):
             await Http1Pool(f"http://127.0.0.1:{free_port()}").request("POST", "/", b"", timeout=1)
-        with pytest.raises(ValueError):
-            Http1Pool("https://example.invalid")
+        for unusable in ("ftp://example.invalid", "http:///no-host", "example.invalid:80"):
+            with pytest.raises(ValueError):
+                Http1Pool(unusable)
 
     asyncio.run(go())
 
@@ -189,3 +190,52 @@ def test_legacy_backend_passes_on_forwarded_headers():
     asyncio.run(go())
     assert b"\r\nx-request-id: abc-1\r\n" in heads[0] and b"\r\ntraceparent: 00-" in heads[0]
     assert b"x-request-id" not in heads[1] and b"traceparent" not in heads[1]
+
+
+def _self_signed(tmp_path) -> tuple[str, str]:
+    """A certificate for 127.0.0.1 (subjectAltName) and its key, made by the openssl command."""
+    import shutil
+    import subprocess
+
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("the openssl command is not installed")
+    cert, key = str(tmp_path / "cert.pem"), str(tmp_path / "key.pem")
+    subprocess.run([openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", key, "-out", cert], check=True, capture_output=True)
+    return cert, key
+
+
+def test_https_with_a_trusted_certificate_and_refused_without(tmp_path):
+    import ssl
+
+    cert, key = _self_signed(tmp_path)
+    server_side = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_side.load_cert_chain(cert, key)
+
+    async def main() -> None:
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            try:
+                while True:
+                    await reader.readuntil(b"\r\n\r\n")
+                    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                    await writer.drain()
+            except (asyncio.IncompleteReadError, ConnectionError, ssl.SSLError):
+                pass
+            finally:
+                writer.close()
+
+        server = await asyncio.start_server(handle, "127.0.0.1", 0, ssl=server_side)
+        port = server.sockets[0].getsockname()[1]
+        trusted = Http1Pool(f"https://127.0.0.1:{port}", ssl_context=ssl.create_default_context(cafile=cert))
+        assert await trusted.request("GET", "/x", timeout=5.0) == (200, b"ok")
+        assert await trusted.request("GET", "/y", timeout=5.0) == (200, b"ok")  # kept alive over TLS
+        untrusted = Http1Pool(f"https://127.0.0.1:{port}")  # the system's trust store does not know this certificate
+        with pytest.raises(ssl.SSLCertVerificationError):
+            await untrusted.request("GET", "/x", timeout=5.0)
+        trusted.close()
+        untrusted.close()
+        server.close()
+        await server.wait_closed()
+
+    asyncio.run(main())
