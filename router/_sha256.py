@@ -12,12 +12,18 @@ build without it falls back to hashlib.
 
 from __future__ import annotations
 
-try:
-    from _sha2 import sha256  # CPython 3.12+
-except ImportError:
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    # typeshed has no stubs for CPython's private hash modules; theirs is hashlib's interface.
+    from hashlib import sha256
+else:
     try:
-        from _sha256 import sha256  # CPython 3.11 and earlier
-    except ImportError:  # pragma: no cover - a build without CPython's own hashes
-        from hashlib import sha256
+        from _sha2 import sha256  # CPython 3.12+
+    except ImportError:
+        try:
+            from _sha256 import sha256  # CPython 3.11 and earlier
+        except ImportError:  # pragma: no cover - a build without CPython's own hashes
+            from hashlib import sha256
 
 __all__ = ["sha256"]

@@ -12,20 +12,29 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
+from typing import TypedDict
 
 from router.config import CircuitBreakerSpec
 
 log = logging.getLogger(__name__)
 
 
+class BreakerStats(TypedDict):
+    open: bool
+    reason: str
+    window_calls: int
+    window_errors: int
+
+
 class CircuitBreaker:
     """Sliding-window error-rate breaker for one arm."""
 
-    def __init__(self, config: CircuitBreakerSpec, arm: str = "model", clock=time.monotonic):
+    def __init__(self, config: CircuitBreakerSpec, arm: str = "model", clock: Callable[[], float] = time.monotonic):
         self.config = config
         self.arm = arm
         self._clock = clock
-        self._buckets: deque[list] = deque()  # [second, calls, errors]
+        self._buckets: deque[list[int]] = deque()  # [second, calls, errors]
         self.open = False
         self.opened_reason = ""
 
@@ -59,7 +68,7 @@ class CircuitBreaker:
             return True
         return False
 
-    def stats(self) -> dict:
+    def stats(self) -> BreakerStats:
         calls = sum(b[1] for b in self._buckets)
         failures = sum(b[2] for b in self._buckets)
         return {"open": self.open, "reason": self.opened_reason, "window_calls": calls, "window_errors": failures}

@@ -47,12 +47,12 @@ class _Strict(BaseModel):
 JUDGED: dict[str, tuple[Statistic, ...]] = {"numeric": ("psi", "js_distance"), "categorical": ("psi", "linf")}
 
 
-def judged_thresholds(kind: str, defaults: Mapping[str, float] | None = None,
-                      override: Mapping[str, float] | None = None) -> dict[str, float]:
+def judged_thresholds(kind: str, defaults: Mapping[Statistic, float] | None = None,
+                      override: Mapping[Statistic, float] | None = None) -> dict[str, float]:
     """The statistics judged for a feature of `kind`, with limits: `JUDGED[kind]` plus any the override names."""
-    base: dict[str, float] = {**DEFAULT_DRIFT_THRESHOLDS, **(defaults or {})}
-    limits = {s: base[s] for s in JUDGED[kind]}
-    limits.update(override or {})
+    base: dict[Statistic, float] = {**DEFAULT_DRIFT_THRESHOLDS, **(defaults or {})}
+    limits: dict[str, float] = {s: base[s] for s in JUDGED[kind]}
+    limits.update((override or {}).items())
     return limits
 
 

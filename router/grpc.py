@@ -9,6 +9,8 @@ on to the backends, and `x-request-id` is echoed in trailing metadata, errors in
 
 from __future__ import annotations
 
+from typing import Any, TypeAlias
+
 import grpc
 
 from router.backends import FORWARDED_HEADERS, PredictRequest, forwardable, forwarding
@@ -22,8 +24,13 @@ SERVICE = "tensorflow.serving.PredictionService"
 
 OUTCOME_ID_KEY = "x-modelramp-outcome-id"
 
+# TF Serving's messages: classes `serving.tfserving.protos` builds from descriptors at import time,
+# so there is no static type to give them (no generated _pb2 stubs without TensorFlow).
+Message: TypeAlias = Any
+Context: TypeAlias = grpc.aio.ServicerContext[Message, Message]
 
-def _read_metadata(context: grpc.aio.ServicerContext) -> tuple[str | None, tuple[tuple[str, str], ...]]:
+
+def _read_metadata(context: Context) -> tuple[str | None, tuple[tuple[str, str], ...]]:
     """The unit id and the (key, value) pairs to pass on to the backends, from the request's metadata."""
     unit_id: str | None = None
     forward: tuple[tuple[str, str], ...] = ()
@@ -43,7 +50,7 @@ class PredictionService:
     def __init__(self, router: Router):
         self.router = router
 
-    async def predict(self, request, context: grpc.aio.ServicerContext):
+    async def predict(self, request: Message, context: Context) -> Message:
         router = self.router
         cfg = router.state.config
         configured = cfg.arms["model"].backend.signature_name
@@ -77,14 +84,16 @@ class PredictionService:
         context.set_trailing_metadata((("x-modelramp-arm", served.arm), (OUTCOME_ID_KEY, served.request_id), *echo))
         return response
 
-    async def get_model_metadata(self, request, context: grpc.aio.ServicerContext):
+    async def get_model_metadata(self, request: Message, context: Context) -> Message:
         router = self.router
         name = router.state.config.model_name
         if request.model_spec.name != name:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"unknown model {request.model_spec.name!r}; this router serves {name!r}")
-        if router.metadata is None and not await router.refresh_metadata():
-            await context.abort(grpc.StatusCode.UNAVAILABLE, "the model's signature is not known yet")
         metadata = router.metadata
+        if metadata is None and await router.refresh_metadata():
+            metadata = router.metadata
+        if metadata is None:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "the model's signature is not known yet")
         response = protos.GetModelMetadataResponse()
         if metadata.raw is not None:
             response.CopyFrom(metadata.raw)
@@ -96,7 +105,7 @@ class PredictionService:
         return response
 
 
-def signature_def_map(signature: Signature):
+def signature_def_map(signature: Signature) -> Message:
     """A SignatureDefMap holding the one signature the experiment serves."""
     sig_map = protos.SignatureDefMap()
     sig = sig_map.signature_def[signature.name]

@@ -12,22 +12,29 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections import deque
+from typing import cast
 from urllib.parse import urlsplit
 
 import httptools
 
+# (status, body, keep-alive) of one answer.
+_Answer = tuple[int, bytes, bool]
+
 
 class _Connection(asyncio.Protocol):
+    # Set by connection_made, which the loop calls before create_connection hands the protocol back:
+    # every _Connection the pool sees has one.
+    transport: asyncio.Transport
+
     def __init__(self) -> None:
         self.parser = httptools.HttpResponseParser(self)
-        self.transport: asyncio.Transport | None = None
-        self.waiter: asyncio.Future | None = None
+        self.waiter: asyncio.Future[_Answer] | None = None
         self.body: list[bytes] = []
         self.received = False
         self.closed = False
 
-    def connection_made(self, transport) -> None:
-        self.transport = transport
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # a stream connection's transport
 
     def data_received(self, data: bytes) -> None:
         self.received = True
@@ -46,7 +53,7 @@ class _Connection(asyncio.Protocol):
         if waiter is not None and not waiter.done():
             waiter.set_result((self.parser.get_status_code(), body, self.parser.should_keep_alive()))
 
-    def connection_lost(self, exc) -> None:
+    def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self._fail(ConnectionError("connection closed by the server"))
 
@@ -73,7 +80,7 @@ class Http1Pool:
         # Python functions per request although a request rarely has to wait for a connection.
         self._max = max_connections
         self._busy = 0  # requests in flight, each on its own connection
-        self._waiting: deque[asyncio.Future] = deque()  # requests waiting for one of them to finish
+        self._waiting: deque[asyncio.Future[None]] = deque()  # requests waiting for one of them to finish
         # The loop, kept from the first request: asyncio.get_running_loop() and current_task()
         # without a loop each make a getpid() system call (fork detection).
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -87,6 +94,8 @@ class Http1Pool:
         if loop is None:
             loop = self._loop = asyncio.get_running_loop()
         task = asyncio.current_task(loop)
+        if task is None:
+            raise RuntimeError("Http1Pool.request must run in an asyncio task")
         expired = False
 
         def expire() -> None:
@@ -97,10 +106,10 @@ class Http1Pool:
         handle = loop.call_later(timeout, expire)
         try:
             if self._busy >= self._max:
-                await self._wait_for_connection()
+                await self._wait_for_connection(loop)
             self._busy += 1
             try:
-                return await self._request(method, path, body, headers)
+                return await self._request(loop, method, path, body, headers)
             finally:
                 self._busy -= 1
                 self._wake_next()
@@ -113,9 +122,9 @@ class Http1Pool:
         finally:
             handle.cancel()
 
-    async def _wait_for_connection(self) -> None:
+    async def _wait_for_connection(self, loop: asyncio.AbstractEventLoop) -> None:
         while self._busy >= self._max:
-            waiter = self._loop.create_future()
+            waiter: asyncio.Future[None] = loop.create_future()
             self._waiting.append(waiter)
             try:
                 await waiter
@@ -131,13 +140,14 @@ class Http1Pool:
                 waiter.set_result(None)
                 return
 
-    async def _request(self, method: str, path: str, body: bytes, headers: bytes = b"") -> tuple[int, bytes]:
+    async def _request(self, loop: asyncio.AbstractEventLoop, method: str, path: str, body: bytes,
+                       headers: bytes = b"") -> tuple[int, bytes]:
         head = (f"{method} {self.prefix}{path} HTTP/1.1\r\nHost: ".encode() + self._host_header +
                 b"\r\nContent-Type: application/json\r\n" + headers + b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n")
         for attempt in (0, 1):
-            conn, reused = await self._connection()
+            conn, reused = await self._connection(loop)
             conn.received = False
-            conn.waiter = self._loop.create_future()
+            conn.waiter = loop.create_future()
             conn.transport.write(head + body)
             try:
                 status, payload, keep_alive = await conn.waiter
@@ -157,12 +167,12 @@ class Http1Pool:
             return status, payload
         raise AssertionError("unreachable")
 
-    async def _connection(self) -> tuple[_Connection, bool]:
+    async def _connection(self, loop: asyncio.AbstractEventLoop) -> tuple[_Connection, bool]:
         while self._idle:
             conn = self._idle.pop()
             if not conn.closed:
                 return conn, True
-        _, conn = await self._loop.create_connection(_Connection, self.host, self.port, ssl=self._ssl)
+        _, conn = await loop.create_connection(_Connection, self.host, self.port, ssl=self._ssl)
         return conn, False
 
     def close(self) -> None:
