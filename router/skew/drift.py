@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -100,7 +101,7 @@ class Judgement:
     over: tuple[str, ...] = ()  # judged statistics over their threshold (drift only if significant too)
     judged: tuple[str, ...] = field(default=())
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {"feature": self.feature, "kind": self.kind, "n": self.n, "verdict": self.verdict,
                 "statistics": {k: _finite(v) for k, v in self.statistics.items()},
                 "thresholds": dict(self.thresholds), "judged": list(self.judged), "over": list(self.over)}

@@ -26,10 +26,11 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any, TypeAlias, cast
 
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from router.config import RouterConfig, SkewSpec
 from router.skew.drift import DRIFT, TOO_FEW, Judgement, judge
@@ -37,21 +38,24 @@ from router.skew.sketches import PREDICTION, sketches_from_baseline
 
 log = logging.getLogger("router.skew")
 _ARRAYS, _ROWS, _OUTPUTS = 0, 1, 2
+_Arrays: TypeAlias = Mapping[str, np.ndarray]  # the queued payload of _ARRAYS and _OUTPUTS
+_Rows: TypeAlias = list[dict[str, Any]]  # of _ROWS: JSON rows
 
 
 class SkewSink:
     """A `router.skew.features.FeatureSink` (plus `observe_rows`, `observe_outputs`) feeding drift metrics."""
 
-    def __init__(self, baseline: Mapping, settings: SkewSpec, model: str, registry: CollectorRegistry | None = None,
+    def __init__(self, baseline: Mapping[str, Any], settings: SkewSpec, model: str, registry: CollectorRegistry | None = None,
                  clock: Callable[[], float] = time.monotonic):
         self.settings = settings
         self.model = model
         self.sketches = sketches_from_baseline(baseline, settings.max_unseen_categories)
         self.features = [n for n in self.sketches if n != PREDICTION]
-        self._queue: deque = deque()
+        self._queue: deque[tuple[int, _Arrays | _Rows]] = deque()  # (kind, payload of that kind)
         self._lock = threading.Lock()  # one folder at a time (thread and explicit `step` calls)
         self._clock = clock
-        self._snapshots: deque = deque([(clock(), {n: np.zeros_like(s.live()) for n, s in self.sketches.items()})])
+        self._snapshots: deque[tuple[float, dict[str, np.ndarray]]] = deque(
+            [(clock(), {n: np.zeros_like(s.live()) for n, s in self.sketches.items()})])
         self.judgements: dict[str, Judgement] = {}
         self.registry = registry or CollectorRegistry()
         self.anomalies = Counter("modelramp_feature_anomalies_total", "Sampled feature values that break the training schema, by kind.",
@@ -69,7 +73,7 @@ class SkewSink:
         else:
             self.dropped.inc()
 
-    def observe_rows(self, experiment: str, arm: str, rows: list[dict]) -> None:
+    def observe_rows(self, experiment: str, arm: str, rows: _Rows) -> None:
         """REST row-format requests: plain JSON values, no numpy on the request path."""
         if len(self._queue) < self.settings.max_pending:
             self._queue.append((_ROWS, rows))
@@ -90,9 +94,9 @@ class SkewSink:
             items = [self._queue.popleft() for _ in range(len(self._queue))]  # deque pops are atomic
             if not items:
                 return 0
-            rows = [r for kind, batch in items if kind == _ROWS for r in batch]
-            arrays = [m for kind, m in items if kind == _ARRAYS]
-            outputs = [m for kind, m in items if kind == _OUTPUTS]
+            rows = [r for kind, batch in items if kind == _ROWS for r in cast(_Rows, batch)]
+            arrays = [cast(_Arrays, m) for kind, m in items if kind == _ARRAYS]
+            outputs = [cast(_Arrays, m) for kind, m in items if kind == _OUTPUTS]
             for name in self.features:
                 sketch = self.sketches[name]
                 if rows:
@@ -178,10 +182,10 @@ class _Collector:
     def __init__(self, sink: SkewSink):
         self.sink = sink
 
-    def describe(self):
+    def describe(self) -> list[Metric]:
         return []  # collected on demand; nothing to check for duplicate names up front
 
-    def collect(self):
+    def collect(self) -> list[Metric]:
         sink, model = self.sink, self.sink.model
         values = CounterMetricFamily(
             "modelramp_feature_values",
@@ -216,7 +220,7 @@ class _Collector:
         return [values, drift, limits, drifted, window]
 
 
-def load_baseline(path: str | Path) -> dict:
+def load_baseline(path: str | Path) -> dict[str, Any]:
     """A `baseline.json` document (ValueError with the path when it cannot be used)."""
     try:
         doc = json.loads(Path(path).read_text())

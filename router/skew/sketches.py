@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from itertools import pairwise
+from typing import Any
 
 import numpy as np
 
@@ -187,7 +188,7 @@ class CategoricalSketch:
 Sketch = NumericSketch | CategoricalSketch
 
 
-def sketches_from_baseline(baseline: Mapping, max_unseen: int = 20) -> dict[str, Sketch]:
+def sketches_from_baseline(baseline: Mapping[str, Any], max_unseen: int = 20) -> dict[str, Sketch]:
     """One empty sketch per feature of a `baseline.json` document, plus `PREDICTION` for the score."""
     out: dict[str, Sketch] = {}
     for name, f in baseline["features"].items():
