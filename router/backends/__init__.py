@@ -19,23 +19,27 @@ from router.backends.base import (
     forwarding,
 )
 from router.backends.nop import NopBackend
+from router.config import LegacyHttpSpec, TfServingGrpcSpec, TfServingRestSpec
 
 
-def make_backend(config) -> Backend:
-    """The backend for an arm's `backend:` config (by its `kind`)."""
-    if config.kind == "legacy_http":
+def make_backend(config: object) -> Backend:
+    """The backend for an arm's `backend:` config (one class per `kind`).
+
+    Takes any object, as `Router`'s `backend_factory` does (tests hand it stand-ins).
+    """
+    if isinstance(config, LegacyHttpSpec):
         from router.backends.legacy_http import LegacyHttpBackend  # noqa: PLC0415 - only the configured kinds are loaded
 
         return LegacyHttpBackend(config)
-    if config.kind == "tfserving_grpc":
+    if isinstance(config, TfServingGrpcSpec):
         from router.backends.tfserving_grpc import TfServingGrpcBackend  # noqa: PLC0415
 
         return TfServingGrpcBackend(config)
-    if config.kind == "tfserving_rest":
+    if isinstance(config, TfServingRestSpec):
         from router.backends.tfserving_rest import TfServingRestBackend  # noqa: PLC0415 - only for this kind
 
         return TfServingRestBackend(config)
-    raise ValueError(f"unknown backend kind {config.kind!r}")
+    raise ValueError(f"unknown backend kind {getattr(config, 'kind', None)!r}")
 
 
 __all__ = ["FORWARDED_HEADERS", "Backend", "BadResponse", "ColumnOutputs", "ModelMetadata", "NonFiniteOutput", "NopBackend", "PredictCall",

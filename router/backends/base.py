@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from contextvars import ContextVar, Token
 from dataclasses import dataclass
 from typing import Any
@@ -93,7 +93,7 @@ def _as_float32_json(value: float) -> float:
     return found
 
 
-class ColumnOutputs(Mapping):
+class ColumnOutputs(Mapping[str, np.ndarray]):
     """Outputs held as JSON numbers per name, arrays built only on first use.
 
     The response to a legacy answer needs no numpy: the legacy system's numbers, in the model's
@@ -108,9 +108,9 @@ class ColumnOutputs(Mapping):
         self._arrays: dict[str, np.ndarray] | None = None
 
     @classmethod
-    def from_numbers(cls, columns: dict[str, list], dtypes: Mapping[str, np.dtype]) -> ColumnOutputs | None:
+    def from_numbers(cls, columns: dict[str, list[Any]], dtypes: Mapping[str, np.dtype]) -> ColumnOutputs | None:
         """None unless every value is a finite JSON number (the array path then decides, with its errors)."""
-        converted = {}
+        converted: dict[str, list[float]] = {}
         for name, values in columns.items():
             as_float32 = dtypes[name] == np.float32
             limit = _FLOAT32_MAX if as_float32 else math.inf
@@ -130,7 +130,7 @@ class ColumnOutputs(Mapping):
     def __getitem__(self, name: str) -> np.ndarray:
         return self._built()[name]
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[str]:
         return iter(self.columns)
 
     def __len__(self) -> int:

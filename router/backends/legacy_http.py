@@ -11,6 +11,7 @@ carries both HTTP arms (this one and the REST model backend); httpx serves the r
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import numpy as np
 
@@ -29,8 +30,8 @@ from serving.tfserving import errors
 from serving.tfserving.tensors import NUMPY_BY_DTYPE
 
 
-def _column(array: np.ndarray) -> list:
-    values = array.tolist()
+def _column(array: np.ndarray) -> list[Any]:
+    values: list[Any] = array.tolist()
     if array.dtype == object:  # strings arrive as bytes; the legacy system reads JSON strings
         return [v.decode("utf-8", "replace") if isinstance(v, bytes) else v for v in values]
     return values
@@ -75,7 +76,8 @@ class LegacyHttpBackend(Backend):
         except ValueError:
             raise BadResponse(f"legacy system answered HTTP {status} with a body that is not JSON") from None
         if status != 200:
-            message = answer.get("error", payload[:200]) if isinstance(answer, dict) else payload[:200]
+            # The system's JSON error, else the raw body's start (bytes, shown as such).
+            message: object = answer.get("error", payload[:200]) if isinstance(answer, dict) else payload[:200]
             raise errors.from_http_status(status, f"legacy system: {message}")
         return Prediction(_outputs(answer, call, len(rows)))
 
@@ -107,8 +109,9 @@ def _outputs(answer: object, call: PredictCall, batch: int) -> dict[str, np.ndar
         columns = {name: [p[name] for p in predictions] for name in specs}
     except KeyError as err:
         raise BadResponse(f"legacy system's predictions lack the model output {err.args[0]!r}") from None
-    if all(dtype is not None and dtype.kind == "f" for dtype in specs.values()):
-        fast = ColumnOutputs.from_numbers(columns, specs)  # the common case, without numpy
+    float_dtypes = {name: dtype for name, dtype in specs.items() if dtype is not None and dtype.kind == "f"}
+    if len(float_dtypes) == len(specs):
+        fast = ColumnOutputs.from_numbers(columns, float_dtypes)  # the common case, without numpy
         if fast is not None:
             return fast
     try:

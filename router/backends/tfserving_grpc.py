@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from router.backends.base import Backend, ModelMetadata, PredictCall, Prediction, forwarded
 from router.config import TfServingGrpcSpec
 from router.signature import Signature
@@ -14,7 +16,8 @@ from serving.tfserving.grpc_client import (
 from serving.tfserving.tensors import rows_into_tensor_protos, to_tensor_proto
 
 
-def _fill_spec(spec, name: str, version: int | None, label: str | None, signature_name: str | None = None) -> None:
+# `spec`: a ModelSpec message, whose class serving.tfserving.protos builds at import time (no static type).
+def _fill_spec(spec: Any, name: str, version: int | None, label: str | None, signature_name: str | None = None) -> None:
     spec.name = name
     if version is not None:
         spec.version.value = version
@@ -39,7 +42,7 @@ class TfServingGrpcBackend(Backend):
             self._client = AsyncPredictionClient(self.config.target, timeout=self.timeout, retries=1, max_in_flight=self._max_in_flight)
         return self._client
 
-    def _spec(self, spec) -> None:
+    def _spec(self, spec: Any) -> None:
         c = self.config
         _fill_spec(spec, c.model_name, c.version, c.version_label, c.signature_name)
 

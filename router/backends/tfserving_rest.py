@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from typing import Any
 
 import numpy as np
 
@@ -48,7 +49,7 @@ class TfServingRestBackend(Backend):
             self._pool = Http1Pool(self.config.url, self._max_connections)
         return self._pool
 
-    async def _request(self, method: str, path: str, timeout: float, body: bytes = b"") -> dict:
+    async def _request(self, method: str, path: str, timeout: float, body: bytes = b"") -> dict[str, Any]:
         extra = forwarded()
         # Header values came from the client's request as parsed by httptools: no CR or LF in them.
         lines = b"".join(b"%s: %s\r\n" % (k.encode("latin-1"), v.encode("latin-1")) for k, v in extra) if extra else b""
@@ -106,9 +107,9 @@ class TfServingRestBackend(Backend):
             self._pool = None
 
 
-def _tensors(infos: dict) -> dict:
+def _tensors(infos: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """TF Serving's JSON TensorInfo map -> {name: {"dtype": "DT_FLOAT", "shape": [-1] or None}}."""
-    out = {}
+    out: dict[str, dict[str, Any]] = {}
     for name, info in infos.items():
         shape = info.get("tensor_shape", {})
         dims = None if shape.get("unknown_rank") else [int(d.get("size", 0)) for d in shape.get("dim", [])]
