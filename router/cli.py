@@ -11,7 +11,7 @@ from router.ledger import DEFAULT_LEDGER, LEDGER_ENV
 ADMIN_TOKEN_ENV = "MODELRAMP_WEIGHTS_TOKEN"
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add this package's subcommands to the `modelramp` parser."""
     p = sub.add_parser("router", help="the traffic splitter (HTTP and gRPC fronts, one process = one replica)",
                        description="Serve TF Serving's REST and gRPC APIs and split traffic between the legacy system and the model.")

@@ -35,20 +35,24 @@ def with_addresses(config: RouterConfig, legacy_url: str | None = None, model_ta
     return parse_config(data)
 
 
+# (mtime_ns, size, inode, sha256 of the content) of the file.
+_Fingerprint = tuple[int, int, int, str]
+
+
 class ConfigFile:
     """The experiment YAML file, loaded with the process's address overrides applied."""
 
     def __init__(self, path: str | Path, transform: Callable[[RouterConfig], RouterConfig] = lambda c: c):
         self.path = Path(path)
         self.transform = transform
-        self._fingerprint: tuple | None = None
+        self._fingerprint: _Fingerprint | None = None
 
     def load(self) -> RouterConfig:
         """Read and validate the file now (raises ConfigError)."""
         self._fingerprint = self._stat()
         return self.transform(load_config(self.path))
 
-    def _stat(self) -> tuple | None:
+    def _stat(self) -> _Fingerprint | None:
         try:
             st = self.path.stat()  # follows symlinks: a ConfigMap swap changes the inode
             return (st.st_mtime_ns, st.st_size, st.st_ino, hashlib.sha256(self.path.read_bytes()).hexdigest())

@@ -132,9 +132,8 @@ def run(settings: RouterSettings, admin_token: str | None) -> int:
     """Blocking entry point (uses uvloop when installed)."""
     try:
         import uvloop  # noqa: PLC0415 - optional: the standard loop serves when it is missing
-
-        runner = uvloop.run
     except ImportError:  # pragma: no cover - uvicorn[standard] brings it
-        runner = asyncio.run
-    runner(serve(settings, admin_token))
+        asyncio.run(serve(settings, admin_token))
+    else:
+        uvloop.run(serve(settings, admin_token))
     return 0

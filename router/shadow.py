@@ -49,7 +49,7 @@ class Shadow:
         self.max_in_flight = max_in_flight
         self.in_flight = 0
 
-    def start(self, experiment: str, backend: Backend, call: PredictCall, legacy: Prediction, timeout: float) -> asyncio.Task | None:
+    def start(self, experiment: str, backend: Backend, call: PredictCall, legacy: Prediction, timeout: float) -> asyncio.Task[None] | None:
         """Start one shadow call; None if it was dropped because too many are running."""
         if self.in_flight >= self.max_in_flight:
             self.metrics.shadow_requests.labels(experiment, "dropped").inc()
