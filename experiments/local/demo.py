@@ -49,6 +49,11 @@ class DemoSettings:
     max_seconds: float = 600.0
     stage_seconds: float = 10.0
     stage_samples: int = 100
+    #: The first stage's minimum model-arm exposures. Early stages advance once no harm is shown and
+    #: their minimums are met, so the 1% stage is sized for the harm test to catch a model as much
+    #: worse as candidate 1 (about 4.5 points) before it earns 5%: as a production ramp's first stage
+    #: is sized for its minimum detectable effect.
+    first_stage_samples: int = 900
     look_seconds: float = 2.0
     seed: int = 0
     ports: Ports = field(default_factory=Ports)
@@ -68,6 +73,7 @@ def demo_config(base: ExperimentConfig, settings: DemoSettings, stack_ports: Por
     # Later stages carry more traffic, so they may ask for more samples in the same few seconds.
     doc["ramp"]["stages"] = [{"percent": p, "min_duration_seconds": settings.stage_seconds,
                               "min_samples": settings.stage_samples * (1 if p <= 5 else 2)} for p in DEMO_STAGES]
+    doc["ramp"]["stages"][0]["min_samples"] = max(settings.first_stage_samples, settings.stage_samples)
     # A 2-core laptop runs clients, router, model server, legacy system and Prometheus at once:
     # latency is the machine's, not the model's, so the latency guardrail is loose here.
     doc["guardrails"]["max_p99_latency_ms"] = 2000

@@ -7,10 +7,13 @@ churned, it reports the outcome (`success` = the prediction was right) through `
 with the signed request id, in batches. Requests are paced to a fixed rate; if the router cannot
 keep up, requests are skipped and counted rather than queued without bound.
 
-Units: every request picks one of `units` ids (100,000 by default). That many units keep the
-realised share of units per arm within a few percent of the configured weight, so the sample
-ratio check measures the router, not the luck of a small unit draw; repeated ids still exercise
-stickiness.
+Units are customers: each of the `units` ids (100,000 by default) is one customer, one row of
+the live split drawn once, and every request picks a customer and scores its row. A customer
+scored again gets the same prediction and so the same outcome, as a real customer churns or not
+once: requests of one unit are correlated, which is what the analyzer's analysis buckets
+(router/buckets.py) account for. That many units keep the realised share of units per arm within
+a few percent of the configured weight, so the sample ratio check measures the router, not the
+luck of a small unit draw; repeated ids exercise stickiness.
 """
 
 from __future__ import annotations
@@ -69,6 +72,7 @@ class SimulatedUsers:
         # Bodies are serialised once: the load generator shares two cores with the system under test.
         self.bodies = [json.dumps({"instances": [row]}).encode() for row in dataset.to_instances(live)]
         self.labels = live[dataset.LABEL].astype(bool).tolist()
+        self.customer_rows = [self.rng.randrange(len(self.bodies)) for _ in range(units)]  # unit i is customer row customer_rows[i]
         self.stats = UserStats()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -111,8 +115,8 @@ class SimulatedUsers:
             reporter.cancel()
 
     async def _one(self, http: aiohttp.ClientSession, pending: list, slots: asyncio.Semaphore) -> None:
-        row = self.rng.randrange(len(self.bodies))
-        unit = f"unit-{self.rng.randrange(self.units)}"
+        customer = self.rng.randrange(self.units)
+        row, unit = self.customer_rows[customer], f"unit-{customer}"
         started = time.perf_counter()
         try:
             async with http.post(self.url, data=self.bodies[row], headers={"X-Unit-Id": unit, "Content-Type": "application/json"}) as r:
