@@ -119,6 +119,25 @@ def check_batch(outcomes: Iterable[Outcome], *, now: float, ttl_seconds: float, 
     if len(items) > MAX_BATCH:
         raise InvalidOutcome(f"at most {MAX_BATCH} outcomes per batch, got {len(items)}")
     oldest = now - ttl_seconds - ACCEPT_SLACK_SECONDS
+    newest = now + FUTURE_SLACK_SECONDS
+    # The common case in one cheap pass: names checked once per distinct (experiment, arm) pair,
+    # exact types compared (no subclass of bool, int or float can pass), no message built. Any
+    # doubt goes to the full pass below, which names the first bad entry.
+    names_ok: set[tuple[str, str]] = set()
+    for o in items:
+        if type(o) is not Outcome:
+            break
+        sig, bucket, t = o.signature, o.bucket, o.issued_at
+        if (type(sig) is not bytes or not 8 <= len(sig) <= 64 or type(bucket) is not int or not 0 <= bucket < max_buckets
+                or type(o.success) is not bool or type(t) is not float or not oldest <= t <= newest):  # NaN fails too
+            break
+        pair = (o.experiment, o.arm)
+        if pair not in names_ok:
+            if _name_problem(pair[0], "experiment") or _name_problem(pair[1], "arm"):
+                break
+            names_ok.add(pair)
+    else:
+        return items
     for n, o in enumerate(items):
         where = f"outcome {n}: "
         if not isinstance(o, Outcome):

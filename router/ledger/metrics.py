@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -53,6 +54,12 @@ class LedgerMetrics:
                              ["experiment", "arm"], buckets=LAG_BUCKETS, registry=registry)
 
     def observe(self, inserted: Sequence[Outcome]) -> None:
+        # One labels() per (experiment, arm) and batch, not per outcome: it takes a lock and builds a key.
         now = self.clock()
+        children: dict[tuple[str, str], Any] = {}
         for o in inserted:
-            self.lag.labels(o.experiment, o.arm).observe(max(now - o.issued_at, 0.0))
+            pair = (o.experiment, o.arm)
+            child = children.get(pair)
+            if child is None:
+                child = children[pair] = self.lag.labels(*pair)
+            child.observe(max(now - o.issued_at, 0.0))

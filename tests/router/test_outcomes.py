@@ -183,3 +183,39 @@ def test_the_ledger_keeps_ids_as_long_as_the_signer_accepts_them():
     signer.ttl_seconds = 7200.0  # a config reload (router.core.Router.apply sets the signer's)
     asyncio.run(intake.report({"request_id": signer.issue("exp", "model"), "success": True}))
     assert ledger.ttl_seconds == 7200.0
+
+
+def test_fast_batch_verification_agrees_with_the_signer():
+    """The intake's batch path (keyed hash states, binascii) accepts exactly what Signer.verify accepts, with the same contents."""
+    for key in (b"k" * 32, b"short", b"x" * 100):  # a key longer than SHA-256's block is hashed first (RFC 2104)
+        signer = Signer(key)
+        intake = OutcomeIntake(signer, RouterMetrics(), MemoryLedger())
+        body = [{"request_id": signer.issue("exp", "model" if k % 2 else "legacy", bucket=k), "success": k % 3 == 0} for k in range(30)]
+        fast = intake._verify_fast(body)
+        assert fast is not None and fast == intake._verify_each(body, True)
+        for item, o in zip(body, fast, strict=True):
+            rid = signer.verify(item["request_id"])
+            assert (o.signature, o.experiment, o.arm, o.bucket, o.issued_at) == (rid.signature, rid.experiment, rid.arm, rid.bucket, rid.issued_at)
+        good = body[0]["request_id"]
+        for bad in (Signer(b"other").issue("exp", "model"), good[:-2] + ("AA" if good[-2:] != "AA" else "BB"),
+                    good.replace(".legacy.", ".model.") if ".legacy." in good else good.replace(".model.", ".legacy."),
+                    "a.b.c.d", good + "é", 42, None, "x" * 300, signer.issue("exp", "model", now=1.0)):
+            assert intake._verify_fast([*body[:3], {"request_id": bad, "success": True}]) is None, bad
+        for item in ({"request_id": good}, {"request_id": good, "success": 1}, {"request_id": good, "success": True, "x": 1},
+                     {"success": True}, [good]):
+            assert intake._verify_fast([item]) is None, item
+
+
+def test_count_outcomes_is_count_outcome_n_times():
+    one, many = RouterMetrics(), RouterMetrics()
+    cells = {("exp", "model", 5, True): 3, ("exp", "model", 5, False): 1, ("exp", "legacy", 7, True): 2}
+    for (e, a, b, s), n in cells.items():
+        for _ in range(n):
+            one.count_outcome(e, a, b, s)
+    many.count_outcomes(cells)
+
+    def samples(m: RouterMetrics) -> list[str]:
+        return sorted(line for line in m.exposition().decode().splitlines() if "outcome" in line and "_created" not in line)
+
+    assert samples(one) == samples(many)
+    assert counted(many, "model", "success") == 3
