@@ -1,17 +1,12 @@
 """The batching writer: one thread per ledger groups every caller's rows into one transaction per round.
 
-Why a thread and not the event loop: SQLite and psycopg's blocking calls then never run on the loop
-that answers predictions, and one code path serves both databases. Why group commit: while one write
-is in flight the next callers' rows queue up, so the batch grows with the load by itself and a few
-thousand outcomes per second cost a few hundred round trips. The writer also lingers: a round starts
-`linger` (20 ms) after its oldest report was queued, or as soon as `linger_rows` are waiting, so
-reports that arrive one at a time (a client posting 100 reports of 20 a second) still share commits:
-SQLite measured 20-25 us of CPU per row in commits of 20 rows against 8-9 in commits of 200 (random
-signatures: about a page per row written to the WAL, and an fsync per commit). Outcome reports wait
-up to that much longer; predictions never wait for the ledger. The queue is bounded in rows and
-fails closed (LedgerUnavailable) when full or while the database is down, so memory stays bounded
-and callers never hang on an outage; the thread reconnects with backoff and never dies of a database
-error.
+Why a thread and not the event loop: SQLite and psycopg's blocking calls then never run on the
+loop that answers predictions, and one code path serves both databases. Why group commit: while
+one write is in flight the next callers' rows queue up, so the batch grows with the load by
+itself (no timer, no added latency when idle) and a few thousand outcomes per second cost a few
+hundred round trips. The queue is bounded in rows and fails closed (LedgerUnavailable) when
+full or while the database is down, so memory stays bounded and callers never hang on an outage;
+the thread reconnects with backoff and never dies of a database error.
 """
 
 from __future__ import annotations
@@ -48,7 +43,6 @@ class _Request:
     future: asyncio.Future  # of the caller's loop: only that loop's thread may resolve it
     loop: asyncio.AbstractEventLoop
     on_inserted: OnInserted | None
-    queued_at: float = 0.0  # time.monotonic() when queued
     flags: list[bool] | None = None
     new: list[Outcome] | None = None
 
@@ -58,8 +52,7 @@ class BatchingLedger(OutcomeLedger):
 
     def __init__(self, backend: Backend, *, ttl_seconds: float = 86_400.0, max_buckets: int = 1024,
                  max_pending_rows: int = 100_000, max_rows_per_write: int = 10_000,
-                 prune_interval: float = 300.0, max_backoff: float = 2.0, clock: Callable[[], float] = time.time,
-                 linger: float = 0.02, linger_rows: int = 1000):
+                 prune_interval: float = 300.0, max_backoff: float = 2.0, clock: Callable[[], float] = time.time):
         self.backend = backend
         self.ttl_seconds = ttl_seconds
         self.max_buckets = max_buckets
@@ -67,8 +60,6 @@ class BatchingLedger(OutcomeLedger):
         self.max_rows_per_write = max_rows_per_write
         self.prune_interval = prune_interval
         self.max_backoff = max_backoff
-        self.linger = linger
-        self.linger_rows = linger_rows
         self.clock = clock
         self._cond = threading.Condition()
         self._queue: deque[_Request] = deque()
@@ -101,10 +92,9 @@ class BatchingLedger(OutcomeLedger):
                                         retry_after=self._next_connect - time.monotonic())
             if self._pending_rows + len(batch) > self.max_pending_rows:
                 raise LedgerUnavailable(f"the outcome ledger is behind: {self._pending_rows} outcomes queued")
-            self._queue.append(_Request(batch, future, loop, on_inserted, time.monotonic()))
+            self._queue.append(_Request(batch, future, loop, on_inserted))
             self._pending_rows += len(batch)
-            if len(self._queue) == 1 or self._pending_rows >= self.linger_rows:  # else the writer is lingering anyway
-                self._cond.notify()
+            self._cond.notify()
         return await future
 
     @property
@@ -176,10 +166,6 @@ class BatchingLedger(OutcomeLedger):
                             break
                         self._cond.wait(self._next_connect - now)
                     elif self._queue:
-                        due = self._queue[0].queued_at + self.linger
-                        if now < due and self._pending_rows < self.linger_rows and not self._closed:
-                            self._cond.wait(due - now)  # let the round fill: a commit per report costs 2-3x per row
-                            continue
                         action, requests = "write", self._take()
                         break
                     elif self._closed:
