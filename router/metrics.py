@@ -152,7 +152,7 @@ class RequestCounts:
     def __init__(self, buckets: tuple[float, ...]):
         self.bounds = tuple(buckets)
         self._counts: dict[tuple[str, str, str, str], int] = {}  # (experiment, arm, protocol, code) -> requests
-        self._durations: dict[tuple[str, str, str], list] = {}  # (experiment, arm, protocol) -> [count per bucket..., +Inf, sum]
+        self._durations: dict[tuple[str, str, str], list[float]] = {}  # (experiment, arm, protocol) -> [count per bucket..., +Inf, sum]
 
     def record(self, experiment: str, arm: str, protocol: str, code: str, seconds: float) -> None:
         key = (experiment, arm, protocol, code)
@@ -163,21 +163,22 @@ class RequestCounts:
         cells[bisect_left(self.bounds, seconds)] += 1  # buckets are "less than or equal": a bound counts in its bucket
         cells[-1] += seconds
 
-    def describe(self):
+    def describe(self) -> Iterator[Metric]:
         yield CounterMetricFamily("modelramp_requests", _REQUESTS_HELP, labels=_REQUEST_LABELS)
         yield HistogramMetricFamily("modelramp_request_duration_seconds", _DURATION_HELP, labels=_REQUEST_LABELS[:3])
 
-    def collect(self):
+    def collect(self) -> Iterator[Metric]:
         requests = CounterMetricFamily("modelramp_requests", _REQUESTS_HELP, labels=_REQUEST_LABELS)
-        for key, count in list(self._counts.items()):
-            requests.add_metric(key, count)
+        for request_key, count in list(self._counts.items()):
+            requests.add_metric(request_key, count)
         duration = HistogramMetricFamily("modelramp_request_duration_seconds", _DURATION_HELP, labels=_REQUEST_LABELS[:3])
-        for key, cells in list(self._durations.items()):
-            cumulative, buckets = 0, []
-            for bound, count in zip((*self.bounds, float("inf")), cells[:-1], strict=True):  # the last cell is the sum
-                cumulative += count
-                buckets.append((floatToGoString(bound), cumulative))
-            duration.add_metric(key, buckets, cells[-1])
+        for duration_key, cells in list(self._durations.items()):
+            cumulative: float = 0  # the cells hold ints: Prometheus writes bucket counts as integers
+            buckets = []
+            for bound, cell in zip((*self.bounds, float("inf")), cells[:-1], strict=True):  # the last cell is the sum
+                cumulative += cell
+                buckets.append((_go_float(bound), cumulative))
+            duration.add_metric(duration_key, buckets, cells[-1])
         yield requests
         yield duration
 
@@ -217,8 +218,8 @@ class BucketCounts:
 
     def collect(self) -> Iterator[Metric]:
         exposures = CounterMetricFamily("modelramp_bucket_exposures", _EXPOSURES_HELP, labels=["experiment", "arm", "bucket"])
-        for key, count in list(self._exposures.items()):
-            exposures.add_metric(key, count)
+        for exposure_key, count in list(self._exposures.items()):
+            exposures.add_metric(exposure_key, count)
         outcomes = CounterMetricFamily("modelramp_bucket_outcomes", _BUCKET_OUTCOMES_HELP,
                                        labels=["experiment", "arm", "bucket", "outcome"])
         with self._lock:
@@ -227,3 +228,9 @@ class BucketCounts:
             outcomes.add_metric(key, count)
         yield exposures
         yield outcomes
+
+
+def _go_float(value: float) -> str:
+    """A histogram bound as Prometheus writes it (prometheus_client's own formatting, which has no annotations)."""
+    text: str = floatToGoString(value)  # type: ignore[no-untyped-call]  # prometheus_client.utils is untyped
+    return text

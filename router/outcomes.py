@@ -107,7 +107,7 @@ class OutcomeIntake:
             self.metrics.outcomes_rejected.labels("duplicate").inc(duplicates)
         return OutcomeResult(accepted, duplicates)
 
-    def _verify_fast(self, items: list) -> list[Outcome] | None:
+    def _verify_fast(self, items: list[object]) -> list[Outcome] | None:
         """The batch's outcomes if every entry is well-formed, authentic and fresh; None at the first that is not.
 
         The same checks as `Signer.verify`, done for the whole batch in one loop: the HMAC from
@@ -147,7 +147,7 @@ class OutcomeIntake:
             return None
         return outcomes
 
-    def _verify_each(self, items: list, is_list: bool) -> list[Outcome]:
+    def _verify_each(self, items: list[object], is_list: bool) -> list[Outcome]:
         """Entry by entry through `Signer.verify`, raising the 4xx error of the first bad one."""
         outcomes: list[Outcome] = []
         for n, item in enumerate(items):

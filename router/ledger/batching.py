@@ -40,7 +40,7 @@ PRUNE_CHUNK = 20_000  # rows per delete: a long delete would stall the writes qu
 @dataclass
 class _Request:
     outcomes: list[Outcome]
-    future: asyncio.Future  # of the caller's loop: only that loop's thread may resolve it
+    future: asyncio.Future[list[bool]]  # of the caller's loop: only that loop's thread may resolve it
     loop: asyncio.AbstractEventLoop
     on_inserted: OnInserted | None
     flags: list[bool] | None = None
@@ -95,7 +95,8 @@ class BatchingLedger(OutcomeLedger):
             self._queue.append(_Request(batch, future, loop, on_inserted))
             self._pending_rows += len(batch)
             self._cond.notify()
-        return await future
+        flags: list[bool] = await future
+        return flags
 
     @property
     def available(self) -> bool:
@@ -111,13 +112,14 @@ class BatchingLedger(OutcomeLedger):
         return LedgerCounts(experiment, None if since is None else since_ms / 1000, tuple(cells))
 
     def rows(self) -> int:
-        return self._read(self.backend.rows)
+        count: int = self._read(self.backend.rows)
+        return count
 
     def prune(self, now: float | None = None) -> int:
         before_ms = self._prune_before(now)
         total = 0
         while True:
-            n = self._read(lambda conn: self.backend.prune_chunk(conn, before_ms, PRUNE_CHUNK))
+            n: int = self._read(lambda conn: self.backend.prune_chunk(conn, before_ms, PRUNE_CHUNK))
             total += n
             if n < PRUNE_CHUNK:
                 return total
@@ -153,6 +155,7 @@ class BatchingLedger(OutcomeLedger):
     def _run(self) -> None:
         while True:
             requests: list[_Request] = []
+            action = "wait"
             with self._cond:
                 while True:
                     now = time.monotonic()
@@ -294,7 +297,7 @@ def _resolve(requests: list[_Request], error: LedgerUnavailable | None) -> None:
             except Exception:
                 log.exception("outcome ledger: on_inserted failed")
         if not request.future.done():
-            if error is None:
+            if error is None and request.flags is not None:
                 request.future.set_result(request.flags)
             else:
-                request.future.set_exception(error)
+                request.future.set_exception(error or LedgerUnavailable("the outcome ledger wrote no answer for this report"))

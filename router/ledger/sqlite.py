@@ -71,7 +71,7 @@ class SQLiteBackend(Backend):
     def __init__(self, path: Path, busy_timeout: float = 5.0):
         if sqlite3.sqlite_version_info < (3, 24, 0):  # upserts (ON CONFLICT ... DO UPDATE) arrived in 3.24
             raise LedgerConfigError(f"the SQLite ledger needs SQLite 3.24 or later; Python links {sqlite3.sqlite_version}")
-        if path.parent and not path.parent.is_dir():
+        if not path.parent.is_dir():
             raise LedgerConfigError(f"the SQLite ledger's folder {path.parent} does not exist")
         self.path = path
         self.busy_timeout = busy_timeout
@@ -122,4 +122,5 @@ class SQLiteBackend(Backend):
         return [BucketCount(arm, bucket, s, f) for arm, bucket, s, f in conn.execute(_COUNTS, (experiment, since_ms))]
 
     def rows(self, conn: sqlite3.Connection) -> int:
-        return conn.execute("SELECT COUNT(*) FROM modelramp_outcome_ids").fetchone()[0]
+        count: int = conn.execute("SELECT COUNT(*) FROM modelramp_outcome_ids").fetchone()[0]
+        return count
