@@ -82,11 +82,14 @@ def test_better_candidate_passes_the_gate_ramps_through_every_stage_and_ships(mo
 
 @pytest.mark.slow
 @pytest.mark.timeout(600)
-def test_worse_candidate_is_rolled_back_at_one_percent(models_dir, tmp_path):
+def test_worse_candidate_is_rolled_back_in_the_first_stages(models_dir, tmp_path):
+    """Early stages advance on "no significant harm" (docs/statistics.md): a model 5 pp worse may reach 5%
+    when its first 900 exposures leave harm just short of significance, never further."""
     summary, history = run(models_dir, tmp_path, candidate=1)
     assert summary["gate"]["passed"]  # the offline gate cannot see it: it clears the 0.80 target
     assert summary["final_decision"] == "rollback", summary
-    assert [d["weights_after"]["model"] for d in summary["decisions"]] == [0.0]  # never ramped
-    assert "worse" in summary["decisions"][0]["reason"]
+    shares = [d["weights_after"]["model"] for d in summary["decisions"]]
+    assert shares[-1] == 0.0 and all(share <= 0.05 for share in shares), shares
+    assert "worse" in summary["decisions"][-1]["reason"]
     assert summary["clients"]["errors"] == 0, summary["clients"]["last_error"]
     assert_exposures_follow_weights(history)
