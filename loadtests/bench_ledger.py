@@ -123,10 +123,11 @@ def _postgres(args: argparse.Namespace):
     if args.postgres_url:
         return args.postgres_url, None
     try:
-        from tests.router.ledger.pgserver import RestartablePostgres, _bindir  # noqa: PLC0415 - only without --postgres-url
+        from tests.router.ledger.pgserver import RestartablePostgres  # noqa: PLC0415 - only without --postgres-url
+        from tests.support.postgres import postgres_bindir  # noqa: PLC0415
     except ImportError as err:
         return None, f"cannot start PostgreSQL: {err}"
-    bindir = _bindir()
+    bindir = postgres_bindir()
     if bindir is None:
         return None, "PostgreSQL binaries not installed (apt-get install postgresql) and no --postgres-url"
     server = RestartablePostgres(bindir)

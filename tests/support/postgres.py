@@ -21,7 +21,8 @@ import pytest
 from tests.support.processes import free_port, wait_until
 
 
-def _bindir() -> Path | None:
+def postgres_bindir() -> Path | None:
+    """The folder of Debian's PostgreSQL binaries (initdb, postgres, pg_ctl), or None."""
     found = shutil.which("initdb")
     if found:
         return Path(os.path.realpath(found)).parent
@@ -32,7 +33,7 @@ def _bindir() -> Path | None:
 @contextmanager
 def postgres_server() -> Iterator[str]:
     """Start PostgreSQL with trust auth; yields a SQLAlchemy URL; stops and deletes it afterwards."""
-    bindir = _bindir()
+    bindir = postgres_bindir()
     if bindir is None:
         reason = "PostgreSQL binaries (initdb, postgres) are not installed (Debian: apt-get install postgresql)"
         if os.environ.get("MODELRAMP_REQUIRE_BINARIES"):

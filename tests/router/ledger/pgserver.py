@@ -8,7 +8,6 @@ skip on a laptop without the binaries and fail in CI (MODELRAMP_REQUIRE_BINARIES
 
 from __future__ import annotations
 
-import glob
 import os
 import shutil
 import subprocess
@@ -18,20 +17,13 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.postgres import postgres_bindir
 from tests.support.processes import free_port, wait_until
-
-
-def _bindir() -> Path | None:
-    found = shutil.which("initdb")
-    if found:
-        return Path(os.path.realpath(found)).parent
-    versions = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
-    return Path(versions[-1]).parent if versions else None
 
 
 def require_postgres() -> Path:
     """The binaries' folder, or skip (laptop) / fail (CI) as tests/support/postgres.py does."""
-    bindir = _bindir()
+    bindir = postgres_bindir()
     if bindir is None:
         reason = "PostgreSQL binaries (initdb, postgres) are not installed (Debian: apt-get install postgresql)"
         if os.environ.get("MODELRAMP_REQUIRE_BINARIES"):
