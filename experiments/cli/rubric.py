@@ -140,14 +140,14 @@ MODEL = Section("model", "Tests for model development", (
                        "modelramp versions", "README.md::The model and the data", "README.md::What `make demo` shows",
                        f"{TRACKING_TESTS}::test_the_controller_records_its_candidate_and_versions_attributes_it",
                        f"{TRAIN_TESTS}::test_candidates_and_legacy_differ_measurably",
-                       f"{DEMO_TESTS}::test_worse_candidate_is_rolled_back_at_one_percent",
+                       f"{DEMO_TESTS}::test_worse_candidate_is_rolled_back_in_the_first_stages",
                        note="nothing compares a version's offline gain with its live gain automatically; "
                             "the gate's fixed target alone does not predict the live result"),
                 manual("documented for two versions: validation accuracy v2 > legacy > v1 and live v2 ships, v1 is "
                        "rolled back; both sides are tested separately", "README.md; tests/serving, tests/experiments/test_demo.py",
                        "README.md::The model and the data", "README.md::What `make demo` shows",
                        f"{TRAIN_TESTS}::test_candidates_and_legacy_differ_measurably",
-                       f"{DEMO_TESTS}::test_worse_candidate_is_rolled_back_at_one_percent",
+                       f"{DEMO_TESTS}::test_worse_candidate_is_rolled_back_in_the_first_stages",
                        note="nothing compares a version's offline gain with its live gain automatically; "
                             "the gate's fixed target alone does not predict the live result"),)),
     RubricTest("Model 3", "All hyperparameters have been tuned",
@@ -162,7 +162,7 @@ MODEL = Section("model", "Tests for model development", (
                      "model; live, a worse model is rolled back", "tests/serving/test_train.py, experiments/quality/gate.py, "
                      "tests/experiments/test_demo.py", f"{TRAIN_TESTS}::test_candidates_and_legacy_differ_measurably",
                      "experiments/quality/gate.py::legacy_scores",
-                     f"{DEMO_TESTS}::test_worse_candidate_is_rolled_back_at_one_percent"),)),
+                     f"{DEMO_TESTS}::test_worse_candidate_is_rolled_back_in_the_first_stages"),)),
     RubricTest("Model 6", "Model quality is sufficient on all important data slices",
                "Quality is measured on the slices that matter and is acceptable on each, not only on average.",
                (auto("problems marked --regression (canary patterns) fail `modelramp gate` when the candidate does worse "
@@ -238,7 +238,7 @@ INFRA = Section("infrastructure", "Tests for ML infrastructure", (
                      "tests/router/test_assignment.py::test_nested_across_ramp_stages",
                      "tests/deploy/test_chart.py::test_tf_serving_uses_the_official_image_and_is_ready_only_with_the_model_loaded",
                      "tests/router/test_core.py::test_model_failure_falls_back_to_legacy_and_is_counted",
-                     f"{DEMO_TESTS}::test_worse_candidate_is_rolled_back_at_one_percent"),)),
+                     f"{DEMO_TESTS}::test_worse_candidate_is_rolled_back_in_the_first_stages"),)),
     RubricTest("Infra 7", "Models can be quickly and safely rolled back to a previous serving version",
                "Going back to the previous model is fast, safe and practised.",
                (auto("the ramp controller rolls back (all traffic to legacy) on a worse model or a guardrail; routers "
@@ -303,7 +303,7 @@ MONITORING = Section("monitoring", "Monitoring tests for ML", (
                      "the score's drift alerts", "experiments/live/analysis.py, experiments/live/controller.py, "
                      "k8s/rules (ModelrampPredictionDrift)",
                      "tests/experiments/test_controller.py::test_rolls_back_a_worse_model",
-                     f"{DEMO_TESTS}::test_worse_candidate_is_rolled_back_at_one_percent",
+                     f"{DEMO_TESTS}::test_worse_candidate_is_rolled_back_in_the_first_stages",
                      f"{RULES}::ModelrampPredictionDrift", RULE_TESTS,
                      note="after shipping at 100% no legacy arm is left to compare with: only prediction drift watches"),)),
 ))
