@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from experiments.config import ExperimentConfig
+    from experiments.live.decision_metrics import DecisionMetrics
     from experiments.live.history import History
     from experiments.live.sources import Source
     from experiments.store import DecisionRecord
@@ -155,6 +156,13 @@ def add_ramp(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> argpar
     p.add_argument("--log", action="store_true", help="print the experiment's audit log and exit")
     p.add_argument("--json", action="store_true", help="with --log: one JSON document per decision")
     p.add_argument("--who", metavar="NAME", help="who applies (lease holder and audit log; default user@host:pid)")
+    export = p.add_mutually_exclusive_group()
+    export.add_argument("--pushgateway", metavar="URL",
+                        help="after every step, push the modelramp_decision_* gauges to this Prometheus Pushgateway "
+                             "(a CronJob's process is gone before the next scrape)")
+    export.add_argument("--metrics-textfile", type=Path, metavar="FILE",
+                        help="after every step, write the modelramp_decision_* gauges to FILE (*.prom) for "
+                             "node_exporter's textfile collector")
     p.set_defaults(handler=run_ramp)
     return p
 
@@ -186,7 +194,7 @@ def run_ramp(args: argparse.Namespace) -> int:
             return _print_log(store, weights.load().name, args.json)
         with _make_source(args) as source:
             ttl = max(60.0, 3 * (args.interval or 0))
-            ctl = Controller(source, weights, store, holder=args.who, lease_ttl_seconds=ttl)
+            ctl = Controller(source, weights, store, holder=args.who, lease_ttl_seconds=ttl, publish=_publisher(args))
             if args.interval is None:
                 try:
                     _print_decision(ctl.step())
@@ -201,6 +209,22 @@ def run_ramp(args: argparse.Namespace) -> int:
     except SQLAlchemyError as err:  # the database went away mid-run
         return _fail("ramp", f"audit database: {getattr(err, 'orig', None) or err}")
     return 0
+
+
+def _publisher(args: argparse.Namespace) -> Callable[[DecisionMetrics], None] | None:
+    """Where the decision gauges go after each step: a Pushgateway, a textfile, or nowhere (`analyze --serve` serves them)."""
+    if args.pushgateway:
+        gateway = args.pushgateway
+        return lambda metrics: metrics.push(gateway)
+    if args.metrics_textfile:
+        path = args.metrics_textfile
+        if not path.parent.is_dir():
+            raise ValueError(f"--metrics-textfile: folder {str(path.parent)!r} does not exist")
+
+        def write(metrics: DecisionMetrics) -> None:
+            metrics.write_textfile(path)
+        return write
+    return None
 
 
 def _print_decision(record: DecisionRecord) -> None:

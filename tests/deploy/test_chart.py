@@ -235,6 +235,16 @@ def test_modelramp_containers_call_the_real_command_line(rendered):
                 assert parsed.command == args[0]
 
 
+def test_the_controller_pushes_its_decision_gauges_only_when_a_pushgateway_is_set():
+    def ramp_args(values: dict) -> list[str]:
+        cron = find(render(values), "CronJob", "modelramp-ramp-controller")
+        return cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["args"]
+
+    assert not any(a.startswith("--pushgateway") for a in ramp_args({}))
+    pushed = ramp_args({"rampController": {"pushgatewayUrl": "http://pushgateway.monitoring:9091"}})
+    assert "--pushgateway=http://pushgateway.monitoring:9091" in pushed
+
+
 def test_service_monitors_select_a_service_with_the_named_port(rendered):
     services = [o for o in rendered if o["kind"] == "Service"]
     for monitor in (o for o in rendered if o["kind"] == "ServiceMonitor"):

@@ -18,7 +18,7 @@ from experiments.live.weights import FileWeightStore, NopWeightStore
 from experiments.store import Store
 from tests.support.experiment import write_config
 from tests.support.processes import free_port
-from tests.support.prometheus import PrometheusServer, RouterExporter
+from tests.support.prometheus import PrometheusServer, Pushgateway, RouterExporter
 
 T0 = datetime(2026, 11, 23, 10, 0, tzinfo=timezone.utc)
 EXP = "clf-v2-vs-legacy"
@@ -373,3 +373,45 @@ def test_every_step_exports_the_decision_as_metrics(routers, config_path, store,
     text = path.read_text()
     assert 'modelramp_decision_reason{code="controller_hold",experiment="clf-v2-vs-legacy"} 1.0' in text
     assert 'modelramp_decision{decision="hold",experiment="clf-v2-vs-legacy"} 1.0' in text
+
+
+def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for f in text_string_to_metric_families(text) for s in f.samples}
+
+
+def test_ramp_cli_pushes_each_decision_to_a_real_pushgateway(routers, config_path, tmp_path):
+    from experiments.cli import main
+
+    gateway = Pushgateway()
+    try:
+        traffic(routers[0], 0.01, 100_000)
+        code = main(["ramp", "--config", str(config_path), "--metrics-url", routers[0].url, "--db", str(tmp_path / "a.db"),
+                     "--once", "--pushgateway", gateway.url])
+        assert code == 0
+        pushed = _samples(gateway.metrics())
+        job = (("experiment", EXP), ("instance", ""), ("job", "modelramp-ramp"))
+        assert pushed[("modelramp_decision", tuple(sorted((*job, ("decision", "ramp")))))] == 1
+        assert pushed[("modelramp_decision_stage_percent", job)] == 1
+        assert pushed[("modelramp_decision_model_exposures", job)] == 1000
+        # The next step replaces the group (PUT): the stage moved on and no stale value is left.
+        traffic(routers[0], 0.05, 100_000)
+        assert main(["ramp", "--config", str(config_path), "--metrics-url", routers[0].url, "--db", str(tmp_path / "a.db"),
+                     "--once", "--pushgateway", gateway.url]) == 0
+        again = _samples(gateway.metrics())
+        assert again[("modelramp_decision_stage_percent", job)] == 5
+    finally:
+        gateway.stop()
+
+
+def test_ramp_cli_writes_the_decision_for_the_textfile_collector(routers, config_path, tmp_path):
+    from experiments.cli import main
+
+    traffic(routers[0], 0.01, 100_000)
+    out = tmp_path / "modelramp.prom"
+    assert main(["ramp", "--config", str(config_path), "--metrics-url", routers[0].url, "--db", str(tmp_path / "a.db"),
+                 "--dry-run", "--metrics-textfile", str(out)]) == 0
+    written = _samples(out.read_text())
+    assert written[("modelramp_decision", (("decision", "ramp"), ("experiment", EXP)))] == 1
+    assert main(["ramp", "--config", str(config_path), "--db", str(tmp_path / "a.db"),
+                 "--metrics-textfile", str(tmp_path / "no" / "such.prom")]) == 2

@@ -12,12 +12,12 @@ import shutil
 import pytest
 
 
-def require_binary(name: str) -> str:
-    """The full path of `name`, or skip (laptop) / fail (CI) with a clear reason."""
+def require_binary(name: str, package: str = "prometheus") -> str:
+    """The full path of `name`, or skip (laptop) / fail (CI) with a clear reason naming the Debian `package`."""
     path = shutil.which(name)
     if path:
         return path
-    reason = f"`{name}` is not on the PATH (Debian: apt-get install prometheus); .ci/run installs it"
+    reason = f"`{name}` is not on the PATH (Debian: apt-get install {package}); .ci/run installs it"
     if os.environ.get("MODELRAMP_REQUIRE_BINARIES"):
         pytest.fail(f"required binary missing in CI: {reason}")
     pytest.skip(reason)

@@ -3,7 +3,8 @@
 `RouterExporter` serves the router's metric names (docs/architecture.md) with `prometheus_client` from
 a real HTTP server, standing in for a router replica whose traffic the test controls exactly.
 `PrometheusServer` runs Debian's `prometheus` binary with its own config and data folder, scraping
-those exporters every 100 ms.
+those exporters every 100 ms. `Pushgateway` runs Debian's `prometheus-pushgateway`, where the ramp
+controller pushes its decision gauges.
 """
 
 from __future__ import annotations
@@ -138,5 +139,37 @@ class PrometheusServer:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        self._log.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class Pushgateway:
+    """Our own `prometheus-pushgateway` process on a free port; ready once it answers /-/ready."""
+
+    def __init__(self) -> None:
+        binary = require_binary("prometheus-pushgateway", package="prometheus-pushgateway")
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.dir = Path(tempfile.mkdtemp(prefix="modelramp-pushgateway-"))
+        self._log = open(self.dir / "pushgateway.log", "wb")
+        self.proc = subprocess.Popen([binary, f"--web.listen-address=127.0.0.1:{self.port}"],
+                                     stdout=self._log, stderr=subprocess.STDOUT)
+        self.client = httpx.Client(base_url=self.url, timeout=5.0)
+        try:
+            wait_until(lambda: self.client.get("/-/ready").status_code == 200, timeout=30, what="Pushgateway ready",
+                       proc=self.proc)
+        except Exception:
+            self.stop()
+            raise
+
+    def metrics(self) -> str:
+        """What Prometheus would scrape from the gateway (every pushed group)."""
+        return self.client.get("/metrics").text
+
+    def stop(self) -> None:
+        self.client.close()
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(15)
         self._log.close()
         shutil.rmtree(self.dir, ignore_errors=True)
