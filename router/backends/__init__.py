@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from router.backends.base import (
+    FORWARDED_HEADER_BYTES,
     FORWARDED_HEADERS,
+    TRACE_HEADERS,
     Backend,
     BadResponse,
     ColumnOutputs,
@@ -12,6 +14,8 @@ from router.backends.base import (
     PredictCall,
     Prediction,
     PredictRequest,
+    UnmappedAnswer,
+    capture_headers,
     check_finite,
     failure_reason,
     forwardable,
@@ -42,5 +46,6 @@ def make_backend(config: object) -> Backend:
     raise ValueError(f"unknown backend kind {getattr(config, 'kind', None)!r}")
 
 
-__all__ = ["FORWARDED_HEADERS", "Backend", "BadResponse", "ColumnOutputs", "ModelMetadata", "NonFiniteOutput", "NopBackend", "PredictCall",
-           "PredictRequest", "Prediction", "check_finite", "failure_reason", "forwardable", "forwarded", "forwarding", "make_backend"]
+__all__ = ["FORWARDED_HEADERS", "FORWARDED_HEADER_BYTES", "TRACE_HEADERS", "Backend", "BadResponse", "ColumnOutputs", "ModelMetadata",
+           "NonFiniteOutput", "NopBackend", "PredictCall", "PredictRequest", "Prediction", "UnmappedAnswer", "capture_headers", "check_finite",
+           "failure_reason", "forwardable", "forwarded", "forwarding", "make_backend"]

@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncio
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Set as AbstractSet
 from contextvars import ContextVar, Token
 from dataclasses import dataclass
 from typing import Any
@@ -20,19 +21,36 @@ import numpy as np
 from router.signature import PredictCall, PredictRequest, Signature
 from serving.tfserving import errors
 
-__all__ = ["FORWARDED_HEADERS", "Backend", "BadResponse", "ColumnOutputs", "ModelMetadata", "NonFiniteOutput", "PredictCall", "PredictRequest",
-           "Prediction", "check_finite", "failure_reason", "forwardable", "forwarded", "forwarding"]
+__all__ = ["FORWARDED_HEADERS", "FORWARDED_HEADER_BYTES", "TRACE_HEADERS", "Backend", "BadResponse", "ColumnOutputs", "ModelMetadata",
+           "NonFiniteOutput", "PredictCall", "PredictRequest", "Prediction", "UnmappedAnswer", "capture_headers", "check_finite",
+           "failure_reason", "forwardable", "forwarded", "forwarding"]
 
 # Request headers a front passes on to both arms' backends, lower-case: the client's correlation
 # id and W3C trace context (https://www.w3.org/TR/trace-context/). The router takes no part in
 # the trace (no span of its own), so it forwards them unchanged, as any proxy that does not trace.
-FORWARDED_HEADERS: tuple[str, ...] = ("x-request-id", "traceparent", "tracestate")
+TRACE_HEADERS: frozenset[str] = frozenset({"x-request-id", "traceparent", "tracestate"})
+# What the fronts capture from a request: TRACE_HEADERS and the legacy backend's `forward_headers`
+# (an Authorization, a tenant), which only that backend passes on. Sets the fronts hold by
+# reference, grown by `capture_headers` when a backend is built, so the fronts need no setting.
+FORWARDED_HEADERS: set[str] = set(TRACE_HEADERS)
+FORWARDED_HEADER_BYTES: set[bytes] = {name.encode() for name in TRACE_HEADERS}
 Forwarded = tuple[tuple[str, str], ...]
 # Set by a front around one predict call, read by backends as they build their request: a context
 # variable rather than a field of PredictCall because the core need not know about it, and a task
 # the call spawns (a shadow call to the model) copies it, so the shadow call carries them too.
 MAX_FORWARDED_VALUE = 512  # a longer X-Request-Id or traceparent is not passed on (W3C traceparent is 55 characters)
+MAX_CONFIGURED_VALUE = 8192  # a configured header may be a bearer token (JWTs run to a few kilobytes)
 _forwarded: ContextVar[Forwarded] = ContextVar("modelramp_forwarded_headers", default=())
+_captured_beyond_trace = [False]  # a cell: True once some backend asked for more than TRACE_HEADERS
+
+
+def capture_headers(names: Iterable[str]) -> frozenset[str]:
+    """Make the fronts capture `names` too; returns TRACE_HEADERS plus them, lower-case (what to pass to `forwarded`)."""
+    wanted = TRACE_HEADERS | {name.lower() for name in names}
+    FORWARDED_HEADERS.update(wanted)
+    FORWARDED_HEADER_BYTES.update(name.encode() for name in wanted)
+    _captured_beyond_trace[0] = len(FORWARDED_HEADERS) > len(TRACE_HEADERS)
+    return wanted
 
 
 def forwardable(name: str, value: str) -> tuple[str, str] | None:
@@ -42,14 +60,18 @@ def forwardable(name: str, value: str) -> tuple[str, str] | None:
     never a reason to fail its prediction, and gRPC metadata takes printable ASCII only.
     """
     value = value.strip()
-    if not value or len(value) > MAX_FORWARDED_VALUE or not (value.isascii() and value.isprintable()):
+    limit = MAX_FORWARDED_VALUE if name in TRACE_HEADERS else MAX_CONFIGURED_VALUE
+    if not value or len(value) > limit or not (value.isascii() and value.isprintable()):
         return None
     return name, value
 
 
-def forwarded() -> Forwarded:
-    """The (name, value) pairs the current request asks backends to pass on; () for most requests."""
-    return _forwarded.get()
+def forwarded(names: AbstractSet[str] = TRACE_HEADERS) -> Forwarded:
+    """The (name, value) pairs of the current request among `names` (default: the trace headers); () for most requests."""
+    pairs = _forwarded.get()
+    if not pairs or not _captured_beyond_trace[0]:
+        return pairs  # only trace headers are ever captured then: nothing to filter
+    return tuple(pair for pair in pairs if pair[0] in names)
 
 
 class forwarding:
@@ -158,6 +180,10 @@ class Backend(ABC):
         """The model's signature; None for backends that have none (legacy)."""
         return None
 
+    async def model_status(self, version: int | None, label: str | None, timeout: float) -> Any:
+        """TF Serving's GetModelStatusResponse for the backend's model (ModelService); model backends only."""
+        raise errors.Unimplemented(f"the {self.kind} backend has no model status")
+
     async def ready(self, timeout: float) -> bool:
         """True when the backend answers a cheap call now (by default: its model metadata)."""
         try:
@@ -190,6 +216,12 @@ def failure_reason(err: BaseException) -> str:
 
 class BadResponse(errors.Unavailable):
     """The backend answered, but not with something the router can pass on."""
+
+
+class UnmappedAnswer(BadResponse):
+    """A legacy answer that does not map to the model's outputs: the gateway's fault, 502 (still UNAVAILABLE over gRPC)."""
+
+    http_status = 502
 
 
 class NonFiniteOutput(BadResponse):

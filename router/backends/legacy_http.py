@@ -1,4 +1,4 @@
-"""The legacy system's JSON API as a backend: `POST {url}/v1/predict {"instances": [...]}`.
+"""The legacy system's JSON API as a backend: `POST {url}/v1/predict {"instances": [...]}`, or as the file maps it.
 
 HTTP client chosen by measurement (loopback, 2 cores, small JSON bodies, 2026-11-23):
 aiohttp 2,000 req/s at 1 in flight (p50 0.42 ms, 250 us client CPU per request) and 8,700 req/s
@@ -16,18 +16,19 @@ from typing import Any
 import numpy as np
 
 from router.backends.base import (
+    TRACE_HEADERS,
     Backend,
     BadResponse,
-    ColumnOutputs,
     PredictCall,
     Prediction,
+    capture_headers,
     forwarded,
 )
 from router.backends.http1 import Http1Pool
+from router.backends.legacy_mapping import RequestMapping, ResponseMapping, default_outputs, header_lines, ssl_context
 from router.config import LegacyHttpSpec
 from router.rest import json_codec
 from serving.tfserving import errors
-from serving.tfserving.tensors import NUMPY_BY_DTYPE
 
 
 def _column(array: np.ndarray) -> list[Any]:
@@ -43,13 +44,21 @@ class LegacyHttpBackend(Backend):
     def __init__(self, config: LegacyHttpSpec, max_connections: int = 256):
         self.url = config.url.rstrip("/")
         self.timeout = config.timeout_ms / 1000.0
+        self.method, self.path = config.method, config.path
+        self.health_path, self.health_status = config.health.path, config.health.expect_status
+        # Read now: a missing secret or certificate fails the router's start (or the reload), not a request.
+        self._static = header_lines(config)
+        self._ssl = ssl_context(config)
+        self._forward = capture_headers(config.forward_headers) if config.forward_headers else TRACE_HEADERS
+        self._request = RequestMapping(config.request) if config.request is not None else None
+        self._response = ResponseMapping(config.response) if config.response is not None else None
         self._max_connections = max_connections
         self._pool: Http1Pool | None = None
 
     def _client(self) -> Http1Pool:
         # Created lazily: connections belong to the running event loop.
         if self._pool is None:
-            self._pool = Http1Pool(self.url, self._max_connections)
+            self._pool = Http1Pool(self.url, self._max_connections, self._ssl)
         return self._pool
 
     async def _call(self, method: str, path: str, body: bytes, timeout: float, headers: bytes = b"") -> tuple[int, bytes]:
@@ -57,7 +66,7 @@ class LegacyHttpBackend(Backend):
             return await self._client().request(method, path, body, timeout, headers)
         except (asyncio.TimeoutError, TimeoutError):
             raise errors.DeadlineExceeded("legacy system did not answer in time") from None
-        except OSError as err:  # refused, reset, closed (ConnectionError is an OSError)
+        except OSError as err:  # refused, reset, closed, TLS refused (ConnectionError and ssl.SSLError are OSErrors)
             raise errors.Unavailable(f"legacy system unreachable: {err}") from None
 
     async def predict(self, call: PredictCall, timeout: float) -> Prediction:
@@ -66,56 +75,33 @@ class LegacyHttpBackend(Backend):
             names = list(call.inputs)
             columns = [_column(call.inputs[n]) for n in names]
             rows = [dict(zip(names, values, strict=True)) for values in zip(*columns, strict=True)]
-        body = json_codec.dumps({"instances": rows})
-        extra = forwarded()
+        body = json_codec.dumps({"instances": rows} if self._request is None else self._request.body(rows))
+        extra = forwarded(self._forward)
         # Header values came from the client's request as parsed by httptools: no CR or LF in them.
         lines = b"".join(b"%s: %s\r\n" % (k.encode("latin-1"), v.encode("latin-1")) for k, v in extra) if extra else b""
-        status, payload = await self._call("POST", "/v1/predict", body, min(timeout, self.timeout), lines)
+        status, payload = await self._call(self.method, self.path, body, min(timeout, self.timeout), self._static + lines)
         try:
             answer = json_codec.loads(payload)
         except ValueError:
+            if status != 200:  # a foreign system's error page: its status says more than its body
+                raise errors.from_http_status(status, f"legacy system: {payload[:200]!r}") from None
             raise BadResponse(f"legacy system answered HTTP {status} with a body that is not JSON") from None
         if status != 200:
             # The system's JSON error, else the raw body's start (bytes, shown as such).
             message: object = answer.get("error", payload[:200]) if isinstance(answer, dict) else payload[:200]
             raise errors.from_http_status(status, f"legacy system: {message}")
-        return Prediction(_outputs(answer, call, len(rows)))
+        if self._response is None:
+            return Prediction(default_outputs(answer, call, len(rows)))
+        return Prediction(self._response.outputs(answer, call, len(rows)))
 
     async def ready(self, timeout: float) -> bool:
         try:
-            status, _ = await self._call("GET", "/healthz", b"", timeout)
+            status, _ = await self._call("GET", self.health_path, b"", timeout, self._static)
         except errors.UserFacingError:
             return False
-        return status == 200
+        return status == self.health_status
 
     async def close(self) -> None:
         if self._pool is not None:
             self._pool.close()
             self._pool = None
-
-
-def _outputs(answer: object, call: PredictCall, batch: int) -> dict[str, np.ndarray] | ColumnOutputs:
-    """The legacy predictions as the model's named outputs (same names and dtypes), so arms look alike."""
-    predictions = answer.get("predictions") if isinstance(answer, dict) else None
-    if not isinstance(predictions, list) or len(predictions) != batch or not all(isinstance(p, dict) for p in predictions):
-        raise BadResponse(f"legacy system must answer {batch} prediction object(s) under 'predictions'")
-    if call.outputs is not None:
-        specs = {name: NUMPY_BY_DTYPE.get(spec.dtype) for name, spec in call.outputs.items()}
-    else:  # signature not known yet: pass on the numeric fields
-        specs = {k: None for k, v in predictions[0].items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-    if call.output_filter:
-        specs = {k: v for k, v in specs.items() if k in call.output_filter}
-    try:
-        columns = {name: [p[name] for p in predictions] for name in specs}
-    except KeyError as err:
-        raise BadResponse(f"legacy system's predictions lack the model output {err.args[0]!r}") from None
-    float_dtypes = {name: dtype for name, dtype in specs.items() if dtype is not None and dtype.kind == "f"}
-    if len(float_dtypes) == len(specs):
-        fast = ColumnOutputs.from_numbers(columns, float_dtypes)  # the common case, without numpy
-        if fast is not None:
-            return fast
-    try:
-        with np.errstate(over="raise"):  # 1e39 as a float32 is not a score to pass on as infinity
-            return {name: np.asarray(values, dtype=specs[name]) for name, values in columns.items()}
-    except (TypeError, ValueError, OverflowError, FloatingPointError) as err:
-        raise BadResponse(f"legacy system's predictions do not fit the model outputs: {err}") from None

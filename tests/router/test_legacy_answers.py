@@ -9,7 +9,7 @@ import pytest
 
 from router.backends import ColumnOutputs, PredictCall
 from router.backends.base import BadResponse
-from router.backends.legacy_http import _outputs
+from router.backends.legacy_mapping import default_outputs as _outputs
 from router.signature import TensorSpec
 from serving.tfserving.rest_format import format_columns, format_predict_response
 from serving.tfserving.tensors import DT_DOUBLE, DT_FLOAT, DT_INT64
