@@ -73,7 +73,11 @@ class ConfigFile:
         except ConfigError as err:
             router.reject("file", str(err))
             return False
-        applied = router.apply(config, f"file {self.path}")
+        try:
+            applied = router.apply(config, f"file {self.path}")
+        except ConfigError as err:  # valid, but its backend cannot be built (a secret or certificate file unreadable)
+            router.reject("file", str(err))
+            return False
         if applied:
             # The ledger keeps ids as long as the signer accepts them: at once, not at the next report,
             # so a prune in between never drops ids a longer new TTL still accepts.

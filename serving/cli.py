@@ -49,14 +49,27 @@ def _serve_model(args: argparse.Namespace) -> int:
 
 
 def _legacy(args: argparse.Namespace) -> int:
+    import ssl  # noqa: PLC0415
+    from pathlib import Path  # noqa: PLC0415
+
     import uvicorn  # noqa: PLC0415
 
     from serving.legacy.app import build_legacy_app  # noqa: PLC0415
-    from serving.model_server.server import check_port_free  # noqa: PLC0415
+    from serving.ports import check_port_free  # noqa: PLC0415 - not serving.model_server: no TensorFlow here
 
+    if bool(args.tls_cert) != bool(args.tls_key) or (args.tls_client_ca and not args.tls_cert):
+        raise ValueError("--tls-cert and --tls-key go together (and --tls-client-ca needs them)")
+    api_key = Path(args.api_key_file).read_text().strip() if args.api_key_file else None
+    if args.api_key_file and not api_key:
+        raise ValueError(f"--api-key-file {args.api_key_file} is empty")
+    app = build_legacy_app(args.api, api_key, args.require_header)
     check_port_free(args.host, args.port)
-    print(f"modelramp legacy system on http://{args.host}:{args.port}", flush=True)
-    uvicorn.run(build_legacy_app(), host=args.host, port=args.port, log_level="warning", access_log=False)
+    scheme = "https" if args.tls_cert else "http"
+    print(f"modelramp legacy system ({args.api} API) on {scheme}://{args.host}:{args.port}", flush=True)
+    tls = {"ssl_certfile": args.tls_cert, "ssl_keyfile": args.tls_key} if args.tls_cert else {}
+    if args.tls_client_ca:  # mutual TLS: only clients with a certificate this CA signed get in
+        tls.update(ssl_ca_certs=args.tls_client_ca, ssl_cert_reqs=ssl.CERT_REQUIRED)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False, **tls)
     return 0
 
 
@@ -91,4 +104,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("legacy", help="the legacy system (rule-based churn predictor) over HTTP")
     p.add_argument("--port", type=int, default=8081, help="HTTP port (default: 8081)")
     p.add_argument("--host", default="0.0.0.0", help="address to listen on (default: all)")
+    p.add_argument("--api", choices=["v1", "foreign"], default="v1",
+                   help="v1: modelramp's format (POST /v1/predict, GET /healthz); foreign: another shape of API "
+                        "(POST /api/v2/score {\"customers\": [...]}, GET /status), to exercise the router's mappings (default: v1)")
+    p.add_argument("--api-key-file", metavar="FILE", help="predict requires an X-Api-Key header equal to this file's content (401 otherwise)")
+    p.add_argument("--require-header", action="append", default=[], metavar="NAME",
+                   help="predict requires this header (401 otherwise); repeatable")
+    p.add_argument("--tls-cert", metavar="PEM", help="serve HTTPS with this certificate (chain)")
+    p.add_argument("--tls-key", metavar="PEM", help="private key of --tls-cert")
+    p.add_argument("--tls-client-ca", metavar="PEM", help="require client certificates signed by this CA (mutual TLS)")
     p.set_defaults(handler=_legacy)
