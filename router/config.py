@@ -129,7 +129,7 @@ class LegacyHttpSpec(_Strict):
     """
 
     kind: Literal["legacy_http"] = "legacy_http"
-    url: str = Field("http://127.0.0.1:8081", pattern=r"^https?://[^/?#]+", description="Base URL of the legacy system (http or https).")
+    url: str = Field("http://127.0.0.1:8081", description="Base URL of the legacy system (http or https).")
     path: str = Field("/v1/predict", pattern=r"^/", description="Path of the predict call.")
     method: Literal["POST", "PUT"] = Field("POST", description="Method of the predict call.")
     health: LegacyHealthSpec = LegacyHealthSpec()
@@ -140,6 +140,22 @@ class LegacyHttpSpec(_Strict):
     response: dict[str, str] | None = Field(None, description="Model output name -> JMESPath over the answer giving one value per row; "
                                                               "default: the answer's `predictions[*].<output>`.")
     timeout_ms: float = Field(500.0, gt=0, description="Per-request deadline.")
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, url: str) -> str:
+        if not re.match(r"^https?://[^/?#]+", url):
+            raise ValueError(f"must be an http:// or https:// URL with a host, got {url!r}")
+        return url
+
+    @field_validator("headers", mode="before")
+    @classmethod
+    def _header_values(cls, headers: object) -> object:
+        # One clear message rather than pydantic's two (one per member of the union).
+        for name, value in headers.items() if isinstance(headers, dict) else ():
+            if not isinstance(value, (str, HeaderFileSpec)) and not (isinstance(value, dict) and set(value) == {"file"}):
+                raise ValueError(f"header {name!r}: a value is a string or {{file: PATH}}, got {value!r}")
+        return headers
 
     @field_validator("headers")
     @classmethod

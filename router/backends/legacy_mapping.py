@@ -68,15 +68,19 @@ def default_outputs(answer: object, call: PredictCall, batch: int) -> Outputs:
     return _arrays(columns, specs, None)
 
 
-def _wrong_kind(values: list[Any], dtype: np.dtype | None) -> object | None:
-    """The first value that is not of the output's kind (JSON numbers for numbers, strings for strings), else None."""
+def _wrong_kind(values: list[Any], dtype: np.dtype | None, scalar: bool) -> object | None:
+    """The first value that is not of the output's kind (JSON numbers for numbers, strings for strings), else None.
+
+    `scalar`: the output has one value per row (shape [-1]), so a list is wrong too.
+    """
     if dtype is None:
         return None
+    nested = () if scalar else (list,)
     if dtype.kind in "fiu":
-        return next((v for v in values if isinstance(v, bool) or not isinstance(v, (int, float, list))), None)
+        return next((v for v in values if isinstance(v, bool) or not isinstance(v, (int, float, *nested))), None)
     if dtype.kind == "b":
-        return next((v for v in values if not isinstance(v, bool)), None)
-    return next((v for v in values if not isinstance(v, (str, list))), None)
+        return next((v for v in values if not isinstance(v, (bool, *nested))), None)
+    return next((v for v in values if not isinstance(v, (str, *nested))), None)
 
 
 class ResponseMapping:
@@ -86,6 +90,7 @@ class ResponseMapping:
         self.text = dict(mapping)
         self.compiled = {name: compile_jmespath(text) for name, text in mapping.items()}
         self._specs_of: tuple[Mapping[str, TensorSpec] | None, _Specs] = (None, {})
+        self._scalar: frozenset[str] = frozenset()  # outputs of one value per row, in the signature last seen
 
     def _specs(self, outputs: Mapping[str, TensorSpec] | None) -> _Specs:
         if outputs is None:  # signature not known yet: every mapped output, dtypes as the values come
@@ -96,6 +101,7 @@ class ResponseMapping:
                 raise UnmappedAnswer(f"{_FIELD}.response names no expression for the model output(s) {missing}; "
                                      f"the model's signature has {sorted(outputs)}, the file maps {sorted(self.text)}")
             self._specs_of = (outputs, {name: NUMPY_BY_DTYPE.get(spec.dtype) for name, spec in outputs.items()})
+            self._scalar = frozenset(name for name, spec in outputs.items() if spec.shape is not None and len(spec.shape) == 1)
         return self._specs_of[1]
 
     def outputs(self, answer: object, call: PredictCall, batch: int) -> Outputs:
@@ -112,7 +118,7 @@ class ResponseMapping:
                 got = "nothing (null)" if values is None else (f"{len(values)} value(s)" if isinstance(values, list) else _show(values))
                 raise UnmappedAnswer(f"legacy answer does not map: response.{name} ({self.text[name]!r}) gave {got}, "
                                      f"not a list of {batch} value(s)")
-            bad = _wrong_kind(values, dtype)
+            bad = _wrong_kind(values, dtype, name in self._scalar)
             if bad is not None:
                 raise UnmappedAnswer(f"legacy answer does not map: response.{name} ({self.text[name]!r}) gave {_show(bad)}, "
                                      f"not a {dtype} value")
