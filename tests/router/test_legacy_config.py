@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import re
+from pathlib import Path
 
 import pytest
 
@@ -121,3 +123,14 @@ def test_an_https_backend_without_tls_trusts_the_system_store_and_checks_host_na
     plain = make_backend(LegacyHttpSpec())
     assert isinstance(plain, LegacyHttpBackend) and plain._ssl is None
 
+
+
+def test_the_readmes_example_is_a_valid_experiment_file():
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("## Fronting your own legacy system", 1)[1].split("\n## ", 1)[0]
+    example = re.search(r"```yaml\n(.*?)```", section, re.S)
+    assert example is not None, "the section shows a complete experiment file"
+    import yaml
+
+    backend = parse_config(yaml.safe_load(example.group(1))).arms.legacy.backend
+    assert backend.response == {"probability": "results[*].churn_score"} and backend.tls is not None and backend.forward_headers
