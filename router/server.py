@@ -18,6 +18,7 @@ from pathlib import Path
 
 from router.core import Router
 from router.grpc import create_server
+from router.grpc_services import add_services
 from router.ledger import DEFAULT_LEDGER, open_ledger, redact
 from router.ledger.metrics import LedgerMetrics
 from router.metrics import RouterMetrics
@@ -81,6 +82,7 @@ async def serve(settings: RouterSettings, admin_token: str | None, sinks: tuple[
     """Run one router until SIGTERM/SIGINT."""
     router, source = build_router(settings, sinks)
     grpc_server, grpc_port = create_server(router, f"{settings.host}:{settings.grpc_port}")
+    health = add_services(grpc_server, router)
     http = HttpServer(router, create_app(router, admin_token), settings.host, settings.http_port)
     try:
         await http.start()
@@ -104,6 +106,7 @@ async def serve(settings: RouterSettings, admin_token: str | None, sinks: tuple[
              cfg.name, cfg.model_name, cfg.weights, settings.host, settings.http_port, settings.host, grpc_port)
     await stop.wait()
     log.info("router stopping")
+    health.stop()
     await asyncio.gather(http.stop(grace=5), grpc_server.stop(grace=5), return_exceptions=True)
     for task in background:
         task.cancel()

@@ -68,6 +68,12 @@ class TfServingGrpcBackend(Backend):
         signature = Signature.from_metadata(parse_signature_defs(raw), self.config.signature_name, version)
         return ModelMetadata(signature, raw)
 
+    async def model_status(self, version: int | None, label: str | None, timeout: float) -> Any:
+        # The client's version or label, not the pinned one: TF Serving answers for what was asked.
+        request = protos.GetModelStatusRequest()
+        _fill_spec(request.model_spec, self.config.model_name, version, label)
+        return await self.client().get_model_status_raw(request, timeout=timeout, metadata=forwarded() or None)
+
     async def close(self) -> None:
         if self._client is not None:
             await self._client.close()

@@ -9,8 +9,10 @@ from __future__ import annotations
 import asyncio
 import json
 from typing import Any
+from urllib.parse import quote
 
 import numpy as np
+from google.protobuf import json_format
 
 from router.backends.base import (
     Backend,
@@ -23,7 +25,7 @@ from router.backends.base import (
 from router.backends.http1 import Http1Pool
 from router.config import TfServingRestSpec
 from router.signature import Signature
-from serving.tfserving import errors
+from serving.tfserving import errors, protos
 from serving.tfserving.rest_format import format_predict_response
 from serving.tfserving.tensors import NUMPY_BY_DTYPE
 
@@ -100,6 +102,19 @@ class TfServingRestBackend(Backend):
         except (KeyError, TypeError, ValueError) as err:
             raise BadResponse(f"model server (REST) metadata is not TF Serving's: {err!r}") from None
         return ModelMetadata(Signature.from_metadata(parsed, self.config.signature_name, version))
+
+    async def model_status(self, version: int | None, label: str | None, timeout: float) -> Any:
+        # The client's version or label, not the pinned one: TF Serving answers for what was asked.
+        path = f"/v1/models/{quote(self.config.model_name, safe='')}"
+        if version is not None:
+            path += f"/versions/{version}"
+        elif label is not None:
+            path += f"/labels/{quote(label, safe='')}"
+        answer = await self._request("GET", path, timeout)
+        try:
+            return json_format.ParseDict(answer, protos.GetModelStatusResponse(), ignore_unknown_fields=True)
+        except json_format.ParseError as err:
+            raise BadResponse(f"model server (REST) status is not TF Serving's: {err}") from None
 
     async def close(self) -> None:
         if self._pool is not None:

@@ -1,12 +1,13 @@
-"""The router's FastAPI app: every REST route but predict (metadata, outcomes, experiments, weights, metrics, probes, docs).
+"""The router's FastAPI app: every REST route but predict (model status and metadata, outcomes, experiments, weights, metrics, probes, docs).
 
 The process serves it with `router.rest.server`, which answers predict itself
 (`router.rest.predict`) and hands every other request to this app through a small ASGI bridge,
 with the body already read and bounded by the server's one body limit; so the handlers here
 take `request.body()` as it is. Predict has no FastAPI route (FastAPI's routing, dependency
 solving and Request/Response objects cost about as much CPU as the rest of a forwarded request
-together, and predict is the only hot path), but it is documented: the OpenAPI schema (and so
-/docs) carries the three predict paths with their body and `X-Unit-Id` header.
+together, and predict is the only hot path), but it is documented: the OpenAPI document
+(`router.rest.openapi`, and so /docs) carries the three predict paths. Every error, unknown
+routes and methods included, is TF Serving's `{"error": message}`, never FastAPI's `{"detail": ...}`.
 """
 
 from __future__ import annotations
@@ -16,73 +17,30 @@ from collections.abc import Mapping
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from router import tfserving_api
 from router.core import Router
 from router.ledger import LedgerUnavailable
 from router.metrics import CONTENT_TYPE
 from router.reload import put_weights
+from router.rest import openapi
 from router.rest.json_codec import parse_body
 from router.signature import Signature, TensorSpec
 from serving.tfserving import errors
 from serving.tfserving.tensors import dtype_name
-
-_ROW_EXAMPLE = {"state": "KS", "area_code": "area_code_415", "international_plan": "no", "voice_mail_plan": "yes",
-                "account_length": 128, "number_vmail_messages": 25, "total_day_minutes": 265.1}
-_ERROR = {"application/json": {"schema": {"type": "object", "properties": {"error": {"type": "string"}}, "required": ["error"]}}}
-
-
-def _predict_operation(summary: str, operation_id: str, extra_path_parameters: list[dict[str, Any]]) -> dict[str, Any]:
-    """The OpenAPI operation of one predict path, as `router.rest.predict` answers it."""
-    return {"post": {
-        "tags": ["predict"], "summary": summary, "operationId": operation_id,
-        "parameters": [
-            {"name": "name", "in": "path", "required": True, "schema": {"type": "string", "title": "Name"}},
-            *extra_path_parameters,
-            {"name": "X-Unit-Id", "in": "header", "required": False, "schema": {"type": "string"},
-             "description": "The randomisation unit (e.g. user id); without it the request is randomised on its own."},
-            {"name": "X-Request-Id", "in": "header", "required": False, "schema": {"type": "string"},
-             "description": "The client's correlation id: echoed, and passed on to the arm's backend (as are `traceparent` "
-                            "and `tracestate`)."},
-        ],
-        "requestBody": {"required": True, "content": {"application/json": {"schema": {
-            "type": "object",
-            "description": "TF Serving REST predict body: `instances` (rows) or `inputs` (columns), optional `signature_name`.",
-            "example": {"instances": [_ROW_EXAMPLE]}}}}},
-        "responses": {
-            "200": {"description": "TF Serving's answer: `predictions` for `instances`, `outputs` for `inputs`. Headers "
-                                   "`X-Modelramp-Arm` (the assigned arm), `X-Modelramp-Outcome-Id` (signed; report the outcome with it) "
-                                   "and the client's `X-Request-Id`, echoed.",
-                    "content": {"application/json": {"schema": {"type": "object"}}}},
-            "400": {"description": "The body does not fit the model's signature, or is not JSON", "content": _ERROR},
-            "404": {"description": "Unknown model or signature", "content": _ERROR},
-            "413": {"description": "The body is larger than `router.max_body_bytes`", "content": _ERROR},
-            "500": {"description": "An error in the router", "content": _ERROR},
-            "503": {"description": "No arm could answer", "content": _ERROR},
-            "504": {"description": "No answer within the deadline", "content": _ERROR},
-        }}}
-
-
-PREDICT_OPENAPI_PATHS: dict[str, dict[str, Any]] = {
-    "/v1/models/{name}:predict": _predict_operation(
-        "Predict (TF Serving REST), assigned to an arm by X-Unit-Id", "predict_latest", []),
-    "/v1/models/{name}/versions/{version}:predict": _predict_operation(
-        "Predict; the experiment decides the version that answers", "predict_version",
-        [{"name": "version", "in": "path", "required": True, "schema": {"type": "integer", "title": "Version"}}]),
-    "/v1/models/{name}/labels/{label}:predict": _predict_operation(
-        "Predict; the experiment decides the version that answers", "predict_label",
-        [{"name": "label", "in": "path", "required": True, "schema": {"type": "string", "title": "Label"}}]),
-}
 
 
 class RouterApp(FastAPI):
     """FastAPI with the predict paths, which `router.rest.server` answers outside FastAPI, in its OpenAPI schema."""
 
     def openapi(self) -> dict[str, Any]:
-        schema = super().openapi()  # generated once and kept by FastAPI; the predict paths are added to that copy
-        if not PREDICT_OPENAPI_PATHS.keys() <= schema["paths"].keys():
-            schema["paths"] = {**PREDICT_OPENAPI_PATHS, **schema["paths"]}
-        return schema
+        if self.openapi_schema is None:
+            openapi.finish(super().openapi())  # generated once and kept by FastAPI, completed once
+        assert self.openapi_schema is not None
+        return self.openapi_schema
 
 
 def _error(err: errors.UserFacingError) -> JSONResponse:
@@ -91,13 +49,66 @@ def _error(err: errors.UserFacingError) -> JSONResponse:
     return JSONResponse({"error": str(err)}, status_code=err.http_status, headers=headers)
 
 
+async def _refuse(request: Request) -> Response:
+    """Classify and regress: 501, naming what the router serves (`router.tfserving_api`)."""
+    return _error(tfserving_api.not_served(f"POST {request.url.path}", rest=True))
+
+
 def create_app(router: Router, admin_token: str | None = None) -> FastAPI:
     """The router's FastAPI app (served by `router.rest.server`); `admin_token` guards the weights API (None disables it)."""
     app = RouterApp(title="modelramp router", version="1",
-                    description="TF-Serving-compatible traffic splitter between a legacy system and a model.")
+                    description="TF-Serving-compatible traffic splitter between a legacy system and a model. Every error, "
+                                'unknown routes (404) and methods (405) included, is TF Serving\'s `{"error": message}`.')
     app.state.router = router
 
-    @app.get("/v1/models/{name}/metadata", tags=["predict"], summary="The model's signature (TF Serving REST metadata)")
+    @app.exception_handler(StarletteHTTPException)
+    async def unknown_route(request: Request, err: StarletteHTTPException) -> Response:
+        return JSONResponse({"error": f"Malformed request: {request.method} {request.url.path}"}, status_code=err.status_code,
+                            headers=err.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_parameter(request: Request, err: RequestValidationError) -> Response:
+        first = err.errors()[0] if err.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        return JSONResponse({"error": f"Malformed request: {request.method} {request.url.path}: {where}: {first.get('msg', '')}"},
+                            status_code=400)
+
+    status_responses = {**openapi.ok(openapi.ModelStatusBody, "TF Serving's model status, as the model arm's server answers it"),
+                        **openapi.errors(e400="A version that is not a number", e404="Unknown model, version or label",
+                                         e503="The model server cannot be reached", e504="The model server did not answer in time")}
+
+    async def status(name: str, version: int | None = None, label: str | None = None) -> Response:
+        timeout = router.state.config.router.request_timeout_ms / 1000.0
+        try:
+            return JSONResponse(tfserving_api.status_json(await tfserving_api.model_status(router, name, version, label, timeout)))
+        except errors.UserFacingError as err:
+            return _error(err)
+
+    @app.get("/v1/models/{name}", tags=["predict"], summary="The model's version status (TF Serving REST)",
+             responses=status_responses, response_model=None)
+    async def model_status(name: str) -> Response:
+        return await status(name)
+
+    @app.get("/v1/models/{name}/versions/{version}", tags=["predict"], summary="One version's status (TF Serving REST)",
+             responses=status_responses, response_model=None)
+    async def version_status(name: str, version: int) -> Response:
+        return await status(name, version=version)
+
+    @app.get("/v1/models/{name}/labels/{label}", tags=["predict"], summary="The status of a labelled version (TF Serving REST)",
+             responses=status_responses, response_model=None)
+    async def label_status(name: str, label: str) -> Response:
+        return await status(name, label=label)
+
+    not_served = openapi.errors(e501="Not served by this router (the legacy arm answers predict only); the message names what is")
+    for verb in ("classify", "regress"):
+        for path, parameters in (("/v1/models/{name}", []), ("/v1/models/{name}/versions/{version}", [openapi.VERSION]),
+                                 ("/v1/models/{name}/labels/{label}", [openapi.LABEL])):
+            app.post(f"{path}:{verb}", tags=["predict"], summary=f"TF Serving's {verb}: not served (501)", status_code=501, responses=not_served,
+                     response_model=None, openapi_extra={"parameters": [openapi.NAME, *parameters]})(_refuse)
+
+    @app.get("/v1/models/{name}/metadata", tags=["predict"], summary="The model's signature (TF Serving REST metadata)",
+             responses={200: {"description": "TF Serving's metadata document for the served signature"},
+                        **openapi.errors(e404="Unknown model", e503="The model's signature is not known yet")}, response_model=None)
     async def metadata(name: str) -> Response:
         cfg = router.state.config
         if name != cfg.model_name:
@@ -109,12 +120,14 @@ def create_app(router: Router, admin_token: str | None = None) -> FastAPI:
         return JSONResponse(rest_metadata(name, signature))
 
     @app.post("/v1/outcomes", tags=["outcomes"], summary="Report outcomes for signed request ids (X-Modelramp-Outcome-Id)",
-              openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": {
-                  "description": '{"request_id": str, "success": bool} or a list of them (at most 10,000); request_id is the '
-                                 "X-Modelramp-Outcome-Id header of the predict answer",
-                  "example": {"request_id": "...", "success": True}}}}},
-                  "responses": {"503": {"description": "The outcome ledger cannot be written now: nothing was counted, "
-                                                       "retry after `Retry-After` seconds", "content": _ERROR}}})
+              response_model=None,
+              responses={**openapi.ok(openapi.OutcomesAccepted, "Recorded: how many were new, how many already recorded"),
+                         **openapi.errors(e400="Not a report: bad JSON, fields, list size or request id",
+                                          e403="A request id that is forged or expired",
+                                          e413="The body is larger than `router.max_body_bytes`",
+                                          e503="The outcome ledger cannot be written now: nothing was counted, retry after "
+                                               "`Retry-After` seconds")},
+              openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": openapi.OUTCOMES_BODY}}}})
     async def outcomes(request: Request) -> Response:
         try:
             result = await router.outcomes.report(parse_body(await request.body()))
@@ -122,19 +135,31 @@ def create_app(router: Router, admin_token: str | None = None) -> FastAPI:
             return _error(err)
         return JSONResponse({"accepted": result.accepted, "duplicates": result.duplicates})
 
-    @app.get("/v1/experiments", tags=["experiments"], summary="Experiments with weights and live counts")
+    @app.get("/v1/experiments", tags=["experiments"], summary="Experiments with weights and live counts",
+             responses={200: {"description": "The experiment this router runs, as `GET /v1/experiments/{name}` shows it"}})
     async def experiments() -> dict[str, Any]:
         return {"experiments": [router.describe()]}
 
-    @app.get("/v1/experiments/{name}", tags=["experiments"], summary="One experiment: config, weights, live counts")
+    @app.get("/v1/experiments/{name}", tags=["experiments"], summary="One experiment: config, weights, live counts",
+             responses={200: {"description": "Name, weights, circuit breaker, live counts, signature and configuration",
+                              "content": {"application/json": {"schema": openapi.EXPERIMENT}}},
+                        **openapi.errors(e404="Not the experiment this router runs")}, response_model=None)
     async def experiment(name: str) -> Response:
         if name != router.state.config.name:
             return _error(errors.NotFound(f"unknown experiment {name!r}"))
         return JSONResponse(router.describe())
 
     @app.put("/v1/experiments/{name}/weights", tags=["experiments"], summary="Change arm weights (bearer token)",
-             openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": {
-                 "example": {"weights": {"legacy": 0.95, "model": 0.05}}}}}}})
+             response_model=None,
+             responses={200: {"description": "The experiment with its new weights",
+                              "content": {"application/json": {"schema": openapi.EXPERIMENT}}},
+                        **openapi.errors(e400="Not a weights document, or weights that do not sum to 1",
+                                         e401="No bearer token, or not the router's (answered with `WWW-Authenticate: Bearer`)",
+                                         e403="The weights API is off: the router was started without an admin token",
+                                         e404="Not the experiment this router runs",
+                                         e413="The body is larger than `router.max_body_bytes`")},
+             openapi_extra={"security": [{openapi.BEARER: []}],
+                            "requestBody": {"required": True, "content": {"application/json": {"schema": openapi.WEIGHTS_BODY}}}})
     async def weights(request: Request, name: str) -> Response:
         if admin_token is None:
             return _error(errors.PermissionDenied("the weights API is disabled: start the router with an admin token"))
@@ -148,7 +173,8 @@ def create_app(router: Router, admin_token: str | None = None) -> FastAPI:
             return _error(err)
         return JSONResponse(router.describe())
 
-    @app.get("/metrics", tags=["operations"], summary="Prometheus metrics")
+    @app.get("/metrics", tags=["operations"], summary="Prometheus metrics", response_model=None,
+             responses={200: {"description": "Prometheus text exposition", "content": {"text/plain": {"schema": {"type": "string"}}}}})
     async def metrics() -> Response:
         return Response(router.metrics.exposition(), media_type=CONTENT_TYPE)
 
@@ -156,7 +182,9 @@ def create_app(router: Router, admin_token: str | None = None) -> FastAPI:
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/readyz", tags=["operations"], summary="Readiness: the legacy system answers and the model's signature is known")
+    @app.get("/readyz", tags=["operations"], summary="Readiness: the legacy system answers and the model's signature is known",
+             response_model=None, responses={**openapi.ok(openapi.Readiness, "Ready"),
+                                             503: {"description": "Not ready (the same document, `ready` false)", "model": openapi.Readiness}})
     async def readyz() -> Response:
         status = await router.readiness()
         return JSONResponse(status, status_code=200 if status["ready"] else 503)

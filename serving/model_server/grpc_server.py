@@ -96,7 +96,9 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
     async def GetModelStatus(self, request, context):
         spec = _spec_args(request.model_spec)
         try:
-            return status_response(self.plane, spec["name"], spec["version"])
+            # A label names one version, as in TF Serving and this server's REST front.
+            version = spec["version"] if spec["label"] is None else self.plane.resolve(spec["name"], label=spec["label"]).version
+            return status_response(self.plane, spec["name"], version)
         except UserFacingError as err:
             await _abort(context, err)
 

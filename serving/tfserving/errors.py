@@ -66,8 +66,15 @@ class PayloadTooLarge(InvalidArgument):
     http_status = 413
 
 
+class Unimplemented(UserFacingError):
+    """A method or route that this server does not serve; the message names what it does serve."""
+
+    http_status = 501
+    grpc_code = grpc.StatusCode.UNIMPLEMENTED
+
+
 _BY_GRPC_CODE = {cls.grpc_code: cls for cls in (InvalidArgument, NotFound, FailedPrecondition, Unavailable, DeadlineExceeded,
-                                                 Unauthenticated, PermissionDenied)}
+                                                 Unauthenticated, PermissionDenied, Unimplemented)}
 
 
 def from_grpc_code(code: grpc.StatusCode, message: str) -> UserFacingError:
@@ -79,7 +86,7 @@ def from_http_status(status: int, message: str) -> UserFacingError:
     """The modelramp error for an HTTP error status received from a server (used by clients)."""
     if status == 413:
         return PayloadTooLarge(message)
-    for cls in (InvalidArgument, NotFound, Unavailable, DeadlineExceeded, Unauthenticated, PermissionDenied):
+    for cls in (InvalidArgument, NotFound, Unavailable, DeadlineExceeded, Unauthenticated, PermissionDenied, Unimplemented):
         if cls.http_status == status:
             return cls(message)
     return UserFacingError(f"HTTP {status}: {message}")

@@ -194,5 +194,8 @@ class AsyncPredictionClient:
     async def get_model_metadata_raw(self, request, timeout: float | None = None, metadata=None):
         return await self._call(self._metadata, request, timeout, metadata)
 
+    async def get_model_status_raw(self, request, timeout: float | None = None, metadata=None):
+        return await self._call(self._status, request, timeout, metadata)
+
     async def close(self) -> None:
         await self._channel.close()

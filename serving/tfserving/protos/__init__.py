@@ -17,6 +17,8 @@ _pool = descriptor_pool.DescriptorPool()
 _fds = descriptor_pb2.FileDescriptorSet.FromString(Path(__file__).with_name("tfserving.binpb").read_bytes())
 for _file in _fds.file:
     _pool.Add(_file)
+#: The descriptors' files as FileDescriptorProtos, dependencies first: for servers that describe themselves (gRPC reflection).
+FILES = tuple(_fds.file)
 
 
 def _message(full_name: str):
@@ -39,4 +41,6 @@ DataType = _pool.FindEnumTypeByName("tensorflow.DataType")
 PREDICT_METHOD = "/tensorflow.serving.PredictionService/Predict"
 GET_MODEL_METADATA_METHOD = "/tensorflow.serving.PredictionService/GetModelMetadata"
 GET_MODEL_STATUS_METHOD = "/tensorflow.serving.ModelService/GetModelStatus"
+PREDICTION_SERVICE = "tensorflow.serving.PredictionService"
+MODEL_SERVICE = "tensorflow.serving.ModelService"
 SIGNATURE_DEF_TYPE_URL = "type.googleapis.com/tensorflow.serving.SignatureDefMap"
