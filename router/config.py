@@ -33,6 +33,8 @@ from pydantic import (
     model_validator,
 )
 
+from router.qa import QaSpec
+
 LEGACY, MODEL = "legacy", "model"
 ARMS = (LEGACY, MODEL)
 Statistic = Literal["psi", "js_distance", "linf"]
@@ -400,6 +402,7 @@ class RouterConfig(BaseModel):
     arms: ArmsSpec
     fallback: FallbackSpec = FallbackSpec()
     shadow: ShadowSpec = ShadowSpec()
+    qa: QaSpec = Field(default_factory=QaSpec, description="Unit ids pinned to an arm, counted apart from the experiment (router/qa.py).")
     router: RouterOptionsSpec = RouterOptionsSpec()
     skew: SkewSpec = SkewSpec()
 

@@ -18,7 +18,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -39,6 +39,7 @@ from router.config import RouterConfig
 from router.ledger import OutcomeLedger
 from router.metrics import RouterMetrics, status_code
 from router.outcomes import OutcomeIntake
+from router.qa import pinned_units, qa_label
 from router.shadow import Shadow
 from router.signature import Signature, validate_request
 from router.signing import Signer
@@ -72,6 +73,7 @@ class ExperimentState:
     backends: dict[str, Backend]
     breaker: CircuitBreaker
     assign: Assigner  # the arm of a unit id (None: a fresh draw) under this configuration
+    qa: Mapping[str, str] | None = None  # QA units pinned to an arm, counted apart (router/qa.py); None: none
     counts: dict[str, dict[str, int]] = field(default_factory=lambda: {a: {"requests": 0, "fallbacks": 0} for a in (LEGACY, MODEL)})
 
     @property
@@ -107,7 +109,7 @@ class Router:
             # Keep warm connections when an arm's backend did not change (the common case: weights).
             backends[arm] = previous.backends[arm] if previous and old == new else self._factory(new)
         return ExperimentState(config, backends, CircuitBreaker(config.fallback.circuit_breaker, MODEL),
-                               Assigner(config.salt, config.weights))
+                               Assigner(config.salt, config.weights), qa=pinned_units(config.qa))
 
     def _publish(self, state: ExperimentState, old: ExperimentState | None) -> None:
         if old is not None and old.config.name != state.config.name:
@@ -185,7 +187,9 @@ class Router:
         start = time.perf_counter()
         state = self.state
         cfg = state.config
-        arm = state.assign(unit_id, self._rng)
+        pinned = state.qa.get(unit_id) if state.qa is not None and unit_id is not None else None
+        experiment = cfg.name if pinned is None else qa_label(cfg.name)  # a QA unit is counted apart
+        arm = pinned or state.assign(unit_id, self._rng)
         bucket = analysis_bucket(unit_id, cfg.router.analysis_buckets, self._rng)
         error: BaseException | None = None
         try:
@@ -194,10 +198,11 @@ class Router:
             signature = self.signature
             call = validate_request(decode(signature), signature, cfg.router.max_batch_size)
             budget = timeout if timeout is not None else cfg.router.request_timeout_ms / 1000.0
-            prediction, served_by = await self._answer(state, arm, call, start + budget)
-            served = Served(arm, self.signer.issue(cfg.name, arm, bucket=bucket), prediction, served_by, model_name,
+            prediction, served_by = await self._answer(state, arm, call, start + budget, experiment)
+            served = Served(arm, self.signer.issue(experiment, arm, bucket=bucket), prediction, served_by, model_name,
                             call.signature_name or cfg.arms[MODEL].backend.signature_name)
-            self._after(state, arm, call, served)
+            if pinned is None:
+                self._after(state, arm, call, served)
             return served
         except errors.UserFacingError as err:
             error = err
@@ -207,11 +212,13 @@ class Router:
             log.exception("unexpected error answering a predict request")
             raise errors.UserFacingError("internal error in the router") from None
         finally:
-            self.metrics.requests.record(cfg.name, arm, protocol, status_code(protocol, error), time.perf_counter() - start)
-            self.metrics.count_exposure(cfg.name, arm, bucket)  # every request, as modelramp_requests_total
-            state.counts[arm]["requests"] += 1
+            self.metrics.requests.record(experiment, arm, protocol, status_code(protocol, error), time.perf_counter() - start)
+            self.metrics.count_exposure(experiment, arm, bucket)  # every request, as modelramp_requests_total
+            if pinned is None:
+                state.counts[arm]["requests"] += 1
 
-    async def _answer(self, state: ExperimentState, arm: str, call: PredictCall, deadline: float) -> tuple[Prediction, str]:
+    async def _answer(self, state: ExperimentState, arm: str, call: PredictCall, deadline: float,
+                      experiment: str) -> tuple[Prediction, str]:
         cfg = state.config
         if arm == MODEL:
             if state.breaker.allow():
@@ -225,25 +232,26 @@ class Router:
                         prediction.model_version = self.signature.model_version
                     return prediction, MODEL
                 except errors.UserFacingError as err:
-                    self._backend_failed(state, MODEL, err)
+                    self._backend_failed(state, MODEL, err, experiment)
                     if cfg.fallback.policy != "legacy":
                         raise
-            self.metrics.fallbacks.labels(cfg.name, MODEL).inc()
-            state.counts[MODEL]["fallbacks"] += 1
+            self.metrics.fallbacks.labels(experiment, MODEL).inc()
+            if experiment == cfg.name:
+                state.counts[MODEL]["fallbacks"] += 1
         try:
             prediction = await state.backends[LEGACY].predict(call, max(deadline - time.perf_counter(), 0.001))
         except errors.InvalidArgument:
             raise  # the client's input, not the legacy system's failure
         except errors.UserFacingError as err:
-            self._backend_failed(state, LEGACY, err)
+            self._backend_failed(state, LEGACY, err, experiment)
             raise
         # Same shape as the model's answer: legacy responses claim the model version they stand in for.
         prediction.model_version = self.signature.model_version if self.signature else None
         return prediction, LEGACY
 
-    def _backend_failed(self, state: ExperimentState, arm: str, err: errors.UserFacingError) -> None:
+    def _backend_failed(self, state: ExperimentState, arm: str, err: errors.UserFacingError, experiment: str) -> None:
         cfg = state.config
-        self.metrics.backend_errors.labels(cfg.name, arm, failure_reason(err)).inc()
+        self.metrics.backend_errors.labels(experiment, arm, failure_reason(err)).inc()
         log.warning("%s arm backend failed (%s): %s", arm, failure_reason(err), err)
         if arm == MODEL and state.breaker.record(False):
             self.metrics.circuit_open.labels(cfg.name, MODEL).set(1)
