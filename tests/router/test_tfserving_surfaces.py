@@ -8,6 +8,7 @@ ones the routes really answer.
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import grpc
@@ -233,3 +234,33 @@ def test_openapi_documents_the_status_codes_and_bodies_the_routes_answer(router:
                 if int(code) >= 400 and (method, path) != ("get", "/readyz"):
                     assert response["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/ErrorBody"}, (method, path)
         assert len(seen) >= 12
+
+
+def test_health_says_not_serving_from_the_start_of_a_shutdown():
+    """`Health.stop` (the router's first step on SIGTERM): Check answers NOT_SERVING and Watch streams end with it."""
+    from router.core import Router
+    from router.grpc import create_server
+    from router.grpc_services import add_services
+    from router.signing import Signer
+    from tests.router.fakes import fake_factory, make_config
+
+    async def body() -> list[int]:
+        router = Router(make_config(0.5), signer=Signer(b"k"), backend_factory=fake_factory)
+        server, port = create_server(router, "127.0.0.1:0")
+        health = add_services(server, router)
+        await server.start()
+        try:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+                stub = health_pb2_grpc.HealthStub(channel)
+                watch = stub.Watch(health_pb2.HealthCheckRequest(), timeout=30)
+                seen = [(await watch.read()).status]
+                health.stop()
+                while (message := await watch.read()) is not grpc.aio.EOF:  # the stream ends after NOT_SERVING
+                    seen.append(message.status)
+                seen.append((await stub.Check(health_pb2.HealthCheckRequest(), timeout=10)).status)
+                return seen
+        finally:
+            await server.stop(0)
+            await router.close()
+
+    assert asyncio.run(body()) == [SERVING, NOT_SERVING, NOT_SERVING]
