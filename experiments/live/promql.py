@@ -157,6 +157,51 @@ _QUERIES = [
           "  / on (namespace, model, feature) group_left\n"
           "sum by (namespace, model, feature) (rate(modelramp_feature_values_total[$window]))",
           "Share of sketched values of each feature that are anomalous, by kind, per namespace and model.", by_arm=False),
+    # The ramp decision (experiments.live.decision_metrics): the latest analysis per experiment, from
+    # `modelramp analyze --serve` or the ramp controller's Pushgateway. `max by` folds the copies two
+    # exporters (or a scrape and a push) may hold of the same gauge into one series.
+    Query("decision", f"max by (decision) (modelramp_decision{{{_EXP}}}) == 1",
+          "The current decision (hold, ramp, ship, rollback, blocked): one series, named by its `decision` label.", by_arm=False),
+    Query("decision_reason", f"max by (code) (modelramp_decision_reason{{{_EXP}}}) == 1",
+          "The rule that decided (a REASON_CODES code): one series, named by its `code` label.", by_arm=False),
+    Query("decision_stage_percent", f"max(modelramp_decision_stage_percent{{{_EXP}}})",
+          "Model-arm share of the current ramp stage, in percent.", by_arm=False),
+    Query("decision_stage_index", f"max(modelramp_decision_stage_index{{{_EXP}}})",
+          "Index of the current ramp stage (0 = first).", by_arm=False),
+    Query("decision_stage_duration_seconds", f"max(modelramp_decision_stage_duration_seconds{{{_EXP}}})",
+          "How long the current stage has run at the latest decision.", by_arm=False),
+    Query("decision_stage_min_duration_seconds", f"max(modelramp_decision_stage_min_duration_seconds{{{_EXP}}})",
+          "The current stage's minimum duration.", by_arm=False),
+    Query("decision_model_exposures", f"max(modelramp_decision_model_exposures{{{_EXP}}})",
+          "Model-arm exposures counted in the current stage.", by_arm=False),
+    Query("decision_min_samples", f"max(modelramp_decision_min_samples{{{_EXP}}})",
+          "The current stage's minimum model-arm exposures.", by_arm=False),
+    Query("decision_difference", f"max by (bound) (modelramp_decision_difference{{{_EXP}}})",
+          "Model - legacy success rate: the estimate, the always-valid CI and the harm / non-inferiority bounds.", by_arm=False),
+    Query("decision_srm_p_value", f"max(modelramp_decision_srm_p_value{{{_EXP}}})",
+          "Always-valid sample ratio mismatch p-value (on units) of the latest decision.", by_arm=False),
+    Query("decision_outcome_rate_p_value", f"max(modelramp_decision_outcome_rate_p_value{{{_EXP}}})",
+          "Always-valid p-value that both arms get outcomes per exposure at the same rate.", by_arm=False),
+    Query("decision_guardrail_breached", f"max by (guardrail) (modelramp_decision_guardrail_breached{{{_EXP}}})",
+          "1 for each model-arm guardrail the latest decision found breached, 0 for the others.", by_arm=False),
+    Query("decision_age_seconds", f"time() - max(modelramp_decision_timestamp_seconds{{{_EXP}}})",
+          "Seconds since the latest decision was made (a stalled controller lets it grow).", by_arm=False),
+    # The decision alerts (the chart's modelramp.decisions group renders exactly these, with its
+    # thresholds appended): per namespace and experiment; they follow the analyzer's verdict.
+    Query("alert_decision_rollback", 'max by (namespace, experiment) (modelramp_decision{decision="rollback"}) == 1',
+          "Experiments whose latest decision is rollback.", by_arm=False),
+    Query("alert_decision_blocked", 'max by (namespace, experiment) (modelramp_decision{decision="blocked"}) == 1',
+          "Experiments whose latest decision is blocked (the analyzer cannot decide on the data).", by_arm=False),
+    Query("alert_sample_ratio_mismatch", 'max by (namespace, experiment) (modelramp_decision_reason{code="sample_ratio_mismatch"}) == 1',
+          "Experiments the analyzer found a sample ratio mismatch in (its always-valid test, its own threshold).", by_arm=False),
+    Query("alert_decision_age_seconds",
+          "(\n"
+          "  time() - max by (namespace, experiment) (modelramp_decision_timestamp_seconds)\n"
+          "  unless on (namespace, experiment)\n"
+          '  max by (namespace, experiment) (modelramp_decision{decision=~"ship|rollback"}) == 1\n'
+          ")",
+          "Seconds since the latest decision of each unfinished experiment (shipped and rolled-back ones are done: no "
+          "decision is due); the stale-decision alert compares it with its limit.", by_arm=False),
 ]
 
 QUERIES: dict[str, Query] = {q.name: q for q in _QUERIES}

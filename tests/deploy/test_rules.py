@@ -1,12 +1,14 @@
-"""The Prometheus alert rules (skew monitors): promtool checks them and runs their unit tests."""
+"""The Prometheus alert rules (skew, guardrails, ramp decisions): promtool checks them and runs their unit tests."""
 
 from __future__ import annotations
 
 import subprocess
 from pathlib import Path
 
+import helm_python
 import pytest
 import yaml
+from helm_python import Chart
 
 from experiments.live import promql
 from tests.deploy.manifests import CHART, K8S, OPTION_SETS, find, option_values, render
@@ -17,7 +19,9 @@ UNIT_TESTS = sorted((K8S / "rules" / "tests").glob("*.test.yaml"))
 ALERTS = {
     "ModelrampFeatureDrift", "ModelrampPredictionDrift", "ModelrampFeatureAnomalyRate",
     "ModelrampModelArmErrorRate", "ModelrampModelArmLatencyP99", "ModelrampFallbackRate",
+    "ModelrampRolledBack", "ModelrampDecisionBlocked", "ModelrampSampleRatioMismatch", "ModelrampDecisionStale",
 }
+DECISION_ALERTS = {"ModelrampRolledBack", "ModelrampDecisionBlocked", "ModelrampSampleRatioMismatch", "ModelrampDecisionStale"}
 
 
 def promtool(*args: str | Path) -> subprocess.CompletedProcess:
@@ -27,7 +31,7 @@ def promtool(*args: str | Path) -> subprocess.CompletedProcess:
 def test_promtool_check_rules_accepts_the_rule_file():
     done = promtool("check", "rules", RULES)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "SUCCESS: 6 rules found" in done.stdout
+    assert "SUCCESS: 10 rules found" in done.stdout
 
 
 def test_promtool_unit_tests_pass():
@@ -111,3 +115,44 @@ def test_drift_alerts_follow_the_routers_verdict_and_limits_not_fixed_numbers():
     anomaly = promql.render("alert_feature_anomaly_share", window="5m")
     assert "modelramp_requests_total" not in anomaly
     assert "/ on (namespace, model, feature) group_left" in anomaly and "modelramp_feature_values_total" in anomaly
+
+
+@pytest.mark.parametrize("values", [{}, *map(option_values, OPTION_SETS)], ids=["defaults", *(p.stem for p in OPTION_SETS)])
+def test_decision_alerts_are_the_named_queries_of_experiments_promql(values):
+    """The decision alerts ask what the experiment dashboard shows, with only their durations added."""
+    pr = {"blockedFor": "30m", "decisionStaleSeconds": 1800, **values.get("monitoring", {}).get("prometheusRule", {})}
+    if pr.get("enabled") is False:
+        pytest.skip("the option set switches the PrometheusRule off")
+    groups = {g["name"]: g["rules"] for g in find(render(values), "PrometheusRule", "modelramp")["spec"]["groups"]}
+    rules = {r["alert"]: r for r in groups["modelramp.decisions"]}
+    assert set(rules) == DECISION_ALERTS
+    assert rules["ModelrampRolledBack"]["expr"] == promql.render("alert_decision_rollback")
+    assert rules["ModelrampDecisionBlocked"]["expr"] == promql.render("alert_decision_blocked")
+    assert rules["ModelrampSampleRatioMismatch"]["expr"] == promql.render("alert_sample_ratio_mismatch")
+    assert rules["ModelrampDecisionStale"]["expr"] == f"{promql.render('alert_decision_age_seconds')}\n> {pr['decisionStaleSeconds']}"
+    assert rules["ModelrampDecisionBlocked"]["for"] == pr["blockedFor"]
+    # Rollback and a sample ratio mismatch are the analyzer's verdicts: no threshold, no wait of their own.
+    assert "for" not in rules["ModelrampRolledBack"] and "for" not in rules["ModelrampSampleRatioMismatch"]
+    assert {r["alert"]: r["labels"]["severity"] for r in rules.values()} == {
+        "ModelrampRolledBack": "critical", "ModelrampSampleRatioMismatch": "critical",
+        "ModelrampDecisionBlocked": "warning", "ModelrampDecisionStale": "warning"}
+
+
+def test_decision_alert_values_reach_the_rules():
+    groups = find(render({"monitoring": {"prometheusRule": {"blockedFor": "2h", "decisionStaleSeconds": 7200}}}),
+                  "PrometheusRule", "modelramp")["spec"]["groups"]
+    rules = {r["alert"]: r for g in groups for r in g["rules"]}
+    assert rules["ModelrampDecisionBlocked"]["for"] == "2h"
+    assert "for 2h (" in rules["ModelrampDecisionBlocked"]["annotations"]["description"]
+    assert rules["ModelrampDecisionStale"]["expr"].endswith("\n> 7200")
+    assert "older than 7200 s" in rules["ModelrampDecisionStale"]["annotations"]["description"]
+    assert "{{ $labels.experiment }}" in rules["ModelrampDecisionStale"]["annotations"]["summary"]
+
+
+@pytest.mark.parametrize("prometheus_rule, key, what", [({"decisionStaleSeconds": 10}, "decisionStaleSeconds", "minimum"),
+                                                       ({"decisionStaleSeconds": "1800"}, "decisionStaleSeconds", "want integer"),
+                                                       ({"blockedFor": "30 minutes"}, "blockedFor", "pattern")])
+def test_the_schema_refuses_bad_decision_alert_values(prometheus_rule, key, what):
+    with Chart.load(CHART) as chart, pytest.raises(helm_python.HelmValuesError) as err:
+        chart.render({"monitoring": {"prometheusRule": prometheus_rule}}, name="modelramp", namespace="shop")
+    assert f"at '/monitoring/prometheusRule/{key}'" in str(err.value) and what in str(err.value), str(err.value)
