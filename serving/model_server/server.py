@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import logging
 import signal
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from serving.model_server.grpc_server import build_grpc_server
 from serving.model_server.model_config import load_model_config
 from serving.model_server.registry import ModelRegistry, ModelSource
 from serving.model_server.rest_server import build_rest_app
+from serving.ports import check_port_free
 from serving.tfserving.errors import InvalidArgument
 
 log = logging.getLogger(__name__)
@@ -47,15 +47,6 @@ def sources_from_flags(model_name: str | None, model_base_path: str | None, mode
     if not base.is_dir():
         raise InvalidArgument(f"--model_base_path {base} is not a directory")
     return [ModelSource(model_name or "default", base)]
-
-
-def check_port_free(host: str, port: int) -> None:
-    """Fail early with a clear message instead of a bind error deep inside a server library."""
-    with socket.socket() as s:
-        try:
-            s.bind((host, port))
-        except OSError:
-            raise OSError(f"port {port} on {host} is already in use") from None
 
 
 async def serve(sources: list[ModelSource], port: int, rest_api_port: int, poll_seconds: float, host: str = "0.0.0.0",

@@ -220,11 +220,13 @@ def test_modelramp_containers_call_the_real_command_line(rendered):
     from experiments.cli import build_parser
 
     parser = build_parser()
+    checked = 0
     for obj in rendered:
         for pod in pod_specs(obj):
             for c in pod["containers"]:
-                if not c["image"].startswith("ghcr.io/modelramp/modelramp:"):
+                if not c["image"].startswith("ghcr.io/modelramp/modelramp-"):
                     continue
+                checked += 1
                 # What the kubelet does with $(VAR) references to the container's env.
                 args = [a.replace("$(POD_NAMESPACE)", "ns").replace("$(POD_NAME)", "pod")
                         .replace("$(MODELRAMP_AUDIT_DB)", "sqlite:////tmp/audit.db") for a in c["args"]]
@@ -233,6 +235,7 @@ def test_modelramp_containers_call_the_real_command_line(rendered):
                 except SystemExit:
                     pytest.fail(f"{obj['kind']}/{obj['metadata']['name']}: `modelramp {' '.join(args)}` does not parse")
                 assert parsed.command == args[0]
+    assert checked >= 3, "no modelramp container found: router, legacy system and ramp controller run the modelramp images"
 
 
 def test_the_controller_pushes_its_decision_gauges_only_when_a_pushgateway_is_set():

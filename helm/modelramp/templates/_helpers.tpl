@@ -45,9 +45,11 @@ helm.sh/chart: {{ printf "%s-%s" $ctx.Chart.Name $ctx.Chart.Version | replace "+
 {{- end }}
 {{- end }}
 
-{{/* The modelramp image (router, legacy system, ramp controller). */}}
+{{/* A modelramp image: (list . "router") for the router and the legacy system, (list . "controller") for the
+ramp controller; <image.repository>-<target>:<image.tag or appVersion>, as scripts/build_images.sh names them. */}}
 {{- define "modelramp.image" -}}
-{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- $root := index . 0 -}}
+{{- printf "%s-%s:%s" $root.Values.image.repository (index . 1) (default $root.Chart.AppVersion $root.Values.image.tag) }}
 {{- end }}
 
 {{- define "modelramp.experimentConfigMap" -}}

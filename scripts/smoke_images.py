@@ -1,0 +1,219 @@
+"""Smoke runs of the built images (scripts/build_images.sh smoke): they start, serve and decide.
+
+The legacy system and the model server run on the host from this checkout's virtual environment; the router
+runs from the router image (`buildah run` shares the host's loopback), its entrypoint and user as the image
+declares them. One REST and one gRPC predict go through it, each must come back with a prediction from the
+arm the router chose; then `modelramp ramp --once --dry-run` runs from the controller image against the
+router's /metrics. Any failure exits non-zero with the reason (and the router's log).
+
+Cheap checks come first: an image without an entrypoint, or one that would run as root, fails before
+anything starts (tests/deploy/test_images_build.py builds such an image from scratch).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from experiments.local.stack import Child, free_port, model_server
+from serving.tfserving.grpc_client import PredictionClient, build_predict_request, parse_predict_response
+from serving.training.dataset import read_split, to_columns, to_instances
+
+MODEL_NAME = "churn"
+READY_TIMEOUT_S = 120.0
+
+
+class SmokeError(Exception):
+    pass
+
+
+def image_config(image: str) -> dict[str, Any]:
+    """The image's OCI config (Entrypoint, Cmd, User, ...); SmokeError if there is no such image."""
+    done = subprocess.run(["buildah", "inspect", "--type", "image", image], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SmokeError(f"no image {image}: {done.stderr.strip()}")
+    config: dict[str, Any] = json.loads(done.stdout)["OCIv1"].get("config") or {}
+    return config
+
+
+def entrypoint_of(image: str) -> list[str]:
+    """The image's entrypoint, checked: it must have one, and run as a numeric non-root user."""
+    config = image_config(image)
+    entrypoint = config.get("Entrypoint") or []
+    if not entrypoint:
+        raise SmokeError(f"image {image} has no entrypoint: the chart's containers pass only arguments")
+    user = str(config.get("User") or "")
+    uid = user.split(":")[0]
+    if not uid.isdigit() or int(uid) == 0:
+        raise SmokeError(f"image {image} runs as user {user or 'root'!r}: it must be a numeric non-root user")
+    return list(entrypoint)
+
+
+class Container:
+    """`buildah run` of an image's entrypoint with arguments, in its own process group."""
+
+    def __init__(self, image: str, args: list[str], log_path: Path, volumes: dict[Path, str]):
+        self.image = image
+        self.log_path = log_path
+        entrypoint = entrypoint_of(image)
+        self.name = subprocess.run(["buildah", "from", "--quiet", image], check=True, capture_output=True, text=True).stdout.strip()
+        mounts = [arg for host, inside in volumes.items() for arg in ("-v", f"{host}:{inside}")]
+        command = ["buildah", "run", *mounts, self.name, "--", *entrypoint, *args]
+        print(f"  $ {shlex.join(command)}", flush=True)
+        self._log = open(log_path, "wb")
+        self.proc = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait(self, timeout: float) -> int:
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise SmokeError(f"{self.image} still running after {timeout:.0f} s:\n{self.log()}") from None
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        self._log.close()
+        subprocess.run(["buildah", "rm", self.name], capture_output=True)
+
+
+def _status(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return int(response.status)
+    except (urllib.error.URLError, OSError):
+        return 0
+
+
+def wait_for(what: str, ready, proc: subprocess.Popen, log, timeout: float = READY_TIMEOUT_S) -> None:
+    """Poll `ready` until true; SmokeError if `proc` exits first or `timeout` passes."""
+    deadline = time.monotonic() + timeout
+    while not ready():
+        if proc.poll() is not None:
+            raise SmokeError(f"{what} exited with {proc.returncode} before it was ready:\n{log()}")
+        if time.monotonic() > deadline:
+            raise SmokeError(f"{what} not ready after {timeout:.0f} s:\n{log()}")
+        time.sleep(0.2)
+
+
+def experiment(run_dir: Path, legacy_url: str, model_target: str) -> Path:
+    """An experiment with half the units on each arm, backends on loopback."""
+    doc = {"name": "image-smoke", "salt": "image-smoke", "model_name": MODEL_NAME,
+           "arms": {"legacy": {"weight": 0.5, "backend": {"kind": "legacy_http", "url": legacy_url}},
+                    "model": {"weight": 0.5, "backend": {"kind": "tfserving_grpc", "target": model_target,
+                                                         "model_name": MODEL_NAME}}}}
+    path = run_dir / "experiment.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+def predict_rest(http_port: int, row: dict[str, Any], unit: str) -> dict[str, Any]:
+    body = json.dumps({"instances": [row]}).encode()
+    request = urllib.request.Request(f"http://127.0.0.1:{http_port}/v1/models/{MODEL_NAME}:predict", data=body,
+                                     headers={"Content-Type": "application/json", "X-Unit-Id": unit})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        if response.status != 200:
+            raise SmokeError(f"REST predict through the router: HTTP {response.status}")
+        document: dict[str, Any] = json.loads(response.read())
+    if len(document.get("predictions", [])) != 1:
+        raise SmokeError(f"REST predict through the router: no prediction in {document}")
+    return document
+
+
+def predict_grpc(grpc_port: int, columns: dict[str, Any], unit: str) -> dict[str, Any]:
+    with PredictionClient(f"127.0.0.1:{grpc_port}", timeout=10) as client:
+        response = client.predict_raw(build_predict_request(MODEL_NAME, columns), metadata=(("x-unit-id", unit),))
+    outputs = parse_predict_response(response)
+    if not outputs or any(len(v) != 1 for v in outputs.values()):
+        raise SmokeError(f"gRPC predict through the router: unexpected outputs {outputs}")
+    return {name: value.tolist() for name, value in outputs.items()}
+
+
+def run(router_image: str, controller_image: str, models: Path) -> None:
+    # Before anything starts: both images must be runnable as the chart runs them.
+    entrypoint_of(router_image)
+    entrypoint_of(controller_image)
+    frame = read_split(models / "data", "test").head(1)
+    row, columns = to_instances(frame)[0], to_columns(frame)
+    with tempfile.TemporaryDirectory(prefix="modelramp-image-smoke-") as tmp:
+        run_dir = Path(tmp)
+        os.chmod(run_dir, 0o755)  # the images' user reads the experiment file
+        with model_server(models, MODEL_NAME, run_dir, versions="latest") as (_, model_target, _rest):
+            legacy_port = free_port()
+            legacy = Child("legacy system", ["legacy", "--host", "127.0.0.1", "--port", str(legacy_port)],
+                           log_path=run_dir / "legacy.log")
+            router = None
+            try:
+                wait_for("legacy system", lambda: _status(f"http://127.0.0.1:{legacy_port}/healthz") == 200, legacy.proc, legacy.log)
+                experiment(run_dir, f"http://127.0.0.1:{legacy_port}", model_target)  # mounted at /smoke
+                http_port, grpc_port = free_port(), free_port()
+                print(f"router from {router_image}", flush=True)
+                router = Container(router_image, ["router", "--config", "/smoke/experiment.yaml", "--host", "127.0.0.1",
+                                                  "--http-port", str(http_port), "--grpc-port", str(grpc_port),
+                                                  "--outcome-ledger", "sqlite:////tmp/outcomes.db"],
+                                   run_dir / "router.log", {run_dir: "/smoke"})
+                wait_for("router (from its image)", lambda: _status(f"http://127.0.0.1:{http_port}/readyz") == 200,
+                         router.proc, router.log)
+                print(f"  REST predict: {predict_rest(http_port, row, 'smoke-unit-1')}", flush=True)
+                print(f"  gRPC predict: {predict_grpc(grpc_port, columns, 'smoke-unit-2')}", flush=True)
+                print(f"ramp controller from {controller_image}", flush=True)
+                ramp = Container(controller_image, ["ramp", "--once", "--dry-run", "--config", "/smoke/experiment.yaml",
+                                                    "--metrics-url", f"http://127.0.0.1:{http_port}", "--db", "/tmp/audit.db"],
+                                 run_dir / "ramp.log", {run_dir: "/smoke"})
+                try:
+                    code = ramp.wait(120)
+                    print("\n".join(f"  | {line}" for line in ramp.log().splitlines()), flush=True)
+                    if code != 0:
+                        raise SmokeError(f"modelramp ramp --once --dry-run from {controller_image} exited with {code}")
+                finally:
+                    ramp.stop()
+            except Exception:
+                if router is not None:
+                    print(f"--- router log\n{router.log()}", file=sys.stderr)
+                raise
+            finally:
+                if router is not None:
+                    router.stop()
+                legacy.stop()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--router", required=True, help="router image")
+    parser.add_argument("--controller", required=True, help="controller image")
+    parser.add_argument("--models", type=Path, default=REPO / "models", help="trained models folder (make model)")
+    args = parser.parse_args()
+    try:
+        run(args.router, args.controller, args.models)
+    except SmokeError as err:
+        print(f"smoke: FAILED: {err}", file=sys.stderr)
+        return 1
+    print("smoke: the router image served REST and gRPC predicts; the controller image decided", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
