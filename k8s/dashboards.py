@@ -24,14 +24,18 @@ from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models import common
 from grafana_foundation_sdk.models.dashboard import (
     DataSourceRef,
+    DynamicConfigValue,
     GridPos,
     Threshold,
     ThresholdsMode,
+    ValueMap,
+    ValueMappingResult,
     VariableRefresh,
     VariableSort,
 )
 
-from experiments.config import GuardrailsSpec
+from experiments.config import CriteriaSpec, GuardrailsSpec
+from experiments.live.analysis import DECISIONS
 from experiments.live.promql import PREDICTION_FEATURE, QUERIES
 
 REPO = Path(__file__).resolve().parents[1]
@@ -39,6 +43,13 @@ OUTPUT_DIRS = (REPO / "k8s" / "dashboards", REPO / "helm" / "modelramp" / "dashb
 DATASOURCE = DataSourceRef(type_val="prometheus", uid="${datasource}")
 LOOK_COUNTS = ("exposures", "successes", "failures", "backend_errors", "fallbacks")  # one look of the analyzer
 Z95 = 1.959964  # two-sided 95% normal quantile
+# The chart's default monitoring.prometheusRule.decisionStaleSeconds: ModelrampDecisionStale fires past it.
+DECISION_STALE_SECONDS = 1800
+# How each decision shows on the "Current decision" stat (Grafana colour names).
+DECISION_COLORS = {"hold": "blue", "ramp": "green", "ship": "dark-green", "rollback": "red", "blocked": "orange"}
+# Reason codes that stop or reverse a ramp (experiments.live.analysis.REASON_CODES), drawn red.
+DECISION_STATS_HEIGHT = 4
+ALARMING_CODES = ("guardrail", "harm", "sample_ratio_mismatch", "outcome_rate_mismatch", "counter_reset", "missing_outcomes")
 
 
 def q(name: str) -> str:
@@ -113,8 +124,74 @@ def wilson(successes: str, trials: str, side: str) -> str:
     return f"({centre} {side} {half}) / (1 + {z2} / {trials})"
 
 
+def _fixed_color(color: str) -> DynamicConfigValue:
+    return DynamicConfigValue(id_val="color", value={"mode": "fixed", "fixedColor": color})
+
+
+def _named_stat(title: str, description: str, pos: tuple[int, int, int, int], expr: str, legend: str,
+                colors: dict[str, str], default_color: str) -> stat.Panel:
+    """A stat whose single series is named by a label (`{{decision}}`, `{{code}}`): the name is what shows, coloured per name."""
+    panel = (_stat(title, description, pos, expr, legend).text_mode(common.BigValueTextMode.NAME)
+             .color_mode(common.BigValueColorMode.BACKGROUND).thresholds(_thresholds((None, default_color))))
+    for name, color in colors.items():
+        panel = panel.override_by_name(name, [_fixed_color(color)])
+    return panel
+
+
+def decisions_panels(y: int) -> tuple[list[stat.Panel | timeseries.Panel], list[stat.Panel | timeseries.Panel], int]:
+    """The ramp decision from the `modelramp_decision_*` gauges: (panels above the model share, panels below, next free y).
+
+    The gauges come from `modelramp analyze --serve` or the ramp controller's Pushgateway
+    (experiments.live.decision_metrics); every expression is a named query of experiments.live.promql.
+    """
+    alarming = "|".join(ALARMING_CODES)
+    srm_threshold = CriteriaSpec().srm_p_value
+    top: list[stat.Panel | timeseries.Panel] = [
+        _named_stat("Current decision", f"The latest decision of the analyzer or ramp controller ({', '.join(DECISIONS)}).",
+                    (DECISION_STATS_HEIGHT, 4, 0, y), q("decision"), "{{decision}}", DECISION_COLORS, "blue"),
+        _named_stat("Decision reason", "The rule that decided (experiments.live.analysis.REASON_CODES); red: a rule that stops or "
+                                       "reverses the ramp. The audit log (modelramp ramp --log) has the full sentence.",
+                    (DECISION_STATS_HEIGHT, 6, 4, y), q("decision_reason"), "{{code}}", {}, "blue")
+        .override_by_regexp(f"^({alarming})$", [_fixed_color("red")]),
+        _stat("Stage", "The current ramp stage: the model arm's share (percent) and the stage's index (0 = first).",
+              (DECISION_STATS_HEIGHT, 4, 10, y), [(q("decision_stage_percent"), "model %"), (q("decision_stage_index"), "stage index")]),
+        _stat("Age of the latest decision", f"time() - modelramp_decision_timestamp_seconds: red past {DECISION_STALE_SECONDS} s, where "
+                                            "ModelrampDecisionStale fires by default (a stalled controller leaves the ramp half done).",
+              (DECISION_STATS_HEIGHT, 4, 14, y), q("decision_age_seconds"), "age", unit="s", limit=DECISION_STALE_SECONDS),
+        _stat("Guardrails breached", "Each model-arm guardrail as the latest decision judged it: breached rolls the ramp back.",
+              (DECISION_STATS_HEIGHT, 6, 18, y), q("decision_guardrail_breached"), "{{guardrail}}", limit=1)
+        .mappings([ValueMap(options={"0": ValueMappingResult(text="ok", color="green"),
+                                     "1": ValueMappingResult(text="breached", color="red")})]),
+    ]
+    below_y = y + DECISION_STATS_HEIGHT + 8  # the model share and replica disagreement panels (8 high) sit between
+    bottom: list[stat.Panel | timeseries.Panel] = [
+        _series("Time in stage against its minimum", "How long the current stage has run at each decision, and the stage's minimum "
+                                                     "duration: the ramp moves on only past it.",
+                (8, 8, 0, below_y), [(q("decision_stage_duration_seconds"), "in stage"),
+                                     (q("decision_stage_min_duration_seconds"), "minimum")], unit="s", step=True),
+        _series("Model-arm exposures against the stage minimum", "Model-arm exposures counted in the current stage, and the stage's "
+                                                                 "minimum sample: the ramp moves on only past it.",
+                (8, 8, 8, below_y), [(q("decision_model_exposures"), "model exposures in stage"),
+                                     (q("decision_min_samples"), "minimum")], step=True),
+        _series("SRM and outcome-rate p-values", "Always-valid p-values of the sample ratio test (units against the weights) and of "
+                                                 "equal outcome rates per exposure; red line: the default threshold "
+                                                 f"(criteria.srm_p_value, {srm_threshold:g}), below which the ramp is blocked.",
+                (8, 8, 16, below_y), [(q("decision_srm_p_value"), "sample ratio (SRM)"),
+                                      (q("decision_outcome_rate_p_value"), "outcome rate")], limit=srm_threshold)
+        .scale_distribution(common_b.ScaleDistributionConfig().type(common.ScaleDistribution.LOG).log(10)),
+        _series("Difference model - legacy: estimate, always-valid CI, harm and non-inferiority bounds",
+                "The success-rate difference the decision rests on, with its always-valid confidence sequence (ci_lower, ci_upper) and "
+                "the one-sided bounds the rules compare: harm_upper (or ci_upper) below 0 rolls back (significantly worse), non_inferiority_lower "
+                "above minus the margin ships at the final stage. An unbounded side is absent.",
+                (9, 24, 0, below_y + 8), [(q("decision_difference"), "{{bound}}")], unit="percentunit")
+        .override_by_name("estimate", [DynamicConfigValue(id_val="custom.lineWidth", value=3)])
+        .override_by_regexp("^ci_(lower|upper)$", [DynamicConfigValue(id_val="custom.lineStyle", value={"fill": "dash", "dash": [10, 10]})]),
+    ]
+    return top, bottom, below_y + 8 + 9
+
+
 def experiment_dashboard() -> dash.Dashboard:
-    """Traffic share per arm, exposures, success rate per arm with intervals, decisions."""
+    """Traffic share per arm, exposures, success rate per arm with intervals, the ramp decision and what it rests on."""
     rate_all = q("request_rate")
     observed = f"({rate_all}) / ignoring (arm) group_left sum({rate_all})"
     trials = 'sum by (arm) (modelramp_outcomes_total{experiment="$experiment"})'
@@ -124,10 +201,14 @@ def experiment_dashboard() -> dash.Dashboard:
     request_rate = 'sum by (arm) (rate(modelramp_requests_total{experiment="$experiment"}[$__rate_interval]))'
     requests = 'sum by (arm) (modelramp_requests_total{experiment="$experiment"})'
 
+    decision_top, decision_bottom, cov_y = decisions_panels(29)
+    share_y = 29 + DECISION_STATS_HEIGHT  # the model share and replica disagreement, between the stats and the statistics
+    cov_y += 1  # the "Outcome coverage" row itself
+
     def lag(quantile: float) -> str:
         return (f"histogram_quantile({quantile}, sum by (arm, le) "
                 '(rate(modelramp_outcome_lag_seconds_bucket{experiment="$experiment"}[$__rate_interval])))')
-    return (
+    board = (
         _base("modelramp-experiment", "modelramp / experiment",
               "The live experiment: who gets which arm, how many were exposed, how each arm does, and what the ramp controller decided.")
         .with_variable(_label_var("experiment", "modelramp_traffic_weight"))
@@ -159,29 +240,39 @@ def experiment_dashboard() -> dash.Dashboard:
         .with_panel(_series("Success rate per arm (windowed)", "Share of outcomes reported as success over the rate window.",
                             (9, 8, 16, 19), [(q("success_rate"), "{{arm}}")], unit="percentunit"))
         .with_row(dash.Row("Decisions"))
+    )
+    for panel in decision_top:
+        board = board.with_panel(panel)
+    board = (
+        board
         .with_panel(_series("Decisions: model share over time",
                             "Every ramp-up or rollback the ramp controller applies changes the model arm's weight: each step is a decision (the "
                             "audit log has its reason).",
-                            (8, 16, 0, 29), [(weight_model, "model share")], unit="percentunit", step=True))
+                            (8, 16, 0, share_y), [(weight_model, "model share")], unit="percentunit", step=True))
         .with_panel(_stat("Replica weight disagreement", "Max minus min weight across router replicas; non-zero only while a ConfigMap change "
                                                          "propagates.",
-                          (8, 8, 16, 29), q("traffic_weight_spread"), "{{arm}}", unit="percentunit", limit=0.0001))
+                          (8, 8, 16, share_y), q("traffic_weight_spread"), "{{arm}}", unit="percentunit", limit=0.0001))
+    )
+    for panel in decision_bottom:
+        board = board.with_panel(panel)
+    return (
+        board
         .with_row(dash.Row("Outcome coverage"))
         .with_panel(_series("Outcomes per exposure per arm",
                             "Outcomes counted (once each, through the outcome ledger) per request served, windowed and since the routers "
                             "started. The arms should track each other: an arm whose line falls towards 0 has stopped getting outcomes "
                             "(a client or pipeline that reports only one arm), and its success rate is then built on a shrinking, "
                             "possibly biased sample.",
-                            (8, 12, 0, 38), [(f"{outcome_rate} / {request_rate}", "{{arm}} (windowed)"),
+                            (8, 12, 0, cov_y), [(f"{outcome_rate} / {request_rate}", "{{arm}} (windowed)"),
                                              (f"{trials} / {requests}", "{{arm}} (since start)")],
                             unit="percentunit"))
         .with_panel(_series("Outcome lag per arm",
                             "Time from a prediction to its outcome being recorded (modelramp_outcome_lag_seconds), median and 95th percentile. "
                             "The arms should match: a longer lag on one arm delays its evidence.",
-                            (8, 8, 12, 38), [(lag(0.5), "{{arm}} p50"), (lag(0.95), "{{arm}} p95")], unit="s"))
+                            (8, 8, 12, cov_y), [(lag(0.5), "{{arm}} p50"), (lag(0.95), "{{arm}} p95")], unit="s"))
         .with_panel(_stat("Outcome ledger", "Replicas whose outcome ledger accepts writes (reports get 503 while it does not) and the "
                                             "outcomes waiting for its next write.",
-                          (8, 4, 20, 38), [("min(modelramp_outcome_ledger_available)", "available (min over replicas)"),
+                          (8, 4, 20, cov_y), [("min(modelramp_outcome_ledger_available)", "available (min over replicas)"),
                                            ("sum(modelramp_outcome_ledger_pending_rows)", "queued outcomes")], limit=None))
     )
 

@@ -6,20 +6,32 @@
 - The skew router (experiment "dash-skew") calls the real model server and runs with `--baseline`
   (version 2's feature baseline), sketching every request: its traffic is the test split with a
   deliberate skew, so drift verdicts, limits and anomaly counters are the router's own.
+- A decision exporter serves `experiments.live.decision_metrics.DecisionMetrics` (the ramp
+  decision gauges) from a real HTTP server, as `modelramp analyze --serve` or a Pushgateway
+  would: the analyzer's own decision on a recorded history (tests/data/histories), relabelled
+  to the serving experiment and stamped now; `LiveStack.decide` replaces it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import httpx
 import yaml
+from prometheus_client import start_http_server
 
+from experiments.config import load_config
+from experiments.live.analysis import Analysis, analyze
+from experiments.live.decision_metrics import DecisionMetrics
+from experiments.live.history import load_history
 from tests.support.processes import Process, free_port, wait_until
 from tests.support.prometheus import PrometheusServer
 
@@ -31,6 +43,7 @@ RENAME = ("area_code_415", "415")
 # SPARED drifts as much as SCALED, but its own limits are out of reach: no verdict, no alert.
 SKEW_SETTINGS: dict[str, Any] = {"min_sample": 200, "interval_seconds": 0.2, "features": {SPARED: {"psi": 1000.0, "js_distance": 1.0}}}
 BATCH = 5  # rows per predict request
+HISTORIES = Path(__file__).resolve().parents[1] / "data" / "histories"
 _UNITS = itertools.count(1)
 
 
@@ -48,6 +61,14 @@ class LiveStack:
     skew: httpx.Client
     rows: Iterator[dict]
     processes: list[Process] = field(default_factory=list)
+    decisions: DecisionMetrics = field(default_factory=DecisionMetrics)
+    decision_server: Any = None  # (WSGI server, thread) of start_http_server
+
+    def decide(self, analysis: Analysis) -> None:
+        """Export `analysis` as the serving experiment's decision (stamped now unless it has a time)."""
+        if analysis.time is None:
+            analysis = dataclasses.replace(analysis, time=datetime.now(timezone.utc))
+        self.decisions.update(dataclasses.replace(analysis, experiment=SERVING_EXPERIMENT))
 
     def serving_traffic(self, n: int = 8) -> None:
         """Predict requests from distinct units, and an outcome for each (every third a failure)."""
@@ -75,6 +96,11 @@ class LiveStack:
         for client in (self.serving, self.skew):
             client.close()
         self.prometheus.stop()
+        if self.decision_server is not None:
+            server, thread = self.decision_server
+            server.shutdown()
+            server.server_close()
+            thread.join()
         for proc in self.processes:
             proc.stop()
 
@@ -94,6 +120,17 @@ def _router(tmp: Path, name: str, config: dict, *extra: str) -> tuple[Process, s
     return proc, url
 
 
+def recorded_decision(name: str) -> Analysis:
+    """The analyzer's decision on a recorded history (tests/data/histories/<name>.json), stamped now."""
+    analysis = analyze(load_history(HISTORIES / f"{name}.json", allow_resets=True), load_config(HISTORIES / "experiment.yaml"))
+    return dataclasses.replace(analysis, time=datetime.now(timezone.utc))
+
+
+def _decision_exporter(decisions: DecisionMetrics) -> tuple[tuple[Any, threading.Thread], str]:
+    port = free_port()
+    return start_http_server(port, addr="127.0.0.1", registry=decisions.registry), f"127.0.0.1:{port}"
+
+
 def start(tmp: Path, models_dir: Path, model_target: str, legacy_url: str, rows: list[dict]) -> LiveStack:
     legacy = {"kind": "legacy_http", "url": legacy_url}
     serving = {"name": SERVING_EXPERIMENT, "salt": "dash-salt", "model_name": MODEL,
@@ -109,14 +146,20 @@ def start(tmp: Path, models_dir: Path, model_target: str, legacy_url: str, rows:
             "skew": SKEW_SETTINGS}
     baseline = models_dir / MODEL / "2" / "modelramp" / "baseline.json"
     processes: list[tuple[Process, str]] = []  # (router, its URL)
+    decisions = DecisionMetrics()
+    decision_server, decision_target = _decision_exporter(decisions)
     try:
         for name, config, extra in (("serving", serving, ()), ("skew", skew, ("--baseline", str(baseline)))):
             processes.append(_router(tmp, name, config, *extra))
         urls = [url for _, url in processes]
-        prometheus = PrometheusServer([url.removeprefix("http://") for url in urls])
+        prometheus = PrometheusServer([*(url.removeprefix("http://") for url in urls), decision_target])
     except BaseException:  # pytest.skip (no prometheus on a laptop) too: it is not an Exception
         for proc, _ in processes:
             proc.stop()
+        decision_server[0].shutdown()
+        decision_server[0].server_close()
         raise
-    return LiveStack(prometheus, httpx.Client(base_url=urls[0], timeout=10), httpx.Client(base_url=urls[1], timeout=10),
-                     itertools.cycle(rows), [proc for proc, _ in processes])
+    stack = LiveStack(prometheus, httpx.Client(base_url=urls[0], timeout=10), httpx.Client(base_url=urls[1], timeout=10),
+                      itertools.cycle(rows), [proc for proc, _ in processes], decisions, decision_server)
+    stack.decide(recorded_decision("hold"))
+    return stack

@@ -3,6 +3,8 @@
 The experiment and serving dashboards read the serving router (real legacy system, failing model
 backend: real errors and fallbacks); the skew dashboard reads the router started with `--baseline`,
 whose sketches, drift verdicts, limits and anomaly counters fill from skewed test-split traffic.
+The experiment dashboard's decision panels read `DecisionMetrics` gauges of the analyzer's own
+decisions on recorded histories, served over HTTP and scraped by the same Prometheus.
 """
 
 from __future__ import annotations
@@ -12,9 +14,11 @@ import math
 
 import httpx
 import pytest
+import yaml
 
 from k8s import dashboards
-from tests.deploy.live import MODEL, SERVING_EXPERIMENT
+from tests.deploy.live import MODEL, SERVING_EXPERIMENT, recorded_decision
+from tests.deploy.manifests import K8S
 from tests.support.processes import wait_until
 
 # What Grafana substitutes, with windows that fit a 100 ms scrape interval.
@@ -82,3 +86,82 @@ def test_the_router_labels_what_the_dashboards_and_alerts_select(live_stack):
             and bool(server.query(f"modelramp_backend_errors_total{{{model_arm}}}"))
 
     wait_until(labelled, timeout=60, what="both arms, model-arm fallbacks and errors in Prometheus")
+
+
+def panel_exprs(title: str) -> list[str]:
+    board = json.loads(dashboards.render("modelramp-experiment"))
+    exprs = [substitute(expr) for t, expr in dashboards.panel_queries(board) if t == title]
+    assert exprs, f"no panel {title!r}"
+    return exprs
+
+
+def settle(live_stack, expr: str, done) -> list[dict]:
+    """Poll Prometheus (it scrapes the decision exporter every 100 ms) until the result satisfies `done`."""
+    last: list[list[dict]] = [[]]
+
+    def check() -> bool:
+        last[0] = live_stack.prometheus.query(expr)
+        return done(last[0])
+
+    try:
+        wait_until(check, timeout=30, what=expr)
+    except TimeoutError:
+        pytest.fail(f"no settled result for\n{expr}\nlast: {last[0]}")
+    return last[0]
+
+
+def labels(result: list[dict], label: str) -> list[str]:
+    return sorted(s["metric"].get(label, "") for s in result)
+
+
+@pytest.mark.parametrize("history, decision, code", [("rollback", "rollback", "harm"),
+                                                     ("blocked_srm", "blocked", "sample_ratio_mismatch"),
+                                                     ("hold", "hold", "stage_minimums")])
+def test_decision_panels_and_alerts_show_the_analyzers_decision(live_stack, history, decision, code):
+    """The analyzer's decision on a recorded history, exported by DecisionMetrics and scraped: one decision, one reason."""
+    rules = {r["alert"]: r["expr"] for g in yaml.safe_load((K8S / "rules" / "modelramp.rules.yaml").read_text())["groups"]
+             for r in g["rules"]}
+    analysis = recorded_decision(history)
+    assert (analysis.decision, analysis.code) == (decision, code)
+    live_stack.decide(analysis)
+    try:
+        [current] = panel_exprs("Current decision")
+        assert labels(settle(live_stack, current, lambda r: labels(r, "decision") == [decision]), "decision") == [decision]
+        [reason] = panel_exprs("Decision reason")
+        settle(live_stack, reason, lambda r: labels(r, "code") == [code])
+        # The alerts read the same gauges: rollback and SRM fire on these decisions and only on them.
+        fired = {name: bool(live_stack.prometheus.query(rules[name])) for name in ("ModelrampRolledBack", "ModelrampSampleRatioMismatch")}
+        assert fired == {"ModelrampRolledBack": decision == "rollback", "ModelrampSampleRatioMismatch": code == "sample_ratio_mismatch"}
+        blocked = live_stack.prometheus.query(rules["ModelrampDecisionBlocked"])
+        assert labels(blocked, "experiment") == ([SERVING_EXPERIMENT] if decision == "blocked" else [])
+        # Just decided: the decision is fresh, and the stale alert stays quiet.
+        [age] = panel_exprs("Age of the latest decision")
+        assert 0 <= float(live_stack.prometheus.query(age)[0]["value"][1]) < 60
+        assert not live_stack.prometheus.query(rules["ModelrampDecisionStale"])
+    finally:
+        live_stack.decide(recorded_decision("hold"))
+
+
+def test_decision_statistics_panels_show_the_exported_numbers(live_stack):
+    analysis = recorded_decision("hold")
+    live_stack.decide(analysis)
+    assert analysis.stage is not None and analysis.difference is not None and analysis.srm is not None
+    diff = analysis.difference
+    wanted = {"estimate": diff.estimate, "ci_lower": diff.ci[0], "ci_upper": diff.ci[1], "harm_upper": diff.harm_upper_bound,
+              "non_inferiority_lower": diff.non_inferiority_lower_bound}
+    [difference] = panel_exprs("Difference model - legacy: estimate, always-valid CI, harm and non-inferiority bounds")
+    result = settle(live_stack, difference, lambda r: len(r) == len(wanted))
+    assert {s["metric"]["bound"]: float(s["value"][1]) for s in result} == pytest.approx(wanted)
+    assert wanted["ci_lower"] < wanted["estimate"] < wanted["ci_upper"]
+
+    def values(title: str) -> list[float]:
+        return [float(live_stack.prometheus.query(e)[0]["value"][1]) for e in panel_exprs(title)]
+
+    stage = analysis.stage
+    assert values("Stage") == [stage.percent, stage.index]
+    assert values("Time in stage against its minimum") == [stage.duration_seconds, stage.min_duration_seconds]
+    assert values("Model-arm exposures against the stage minimum") == [stage.model_exposures, stage.min_samples]
+    assert values("SRM and outcome-rate p-values") == pytest.approx([analysis.srm.p_value, analysis.srm.outcome_rate_p_value])
+    [breached] = panel_exprs("Guardrails breached")
+    assert {s["metric"]["guardrail"]: float(s["value"][1]) for s in live_stack.prometheus.query(breached)} == \
+        {g.name: float(g.breached) for g in analysis.guardrails}
