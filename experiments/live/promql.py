@@ -4,13 +4,15 @@
 Grafana's variable syntax (`$experiment`, `$window`, `$model`), so a dashboard can take an
 expression as it is, while Python renders it with `render(name, experiment=...)`.
 
-Two families:
+Three families:
 
 - cumulative counts since the routers started (no range vector): what the analyzer reads at each
   look. The history stores cumulative counts, and the router-metrics source computes exactly the
   same numbers from a scrape, so a live look and a replayed one agree;
 - windowed rates (`$window`, e.g. `5m` in alert rules, `$__rate_interval` in Grafana): what
-  people watch and alerts fire on.
+  people watch and alerts fire on;
+- the ramp decision's gauges (`modelramp_decision_*`, experiments.live.decision_metrics): what the
+  experiment dashboard's "Decisions" row and the `modelramp.decisions` alerts show.
 """
 
 from __future__ import annotations
