@@ -235,7 +235,7 @@ def test_modelramp_containers_call_the_real_command_line(rendered):
                 except SystemExit:
                     pytest.fail(f"{obj['kind']}/{obj['metadata']['name']}: `modelramp {' '.join(args)}` does not parse")
                 assert parsed.command == args[0]
-    assert checked >= 3, "no modelramp container found: router, legacy system and ramp controller run the modelramp images"
+    assert checked >= 1, "no modelramp container found: the router (and the legacy system, the ramp controller) run the modelramp images"
 
 
 def test_the_controller_pushes_its_decision_gauges_only_when_a_pushgateway_is_set():
