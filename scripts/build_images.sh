@@ -14,7 +14,9 @@
 # (hashes checked), so the build reaches no network.
 #
 # Names come from the chart: <image.repository>-<target>:<appVersion> (helm/modelramp/values.yaml, Chart.yaml).
-# MODELRAMP_IMAGE_TARGETS (default "router controller model") picks what the default run builds.
+# MODELRAMP_IMAGE_TARGETS (default "router controller model") picks what the default run builds;
+# MODELRAMP_BASE_IMAGE (e.g. the official python:3.11-slim-bookworm@sha256:...) replaces the mmdebstrap base;
+# MODELS (default models/) is where the smoke run's model server finds a trained model (trained if missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -54,8 +56,12 @@ BASE_OPTS=(--variant=essential --include=python3,ca-certificates,libstdc++6  # g
            --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-include=/usr/share/doc/*/copyright')
 BASE_SUITE=bookworm
 
-base_image() {  # prints the local base image's name, making it if needed
+base_image() {  # prints the base image's name, making it if needed (MODELRAMP_BASE_IMAGE: use that one instead)
   local key name tar ctr
+  if [ -n "${MODELRAMP_BASE_IMAGE:-}" ]; then
+    echo "$MODELRAMP_BASE_IMAGE"
+    return
+  fi
   key=$(printf '%s\n' "${BASE_OPTS[@]}" "$BASE_SUITE" | sha256sum | cut -c1-12)
   name="localhost/modelramp-base:$key"
   if buildah inspect --type image "$name" >/dev/null 2>&1; then
@@ -126,7 +132,12 @@ smoke() {  # smoke [--router IMAGE] [--controller IMAGE]: the router image serve
       *) die "smoke: unknown argument $1" ;;
     esac
   done
-  "$PY" scripts/smoke_images.py --router "$router" --controller "$controller" --models "${MODELS:-models}"
+  local models="${MODELS:-models}"
+  if [ ! -d "$models/churn" ]; then  # the model server on the host needs one trained version
+    log "training one model version into $models (modelramp train)"
+    "$PY" -m experiments.cli train --out "$models" --version 2 >&2
+  fi
+  "$PY" scripts/smoke_images.py --router "$router" --controller "$controller" --models "$models"
 }
 
 case "${1:-all}" in

@@ -95,14 +95,15 @@ def test_a_plain_install_has_no_tensorflow_and_runs_the_router_the_legacy_system
                           capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert (done.returncode, done.stderr) == (2, "modelramp ramp needs the [controller] extra: pip install 'modelramp[controller]'\n")
     port = free_port()
-    legacy = subprocess.Popen([modelramp, "legacy", "--host", "127.0.0.1", "--port", str(port)],
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 60
-        while _get(f"http://127.0.0.1:{port}/healthz") != 200:
-            assert legacy.poll() is None, legacy.stdout.read().decode() if legacy.stdout else ""
-            assert time.monotonic() < deadline, "the legacy system did not answer within 60 s"
-            time.sleep(0.2)
-    finally:
-        legacy.terminate()
-        legacy.wait(30)
+    log = tmp_path / "legacy.log"
+    with open(log, "wb") as out:
+        legacy = subprocess.Popen([modelramp, "legacy", "--host", "127.0.0.1", "--port", str(port)], stdout=out, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + 60
+            while _get(f"http://127.0.0.1:{port}/healthz") != 200:  # polled: the server says nothing when it is ready
+                assert legacy.poll() is None, log.read_text()
+                assert time.monotonic() < deadline, f"the legacy system did not answer within 60 s:\n{log.read_text()}"
+                time.sleep(0.2)
+        finally:
+            legacy.terminate()
+            legacy.wait(30)
