@@ -94,12 +94,7 @@ def build_legacy_app(api: str = "v1", api_key: str | None = None, require_header
     async def _http_error(request: Request, err: StarletteHTTPException):
         return JSONResponse({error_key: str(err.detail)}, status_code=err.status_code)
 
-    @app.middleware("http")
-    async def _guard(request: Request, call_next):
-        refused = None if request.method == "GET" else _refusal(request, api_key, require_headers)
-        if refused is not None:  # health and the rule's description stay open, as probes need
-            return JSONResponse({error_key: refused}, status_code=401)
-        return await call_next(request)
+    guarded = api_key is not None or bool(require_headers)
 
     if api == "foreign":
         @app.get(FOREIGN_HEALTH)
@@ -108,6 +103,9 @@ def build_legacy_app(api: str = "v1", api_key: str | None = None, require_header
 
         @app.post(FOREIGN_PATH)
         async def score(request: Request):
+            refused = _refusal(request, api_key, require_headers) if guarded else None
+            if refused is not None:
+                return JSONResponse({error_key: refused}, status_code=401)
             results = []
             for instance in _instances(await request.body(), "customers"):
                 answer = legacy_rule.predict(instance)
@@ -127,6 +125,10 @@ def build_legacy_app(api: str = "v1", api_key: str | None = None, require_header
 
     @app.post("/v1/predict")
     async def predict(request: Request):
+        # In the handler, not a middleware: Starlette's HTTP middleware costs every request a task and streams.
+        refused = _refusal(request, api_key, require_headers) if guarded else None
+        if refused is not None:  # health and the rule's description stay open, as probes need
+            return JSONResponse({error_key: refused}, status_code=401)
         instances = _instances(await request.body(), "instances")
         return Response(json.dumps({"predictions": [legacy_rule.predict(i) for i in instances]}), media_type="application/json")
 
