@@ -18,7 +18,8 @@ import numpy as np
 from jmespath.exceptions import JMESPathError
 
 from router.backends.base import ColumnOutputs, PredictCall, UnmappedAnswer
-from router.config import ConfigError, HeaderFileSpec, LegacyHttpSpec, compile_jmespath
+from router.config import ConfigError
+from router.legacy_spec import HeaderFileSpec, LegacyHttpSpec, compile_jmespath
 from router.signature import TensorSpec
 from serving.tfserving.tensors import NUMPY_BY_DTYPE
 
