@@ -4,7 +4,8 @@ The legacy system and the model server run on the host from this checkout's virt
 runs from the router image (`buildah run` shares the host's loopback), its entrypoint and user as the image
 declares them. One REST and one gRPC predict go through it, each must come back with a prediction from the
 arm the router chose; then `modelramp ramp --once --dry-run` runs from the controller image against the
-router's /metrics. Any failure exits non-zero with the reason (and the router's log).
+router's /metrics. Neither may have written a file outside /tmp (the chart's root filesystem is read-only).
+Any failure exits non-zero with the reason (and the router's log).
 
 Cheap checks come first: an image without an entrypoint, or one that would run as root, fails before
 anything starts (tests/deploy/test_images_build.py builds such an image from scratch).
@@ -37,6 +38,10 @@ from serving.training.dataset import read_split, to_columns, to_instances
 
 MODEL_NAME = "churn"
 READY_TIMEOUT_S = 120.0
+# Where a container may write (the chart mounts emptyDirs there, the root filesystem read-only), and what
+# `buildah run` itself writes into the container for each run.
+WRITABLE_DIRS = {"tmp", "proc", "sys", "dev", "run", "smoke"}
+RUNTIME_FILES = {"etc/hosts", "etc/resolv.conf", "etc/hostname"}
 
 
 class SmokeError(Exception):
@@ -77,6 +82,7 @@ class Container:
         command = ["buildah", "run", *mounts, self.name, "--", *entrypoint, *args]
         print(f"  $ {shlex.join(command)}", flush=True)
         self._log = open(log_path, "wb")
+        self.started = time.time()
         self.proc = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
 
     def log(self) -> str:
@@ -87,6 +93,27 @@ class Container:
             return self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
             raise SmokeError(f"{self.image} still running after {timeout:.0f} s:\n{self.log()}") from None
+
+    def written_outside_tmp(self) -> list[str]:
+        """Files the run created or changed outside the writable folders (a read-only root filesystem refuses them)."""
+        mount = subprocess.run(["buildah", "mount", self.name], check=True, capture_output=True, text=True).stdout.strip()
+        changed = []
+        try:
+            for root, dirs, files in os.walk(mount):
+                rel = os.path.relpath(root, mount)
+                if rel == ".":
+                    dirs[:] = [d for d in dirs if d not in WRITABLE_DIRS]
+                for name in files:
+                    path = os.path.normpath(os.path.join(rel, name))
+                    try:
+                        mtime = os.lstat(os.path.join(root, name)).st_mtime
+                    except OSError:
+                        continue
+                    if mtime >= self.started and path not in RUNTIME_FILES:
+                        changed.append("/" + path)
+        finally:
+            subprocess.run(["buildah", "umount", self.name], capture_output=True)
+        return sorted(changed)
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -179,6 +206,8 @@ def run(router_image: str, controller_image: str, models: Path) -> None:
                          router.proc, router.log)
                 print(f"  REST predict: {predict_rest(http_port, row, 'smoke-unit-1')}", flush=True)
                 print(f"  gRPC predict: {predict_grpc(grpc_port, columns, 'smoke-unit-2')}", flush=True)
+                if written := router.written_outside_tmp():
+                    raise SmokeError(f"the router wrote outside /tmp (read-only in the cluster): {written[:10]}")
                 print(f"ramp controller from {controller_image}", flush=True)
                 ramp = Container(controller_image, ["ramp", "--once", "--dry-run", "--config", "/smoke/experiment.yaml",
                                                     "--metrics-url", f"http://127.0.0.1:{http_port}", "--db", "/tmp/audit.db"],
@@ -188,6 +217,8 @@ def run(router_image: str, controller_image: str, models: Path) -> None:
                     print("\n".join(f"  | {line}" for line in ramp.log().splitlines()), flush=True)
                     if code != 0:
                         raise SmokeError(f"modelramp ramp --once --dry-run from {controller_image} exited with {code}")
+                    if written := ramp.written_outside_tmp():
+                        raise SmokeError(f"the ramp controller wrote outside /tmp (read-only in the cluster): {written[:10]}")
                 finally:
                     ramp.stop()
             except Exception:
