@@ -134,3 +134,25 @@ def test_the_readmes_example_is_a_valid_experiment_file():
 
     backend = parse_config(yaml.safe_load(example.group(1))).arms.legacy.backend
     assert backend.response == {"probability": "results[*].churn_score"} and backend.tls is not None and backend.forward_headers
+
+
+def test_a_reload_whose_secret_cannot_be_read_is_rejected_and_the_config_in_force_stays(tmp_path, caplog):
+    from router.core import Router
+    from router.reload import ConfigFile
+    from router.signing import Signer
+
+    secret = tmp_path / "api-key"
+    secret.write_text("k-1")
+    path = tmp_path / "exp.yaml"
+    path.write_text(dump_config(parse_config(with_legacy(headers={"X-Api-Key": {"file": str(secret)}}))))
+    source = ConfigFile(path)
+    router = Router(source.load(), signer=Signer(b"k"))
+    assert not source.check(router)
+    before = router.state
+
+    path.write_text(dump_config(parse_config(with_legacy(headers={"X-Api-Key": {"file": str(tmp_path / "rotated-away")}}))))
+    caplog.set_level("ERROR", logger="router")
+    assert not source.check(router), "the new file is valid, but its backend cannot be built"
+    assert router.state is before, "the configuration in force stays, with its backends"
+    assert "headers.X-Api-Key.file" in caplog.text and "rotated-away" in caplog.text
+    assert router.metrics.registry.get_sample_value("modelramp_config_reloads_total", {"source": "file", "result": "rejected"}) == 1
