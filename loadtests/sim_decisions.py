@@ -96,16 +96,23 @@ def main() -> None:
         row("model one MDE worse (one-off units, 9,200 requests an hour): rollback and its information", worse, CONFIG, n,
             seed + 9, harm)
     if want("plan"):
-        for shared in (0.0, 1.0):
-            steady = Scenario(customers=400_000, scores=1.84, looks=80, effect=-MDE, closed_loop=False, shared_outcome=shared)
+        for customers, scores, shared in ((400_000, 1.84, 0.0), (400_000, 1.84, 1.0), (200_000, 6.0, 1.0)):
+            steady = Scenario(customers=customers, scores=scores, looks=80, effect=-MDE, closed_loop=False,
+                              shared_outcome=shared)
 
-            def plan(out: list[Run]) -> str:
+            def plan(out: list[Run], horizon_h: float = steady.looks * steady.look_seconds / 3600) -> str:
                 took = np.array([len(r.decisions) * 3600.0 if r.decision == "rollback" else np.inf for r in out])
-                empirical = float(np.quantile(took, CONFIG.criteria.power))
-                said = [np.median([r.planned[k] for r in out if len(r.planned) > k and r.planned[k] is not None]) for k in (1, 2, 4)]
-                return (f"{100 * CONFIG.criteria.power:g}% rolled back by {empirical / 3600:.1f} h; the hold message said "
+                # The run by which the configured power's share had rolled back (inf: not within the horizon).
+                empirical = float(np.sort(took)[max(0, int(np.ceil(CONFIG.criteria.power * len(took))) - 1)])
+                # An estimate of "not reached at this traffic" (None) counts as infinitely long.
+                said = [np.median([r.planned[k] if r.planned[k] is not None else np.inf for r in out if len(r.planned) > k])
+                        for k in (1, 2, 4)]
+                took_text = (f"rolled back by {empirical / 3600:.1f} h" if np.isfinite(empirical)
+                             else f"not rolled back within the {horizon_h:.0f} h horizon")
+                return (f"{100 * CONFIG.criteria.power:g}% {took_text}; the hold message said "
                         + " / ".join(f"{x / 3600:.1f} h" for x in said) + " at looks 2 / 3 / 5 (median)")
-            row(f"time to decision at 1%, model one MDE worse, {100 * shared:g}% of customers share one outcome",
+            row(f"time to decision at 1%, model one MDE worse, {customers:,} customers scored {scores:g} times over 80 h, "
+                f"{100 * shared:g}% of them sharing one outcome",
                 steady, CONFIG, n, seed + 10, plan)
 
 

@@ -97,7 +97,8 @@ class DifferenceStats:
     one-sided harm sequence's upper bound (below 0: significantly worse); `non_inferiority_lower_bound`
     the one-sided sequence tuned to the margin (above -margin: non-inferior, what `ship` needs).
     `counted_by` is "unit" (bucket totals as clusters, `buckets` of them, `clusters` holding data)
-    or "request" (no buckets in the history); `design_effect` is the variance inflation measured.
+    or "request" (no buckets in the history); `design_effect` is the variance inflation measured,
+    `planning_design_effect` both arms' mean, unfloored (what the time estimate extrapolates with).
     """
 
     estimate: float
@@ -117,6 +118,7 @@ class DifferenceStats:
     harm_p_value: float = 1.0
     non_inferiority_lower_bound: float = float("-inf")
     non_inferiority_p_value: float = 1.0
+    planning_design_effect: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -145,6 +147,7 @@ class PowerStats:
     information_per_second: float | None = None
     needed_information: float = float("inf")
     sequential_power: float = float("nan")
+    seconds_to_needed_range: tuple[float, float] | None = None  # for the design effect -+ one standard error
 
 
 @dataclass(frozen=True)
@@ -317,7 +320,8 @@ def analyze(history: History, config: ExperimentConfig, now: datetime | None = N
         pooled = two_proportion_ztest(arms["model"].successes, arms["model"].outcomes,
                                       arms["legacy"].successes, arms["legacy"].outcomes)
         common["pooled_ztest"] = {"statistic": float(pooled.statistic), "p_value": float(pooled.p_value)}
-    common["power"] = _power(config, stage, arms, effective, variance, history, periods[-1])
+    common["power"] = _power(config, stage, arms, effective, variance, history, periods[-1],
+                             _planning_design_effects(diff))
     common["srm"] = srm = _srm(config, counts, periods)
 
     def result(decision: Decision, code: str, reason: str, weights: dict[str, float] | None = None) -> Analysis:
@@ -390,8 +394,13 @@ def _difference(config: ExperimentConfig, counts: np.ndarray, buckets: int | Non
         float(p_value_from_z(z, "two-sided")) if ok else float("nan"), int(np.sum((nm > 0) & (nl > 0))), method,
         vv, "unit" if buckets is not None else "request", buckets or 1,
         int(np.atleast_1d(np.asarray(est.clusters))[-1]), deff,
-        float(harm.bound[-1]), float(harm.p_value[-1]), float(ni.bound[-1]), float(ni.p_value[-1]))
+        float(harm.bound[-1]), float(harm.p_value[-1]), float(ni.bound[-1]), float(ni.p_value[-1]),
+        _finite_or(float(np.atleast_1d(np.asarray(est.mean_design_effect, dtype=float))[-1]), 1.0))
     return diff, v, float(np.atleast_1d(np.asarray(est.effective_sample, dtype=float))[-1])
+
+
+def _finite_or(x: float, default: float) -> float:
+    return x if math.isfinite(x) else default
 
 
 def _stage_index(config: ExperimentConfig, model_weight: float) -> int | None:
@@ -505,8 +514,40 @@ def _planned(drift: float, step_j: float, alpha: float, target_power: float, inf
     return needed, float(np.interp(info_j, np.concatenate([[0.0], schedule]), np.concatenate([[0.0], power])))
 
 
+def _planning_design_effects(diff: DifferenceStats) -> tuple[float, float, float]:
+    """The design effect to plan with and the span of one standard error: (low, estimate, high).
+
+    The mean of both arms' design effects (they measure the same units' repeat behaviour), not
+    floored at 1, so that its noise does not push one-off units' estimates one way. From B bucket
+    totals each has a relative standard error of about sqrt(2 / (B - 1)); the mean, sqrt(1 / (B - 1)).
+    1 when unknown (request-level histories, fewer than three buckets).
+    """
+    d, g = diff.planning_design_effect, diff.clusters
+    if diff.counted_by != "unit" or not math.isfinite(d) or g < 3:
+        return 1.0, 1.0, 1.0
+    d = max(d, 0.5)
+    se = d * math.sqrt(1.0 / (g - 1))
+    return max(d - se, 0.5), d, d + se
+
+
+def _saturation(needed_over_now: float, design_effect: float) -> float:
+    """Model-arm exposures needed, over those now, for information to grow by `needed_over_now`.
+
+    Why not linear: a unit's requests share its outcome, so the design effect is about 1 + m for m
+    requests per unit, and m grows with the arm's exposures E at a fixed set of units. Information
+    then grows like E / (1 + (D - 1) E / E_now), D the design effect now, and saturates at
+    D / (D - 1) times today's (inf: not reached by more of the same units). With D = 1 (one-off
+    units, or independent outcomes) it is linear; a noisy D at early looks spreads single
+    estimates, but the estimate is monotone in D, so its median stays right (docs/statistics.md).
+    """
+    q, d = needed_over_now, design_effect
+    room = d - q * (d - 1)
+    return q / room if room > 0 else float("inf")
+
+
 def _power(config: ExperimentConfig, stage: Stage, arms: dict[str, ArmStats], effective: float,
-           variances: np.ndarray, history: History, period: Period) -> PowerStats:
+           variances: np.ndarray, history: History, period: Period,
+           design_effects: tuple[float, float, float] = (1.0, 1.0, 1.0)) -> PowerStats:
     crit = config.criteria
     base = arms["legacy"].rate or 0.0
     h = pw.mde_effect_size(base, crit.minimum_detectable_effect)
@@ -542,16 +583,39 @@ def _power(config: ExperimentConfig, stage: Stage, arms: dict[str, ArmStats], ef
     model = arms["model"]
     needed: float | None
     seconds: float | None
+    seconds_range: tuple[float, float] | None = None
     if info_now >= needed_info:
         needed, seconds = float(model.exposures), 0.0
     elif info_now > 0 and math.isfinite(needed_info):
-        needed = model.exposures * needed_info / info_now
-        seconds = (needed_info - info_now) / info_rate if info_rate else None
+        q = needed_info / info_now
+        low, mid, high = (_saturation(q, d) for d in design_effects)
+        needed = model.exposures * mid if math.isfinite(mid) else None
+        if info_rate:
+            # The linear wait (information at its measured rate), stretched by how repeat units slow it.
+            linear = (needed_info - info_now) / info_rate / (q - 1)
+            seconds = linear * (mid - 1) if math.isfinite(mid) else None
+            seconds_range = (linear * (low - 1), linear * (high - 1))
+        else:
+            seconds = None
     else:
         needed, seconds = None, None
     return PowerStats(crit.minimum_detectable_effect, effective, pw.power(h, effective, crit.alpha) if h else float("nan"),
                       fixed, unit_var * needed_info if unit_var > 0 else float("inf"), rate, needed, seconds, pending,
-                      info_now, info_rate, needed_info, seq_power)
+                      info_now, info_rate, needed_info, seq_power, seconds_range)
+
+
+def _eta(power: PowerStats) -> str:
+    """The wait for the pending test's information, with its span for the design effect's uncertainty."""
+    if power.seconds_to_needed is None:
+        return ""
+    text = f"about {_duration(power.seconds_to_needed)}"
+    if power.seconds_to_needed_range is not None:
+        low, high = power.seconds_to_needed_range
+        if math.isfinite(high):
+            text += f" ({_duration(low)} to {_duration(high)} for the measured repeat-unit design effect)"
+        else:
+            text += f" (at least {_duration(low)}; repeat units may cap the information at this traffic)"
+    return text
 
 
 def _decide(config: ExperimentConfig, stage: Stage, diff: DifferenceStats, power: PowerStats, cs: str,
@@ -586,8 +650,8 @@ def _decide(config: ExperimentConfig, stage: Stage, diff: DifferenceStats, power
         return result("ship", "ship", f"ship: final stage passed; model non-inferior (one-sided lower bound "
                       f"{_pct(diff.non_inferiority_lower_bound)} above -{100 * margin:g} pp; difference {cs}), "
                       f"no guardrail breached, {met}", {"legacy": 0.0, "model": 1.0})
-    plan = (f"; about {_duration(power.seconds_to_needed)} to the information where the test has "
-            f"{100 * crit.power:g}% power" if power.seconds_to_needed else "")
+    plan = (f"; {_eta(power)} to the information where the test has {100 * crit.power:g}% power"
+            if power.seconds_to_needed else "")
     return result("hold", "non_inferiority_not_shown",
                   f"hold: non-inferiority not shown: one-sided lower bound {_pct(diff.non_inferiority_lower_bound)} is "
                   f"not above -{100 * margin:g} pp (difference {cs}){plan}")

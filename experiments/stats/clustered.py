@@ -129,6 +129,9 @@ class ClusteredDifference(NamedTuple):
     independent_variance: Floats | float
     design_effect: Floats | float
     clusters: Counts
+    #: Each arm's own design effect averaged, not floored at 1 (NaN where an arm has none): both arms
+    #: measure the same units' repeat behaviour, so for planning the mean halves the noise's variance.
+    mean_design_effect: Floats | float = float("nan")
 
 
 def stratified_difference(
@@ -196,7 +199,8 @@ def stratified_difference(
         rare = np.minimum(succ / (n_m + n_l), 1 - succ / (n_m + n_l))
         enough = (n_m * rare >= min_expected) & (n_l * rare >= min_expected)
         var = np.where(enough & (big_w > 0), var, np.nan)
-    return ClusteredDifference(diff[()], var[()], big_w[()], v_cluster[()], v_ind[()], deff[()], g[()])
+        mean_deff = (deff_m + deff_l) / 2
+    return ClusteredDifference(diff[()], var[()], big_w[()], v_cluster[()], v_ind[()], deff[()], g[()], mean_deff[()])
 
 
 def period_counts(cumulative: ArrayLike, firsts: list[int], lasts: list[int]) -> AnyArray:

@@ -143,14 +143,20 @@ def test_power_at_the_mde_through_analyze(effect: float, right: str, max_looks: 
     assert decisions.count(wrong) == 0
 
 
-def test_the_hold_messages_time_estimate_is_what_simulation_shows() -> None:
-    """At a steady 1% (9,200 requests an hour of one-off customers), a model one MDE worse: the time the
-    analysis says the harm test needs for the configured power, read at look 3, against the time by
-    which that share of simulated runs has rolled back (loadtests/sim_decisions.py, row plan)."""
+# Said against simulated at look 3 (loadtests/sim_decisions.py, row plan, gives 100 runs of each):
+# one-off outcomes within 25% either way; with every score of a customer sharing its outcome the
+# estimate errs long by about a quarter (+27% at 100 runs of seed 2036, -14% at these 60 of seed
+# 21: the simulated 80th percentile itself moves by about 15% between seeds), where the linear
+# extrapolation it replaced said 32% too short. Bounds: within 25% short, 40% long.
+@pytest.mark.parametrize(("shared", "low", "high"), [(0.0, -0.25, 0.25), (1.0, -0.25, 0.40)], ids=["one-off", "repeat"])
+def test_the_hold_messages_time_estimate_is_what_simulation_shows(shared: float, low: float, high: float) -> None:
+    """At a steady 1% (9,200 requests an hour), a model one MDE worse: the time the analysis says the
+    harm test needs for the configured power, read at look 3, against the time by which that share of
+    simulated runs has rolled back. An estimate of "may never be reached" counts as infinitely long."""
     cfg = load_config(Path(__file__).parents[2] / "experiments" / "example_experiment.yaml")
-    steady = Scenario(customers=400_000, scores=1.84, looks=80, effect=-MDE, closed_loop=False, shared_outcome=0.0)
+    steady = Scenario(customers=400_000, scores=1.84, looks=80, effect=-MDE, closed_loop=False, shared_outcome=shared)
     out = simulate_many(steady, cfg, 60, seed=21)
-    took = np.array([len(r.decisions) * 3600.0 if r.decision == "rollback" else np.inf for r in out])
-    empirical = float(np.quantile(took, cfg.criteria.power))
-    said = float(np.median([r.planned[2] for r in out if len(r.planned) > 2 and r.planned[2] is not None]))
-    assert abs(said / empirical - 1) <= 0.25, f"said {said / 3600:.1f} h, simulation {empirical / 3600:.1f} h"
+    took = np.sort([len(r.decisions) * 3600.0 if r.decision == "rollback" else np.inf for r in out])
+    empirical = float(took[int(np.ceil(cfg.criteria.power * len(took))) - 1])
+    said = float(np.median([r.planned[2] if r.planned[2] is not None else np.inf for r in out if len(r.planned) > 2]))
+    assert low <= said / empirical - 1 <= high, f"said {said / 3600:.1f} h, simulation {empirical / 3600:.1f} h"
