@@ -19,12 +19,12 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import httpx
 
 from experiments.config import ExperimentConfig, load_config, parse_config
 from router.ledger import LEDGER_ENV
@@ -168,11 +168,8 @@ def outcome_ledger_url(run_dir: Path) -> str:
 
 
 def _get(url: str) -> tuple[int, bytes]:
-    try:
-        with urllib.request.urlopen(url, timeout=1.0) as response:
-            return response.status, response.read()
-    except urllib.error.HTTPError as err:
-        return err.code, b""
+    response = httpx.get(url, timeout=1.0, trust_env=False)  # loopback: never through a proxy from the environment
+    return response.status_code, response.content
 
 
 def start_stack(models_dir: Path, model_name: str, config_path: Path, run_dir: Path, *, host: str = "127.0.0.1",

@@ -59,6 +59,38 @@ def test_reuses_connections_and_recovers_from_a_closed_one():
     asyncio.run(go())
 
 
+def test_a_pool_that_keeps_headers_hands_each_request_its_own_answer_headers():
+    async def go():
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            try:
+                while True:
+                    head = await reader.readuntil(b"\r\n\r\n")
+                    unit = next(line.split(b": ")[1] for line in head.split(b"\r\n") if line.startswith(b"X-Unit-Id"))
+                    writer.write(b"HTTP/1.1 200 OK\r\nX-Modelramp-Arm: arm-%s\r\nContent-Length: 2\r\n\r\nok" % unit)
+                    await writer.drain()
+            except (asyncio.IncompleteReadError, ConnectionError):
+                pass
+            finally:
+                writer.close()
+
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        pool = Http1Pool(f"http://127.0.0.1:{port}", keep_headers=True)
+        answers = [{} for _ in range(20)]
+        results = await asyncio.gather(*(pool.request("POST", "/x", b"", 5.0, b"X-Unit-Id: %d\r\n" % i, answer_headers=a)
+                                         for i, a in enumerate(answers)))
+        assert all(r == (200, b"ok") for r in results)
+        # Twenty concurrent requests over reused connections: each got the answer to its own request.
+        assert [a["x-modelramp-arm"] for a in answers] == [f"arm-{i}" for i in range(20)]
+        with pytest.raises(ValueError, match="keep_headers"):
+            await Http1Pool(f"http://127.0.0.1:{port}").request("POST", "/x", answer_headers={})
+        pool.close()
+        server.close()
+        await server.wait_closed()
+
+    asyncio.run(go())
+
+
 def test_server_closing_after_each_answer():
     async def go():
         server, port, connections = await serve(close_after_each=True)
