@@ -3,8 +3,9 @@
 #
 #   scripts/build_images.sh                  base, wheels, build and size every target, then smoke
 #   scripts/build_images.sh build TARGET...  base, wheels, build and size these targets only
-#   scripts/build_images.sh smoke [--router IMAGE] [--controller IMAGE]
-#                                            the smoke run alone (default: the images this script names)
+#   scripts/build_images.sh smoke [--router IMAGE] [--controller IMAGE] [--model IMAGE]
+#                                            the smoke run alone (default: the router and controller images this
+#                                            script names; the model server from the model image if given)
 #   scripts/build_images.sh names            print the image names (repository and tag)
 #
 # No Docker engine runs here: Debian's buildah builds as root with the vfs driver and chroot isolation, and
@@ -121,14 +122,15 @@ build() {  # build TARGET BASE: build, print the size, fail over budget
   fi
 }
 
-smoke() {  # smoke [--router IMAGE] [--controller IMAGE]: the router image serves, the controller image decides
-  local router controller
+smoke() {  # smoke [--router IMAGE] [--controller IMAGE] [--model IMAGE]: the router image serves, the controller decides
+  local router controller model=()
   router=$(image_name router)
   controller=$(image_name controller)
   while [ $# -gt 0 ]; do
     case "$1" in
       --router) router=$2; shift 2 ;;
       --controller) controller=$2; shift 2 ;;
+      --model) model=(--model "$2"); shift 2 ;;
       *) die "smoke: unknown argument $1" ;;
     esac
   done
@@ -137,7 +139,7 @@ smoke() {  # smoke [--router IMAGE] [--controller IMAGE]: the router image serve
     log "training one model version into $models (modelramp train)"
     "$PY" -m experiments.cli train --out "$models" --version 2 >&2
   fi
-  "$PY" scripts/smoke_images.py --router "$router" --controller "$controller" --models "$models"
+  "$PY" scripts/smoke_images.py --router "$router" --controller "$controller" --models "$models" "${model[@]}"
 }
 
 case "${1:-all}" in
@@ -162,7 +164,10 @@ case "${1:-all}" in
     # The images these names had before are dangling now: gigabytes each with the vfs driver.
     buildah rmi --prune >/dev/null 2>&1 || true
     start=$SECONDS
-    smoke
+    case " $TARGETS " in
+      *" model "*) smoke --model "$(image_name model)" ;;  # the model server from the model image too
+      *) smoke ;;
+    esac
     log "smoke runs passed in $((SECONDS - start)) s" ;;
   *)
     die "unknown step ${1}: all, build TARGET..., smoke, names" ;;

@@ -1,7 +1,8 @@
 """Smoke runs of the built images (scripts/build_images.sh smoke): they start, serve and decide.
 
-The legacy system and the model server run on the host from this checkout's virtual environment; the router
-runs from the router image (`buildah run` shares the host's loopback), its entrypoint and user as the image
+The legacy system runs on the host from this checkout's virtual environment, and so does the model server
+unless a model image is given (`--model`: then `modelramp serve-model` runs from it on the trained models,
+mounted read-only). The router runs from the router image (`buildah run` shares the host's loopback), its entrypoint and user as the image
 declares them. One REST and one gRPC predict go through it, each must come back with a prediction from the
 arm the router chose; then `modelramp ramp --once --dry-run` runs from the controller image against the
 router's /metrics. Neither may have written a file outside /tmp (the chart's root filesystem is read-only).
@@ -14,6 +15,7 @@ anything starts (tests/deploy/test_images_build.py builds such an image from scr
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shlex
@@ -24,6 +26,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -179,16 +182,44 @@ def predict_grpc(grpc_port: int, columns: dict[str, Any], unit: str) -> dict[str
     return {name: value.tolist() for name, value in outputs.items()}
 
 
-def run(router_image: str, controller_image: str, models: Path) -> None:
-    # Before anything starts: both images must be runnable as the chart runs them.
-    entrypoint_of(router_image)
-    entrypoint_of(controller_image)
+def _available(rest_port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{rest_port}/v1/models/{MODEL_NAME}", timeout=2) as response:
+            states = json.loads(response.read()).get("model_version_status", [])
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+    return any(s.get("state") == "AVAILABLE" for s in states)
+
+
+@contextlib.contextmanager
+def model_from_image(model_image: str, models: Path, run_dir: Path) -> Iterator[str]:
+    """`modelramp serve-model` from the model image on the trained models (read-only); yields its gRPC target."""
+    grpc_port, rest_port = free_port(), free_port()
+    print(f"model server from {model_image}", flush=True)
+    model = Container(model_image, ["serve-model", "--host", "127.0.0.1", "--port", str(grpc_port), "--rest_api_port", str(rest_port),
+                                    "--model_name", MODEL_NAME, "--model_base_path", f"/models/{MODEL_NAME}"],
+                      run_dir / "model-server.log", {models.resolve(): "/models:ro"})
+    try:
+        wait_for("model server (from its image)", lambda: _available(rest_port), model.proc, model.log)
+        yield f"127.0.0.1:{grpc_port}"
+    finally:
+        model.stop()
+
+
+def run(router_image: str, controller_image: str, models: Path, model_image: str | None = None) -> None:
+    # Before anything starts: the images must be runnable as the chart runs them.
+    for image in (router_image, controller_image, *([model_image] if model_image else [])):
+        entrypoint_of(image)
     frame = read_split(models / "data", "test").head(1)
     row, columns = to_instances(frame)[0], to_columns(frame)
     with tempfile.TemporaryDirectory(prefix="modelramp-image-smoke-") as tmp:
         run_dir = Path(tmp)
         os.chmod(run_dir, 0o755)  # the images' user reads the experiment file
-        with model_server(models, MODEL_NAME, run_dir, versions="latest") as (_, model_target, _rest):
+        with contextlib.ExitStack() as backends:
+            if model_image:  # TF Serving's stand-in from the model image, else from this checkout
+                model_target = backends.enter_context(model_from_image(model_image, models, run_dir))
+            else:
+                _, model_target, _rest = backends.enter_context(model_server(models, MODEL_NAME, run_dir, versions="latest"))
             legacy_port = free_port()
             legacy = Child("legacy system", ["legacy", "--host", "127.0.0.1", "--port", str(legacy_port)],
                            log_path=run_dir / "legacy.log")
@@ -235,10 +266,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--router", required=True, help="router image")
     parser.add_argument("--controller", required=True, help="controller image")
+    parser.add_argument("--model", default=None, help="model image: serve the model from it (default: from this checkout)")
     parser.add_argument("--models", type=Path, default=REPO / "models", help="trained models folder (make model)")
     args = parser.parse_args()
     try:
-        run(args.router, args.controller, args.models)
+        run(args.router, args.controller, args.models, args.model)
     except SmokeError as err:
         print(f"smoke: FAILED: {err}", file=sys.stderr)
         return 1
