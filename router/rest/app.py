@@ -1,12 +1,12 @@
-"""The router's FastAPI app: every REST route but predict (model status and metadata, outcomes, experiments, weights, metrics, probes, docs).
+"""The router's FastAPI app: every REST route but predict and outcomes (model status and metadata, experiments, weights, metrics, probes, docs).
 
-The process serves it with `router.rest.server`, which answers predict itself
-(`router.rest.predict`) and hands every other request to this app through a small ASGI bridge,
+The process serves it with `router.rest.server`, which answers predict and outcome reports itself
+(`router.rest.predict`, `router.rest.outcomes`) and hands every other request to this app through a small ASGI bridge,
 with the body already read and bounded by the server's one body limit; so the handlers here
 take `request.body()` as it is. Predict has no FastAPI route (FastAPI's routing, dependency
 solving and Request/Response objects cost about as much CPU as the rest of a forwarded request
 together, and predict is the only hot path), but it is documented: the OpenAPI document
-(`router.rest.openapi`, and so /docs) carries the three predict paths. Every error, unknown
+(`router.rest.openapi`, and so /docs) carries the three predict paths and the outcomes path. Every error, unknown
 routes and methods included, is TF Serving's `{"error": message}`, never FastAPI's `{"detail": ...}`.
 """
 
@@ -118,22 +118,6 @@ def create_app(router: Router, admin_token: str | None = None) -> FastAPI:
         signature = router.signature
         assert signature is not None  # known once refresh_metadata succeeded
         return JSONResponse(rest_metadata(name, signature))
-
-    @app.post("/v1/outcomes", tags=["outcomes"], summary="Report outcomes for signed request ids (X-Modelramp-Outcome-Id)",
-              response_model=None,
-              responses={**openapi.ok(openapi.OutcomesAccepted, "Recorded: how many were new, how many already recorded"),
-                         **openapi.errors(e400="Not a report: bad JSON, fields, list size or request id",
-                                          e403="A request id that is forged or expired",
-                                          e413="The body is larger than `router.max_body_bytes`",
-                                          e503="The outcome ledger cannot be written now: nothing was counted, retry after "
-                                               "`Retry-After` seconds")},
-              openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": openapi.OUTCOMES_BODY}}}})
-    async def outcomes(request: Request) -> Response:
-        try:
-            result = await router.outcomes.report(parse_body(await request.body()))
-        except errors.UserFacingError as err:
-            return _error(err)
-        return JSONResponse({"accepted": result.accepted, "duplicates": result.duplicates})
 
     @app.get("/v1/experiments", tags=["experiments"], summary="Experiments with weights and live counts",
              responses={200: {"description": "The experiment this router runs, as `GET /v1/experiments/{name}` shows it"}})

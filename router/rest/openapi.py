@@ -1,8 +1,8 @@
 """The router's OpenAPI document: every route's real status codes and bodies, predict's paths, the weights route's bearer scheme.
 
 FastAPI documents the routes it serves from their decorators, which take their `responses`
-from here; predict, answered by `router.rest.server` outside FastAPI, is added by hand
-(`PREDICT_OPENAPI_PATHS`). Every error is TF Serving's `{"error": message}` (`ErrorBody`), never
+from here; predict and outcome reports, answered by `router.rest.server` outside FastAPI, are
+added by hand (`PREDICT_OPENAPI_PATHS`, `OUTCOMES_OPENAPI_PATH`). Every error is TF Serving's `{"error": message}` (`ErrorBody`), never
 FastAPI's `{"detail": ...}`: the app's exception handlers answer that body for unknown routes
 (404), wrong methods (405) and unparseable path parameters (400), so FastAPI's generated 422
 entries, which no request ever gets, are taken out of the document (`finish`).
@@ -127,10 +127,27 @@ PREDICT_OPENAPI_PATHS: dict[str, dict[str, Any]] = {
 }
 
 
+OUTCOMES_OPENAPI_PATH: dict[str, dict[str, Any]] = {"/v1/outcomes": {"post": {
+    "tags": ["outcomes"], "summary": "Report outcomes for signed request ids (X-Modelramp-Outcome-Id)", "operationId": "outcomes",
+    "requestBody": {"required": True, "content": {"application/json": {"schema": OUTCOMES_BODY}}},
+    "responses": {
+        "200": {"description": "Recorded: how many were new, how many already recorded",
+                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/OutcomesAccepted"}}}},
+        "400": {"description": "Not a report: bad JSON, fields, list size or request id", "content": _ERROR_REF},
+        "403": {"description": "A request id that is forged or expired", "content": _ERROR_REF},
+        "413": {"description": "The body is larger than `router.max_body_bytes`", "content": _ERROR_REF},
+        "500": {"description": "An error in the router", "content": _ERROR_REF},
+        "503": {"description": "The outcome ledger cannot be written now: nothing was counted, retry after `Retry-After` "
+                               "seconds", "content": _ERROR_REF,
+                "headers": {"Retry-After": {"schema": {"type": "integer"}, "description": "Seconds to wait before retrying"}}},
+    }}}}
+
+
 def finish(schema: dict[str, Any]) -> None:
-    """Complete FastAPI's document in place: predict's paths, the bearer scheme, no 422 that never happens."""
-    schema["paths"] = {**PREDICT_OPENAPI_PATHS, **schema["paths"]}
+    """Complete FastAPI's document in place: predict's and outcomes' paths, the bearer scheme, no 422 that never happens."""
+    schema["paths"] = {**PREDICT_OPENAPI_PATHS, **OUTCOMES_OPENAPI_PATH, **schema["paths"]}
     components = schema.setdefault("components", {})
+    components.setdefault("schemas", {})["OutcomesAccepted"] = OutcomesAccepted.model_json_schema()
     components.setdefault("securitySchemes", {})[BEARER] = {
         "type": "http", "scheme": "bearer", "description": "The router's admin token (`--admin-token-file` or MODELRAMP_WEIGHTS_TOKEN)"}
     for path in schema["paths"].values():

@@ -3,8 +3,9 @@
 Predict is the only hot path, and with uvicorn its HTTP layer alone cost about 76 us of CPU per
 request more than a bare httptools protocol (loadtests/bench_http_front.py): a third of what the
 router adds. This server parses with the same httptools, hands `POST /v1/models/...:predict`
-straight to `router.rest.predict.answer_predict` and writes each answer with one `write`; every
-other route (metadata, outcomes, experiments, weights, metrics, probes, OpenAPI docs) goes to the
+straight to `router.rest.predict.answer_predict` (and `POST /v1/outcomes`, the other route under
+load, to `router.rest.outcomes`) and writes each answer with one `write`; every other route
+(metadata, experiments, weights, metrics, probes, OpenAPI docs) goes to the
 FastAPI app (`router.rest.app`) through a small ASGI bridge. It does what the router needs:
 keep-alive and HTTP/1.0 close, pipelined requests answered in order, `Expect: 100-continue`, an
 idle timeout, a graceful stop that lets requests in flight finish, and the router's one body
@@ -28,6 +29,7 @@ import httptools
 
 from router.backends import FORWARDED_HEADER_BYTES, forwardable
 from router.core import Router
+from router.rest.outcomes import OUTCOMES_PATH, answer_outcomes
 from router.rest.predict import PREDICT_PATH, answer_predict, too_large
 
 if TYPE_CHECKING:  # the types only: this module does not need Starlette to run
@@ -237,6 +239,12 @@ class _Connection(asyncio.Protocol):
             if request.too_large:
                 err = too_large(self.server.router.state.config.router.max_body_bytes)
                 return err.http_status, [(b"content-type", _JSON)], json.dumps({"error": str(err)}).encode()
+            if path == OUTCOMES_PATH:
+                if request.method != b"POST":  # as the app answers a known path with another method
+                    message = f"Malformed request: {request.method.decode('latin-1')} {path.decode('latin-1')}"
+                    return 405, [(b"content-type", _JSON), (b"allow", b"POST")], json.dumps({"error": message}).encode()
+                status, content, extra = await answer_outcomes(self.server.router, b"".join(request.body))
+                return status, [(b"content-type", _JSON), *((k.lower().encode(), v.encode()) for k, v in extra.items())], content
             return await self._asgi(request, path, query)
         except Exception:
             log.exception("error answering %s %s", request.method.decode(), path.decode("latin-1"))
