@@ -226,8 +226,9 @@ class SkewSpec(_Strict):
     window_seconds: float = Field(3600.0, gt=0, description="Drift is computed over the values sketched in this trailing window.")
     interval_seconds: float = Field(15.0, gt=0, description="How often the router folds pending values into the sketches and recomputes drift "
                                                             "(off the request path).")
-    max_unseen_categories: int = Field(20, ge=0, description="Unseen category names kept by name per feature; further ones are counted "
-                                                             "together as __other__.")
+    max_unseen_categories: int = Field(0, ge=0, le=100, description="Unseen category names kept by name (as label values) per feature, "
+                                                                    "each at most 64 characters of valid Unicode; every other value not "
+                                                                    "among the baseline's categories is counted as __other__.")
     max_pending: int = Field(100_000, ge=1, description="Sampled requests waiting to be folded in; beyond that new ones are dropped (and "
                                                         "counted), so memory stays bounded.")
     prediction_output: str | None = Field(None, description="The model output holding the score (default: the only output).")

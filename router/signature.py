@@ -167,6 +167,10 @@ def validate_request(request: PredictRequest, signature: Signature | None, max_b
     inputs = request.inputs
     assert inputs is not None  # the request holds one of the two
     check_inputs(inputs, signature, max_batch_size)
+    if request.output_filter and signature is not None:
+        unknown = sorted(set(request.output_filter) - set(signature.outputs))
+        if unknown:  # the model would answer no such output: the client's mistake, not the model's failure
+            raise InvalidArgument(f"output_filter names unknown output(s) {unknown}; the signature's outputs are {sorted(signature.outputs)}")
     if signature is None:  # the model's signature is not known yet: the inputs are checked among themselves
         return PredictCall(inputs, None, request.signature_name, request.output_filter)
     return PredictCall(inputs, None, request.signature_name, request.output_filter, signature.inputs, signature.outputs)
@@ -210,10 +214,18 @@ def check_inputs(inputs: Mapping[str, Array], signature: Signature | None, max_b
         if missing:
             raise InvalidArgument(f"missing input(s) {missing}; the signature's inputs are {sorted(signature.inputs)}")
     batch_sizes = set()
+    floats = []
     for name, array in inputs.items():
         if signature is not None:
             _check_tensor(name, array, signature.inputs[name])
         batch_sizes.add(int(array.shape[0]) if array.ndim else 1)
+        if array.dtype.kind == "f":
+            floats.append(array.ravel())
+    # An infinite input makes the model answer NaN: refused here, before either arm, so it is the
+    # client's 400 on both and never a model failure (NaN stays a missing value). One pass for all.
+    if floats and np.isinf(floats[0] if len(floats) == 1 else np.concatenate(floats)).any():
+        bad = sorted(name for name, array in inputs.items() if array.dtype.kind == "f" and np.isinf(array).any())
+        raise InvalidArgument(f"input(s) {bad} hold infinite values; only finite numbers (or NaN, a missing value) are accepted")
     if len(batch_sizes) != 1:
         raise InvalidArgument(f"inputs have different batch sizes {sorted(batch_sizes)}; every input needs one value per example")
     batch = batch_sizes.pop()

@@ -16,6 +16,7 @@ weights): one wording of the 400 for a body that is not JSON.
 from __future__ import annotations
 
 import json
+import math
 
 import orjson
 
@@ -42,8 +43,48 @@ def dumps(document: object) -> bytes:
 
 
 def parse_body(body: bytes) -> object:
-    """A request body as a JSON document, or `errors.InvalidArgument` (400) naming the parser's complaint."""
+    """A request body as a JSON document, or `errors.InvalidArgument` (400) naming what is wrong with it.
+
+    What a client sends must fail as the client's error, before either arm and the same on both:
+    beyond what `loads` refuses, a body is refused when it holds an infinite number (`Infinity`,
+    or a literal such as 1e400 that only fits as one; `NaN` stays the missing number), a string
+    with a lone surrogate (`"\\ud800"`: no UTF-8 encoding exists, so neither the model server nor
+    a metric label could take it), or nesting deeper than orjson's 1024 levels or than Python's
+    recursion allows (a RecursionError otherwise). Only bodies orjson refuses are checked again,
+    so an ordinary body costs nothing more.
+    """
     try:
-        return loads(body)
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as err:
+        first = str(err)
+    try:
+        document = json.loads(body, parse_constant=_nan_only, parse_float=_finite_float)
+        orjson.dumps(document)  # the standard library keeps lone surrogates; orjson refuses to write them
+    except RecursionError:
+        raise errors.InvalidArgument("malformed JSON in request body: nested too deeply") from None
+    except orjson.JSONEncodeError as err:
+        reason = ("a string holds a lone surrogate (not valid Unicode)" if "surrogate" in str(err)
+                  else "nested too deeply" if "ecursion" in str(err) else str(err))
+        raise errors.InvalidArgument(f"malformed JSON in request body: {reason}") from None
     except (ValueError, UnicodeDecodeError) as err:
+        if "recursion limit" in first:
+            raise errors.InvalidArgument("malformed JSON in request body: nested too deeply") from None
         raise errors.InvalidArgument(f"malformed JSON in request body: {err}") from None
+    return document
+
+
+class _NonFinite(ValueError):
+    pass
+
+
+def _nan_only(literal: str) -> float:
+    if literal == "NaN":
+        return math.nan
+    raise _NonFinite(f"non-finite number {literal} (only NaN, a missing value, is accepted)")
+
+
+def _finite_float(literal: str) -> float:
+    value = float(literal)
+    if math.isinf(value):
+        raise _NonFinite(f"number {literal} is too large (infinite)")
+    return value

@@ -2,8 +2,9 @@
 
 One sketch per feature holds cumulative counts in the baseline's bins (`serving.training.baseline`):
 numeric features in its histogram bins (interior edges, `searchsorted(side="right")`) plus a
-missing bin; categorical features per training category, up to `max_unseen` unseen names, an
-`__other__` bucket for further unseen names, and a missing bin. Memory is fixed whatever the
+missing bin; categorical features per training category, up to `max_unseen` unseen names (none
+by default; each at most `MAX_LABEL_CHARS` of valid Unicode), an `__other__` bucket for every
+other unseen value, and a missing bin. Memory is fixed whatever the
 traffic. Updates are batched: `add` takes many values at once as numpy arrays or lists, so the
 request path only queues (see `router.skew.sink`) and the per-value work is vectorised.
 
@@ -23,6 +24,11 @@ from typing import Any
 import numpy as np
 
 MISSING, OTHER = "__missing__", "__other__"
+# An unseen category is kept by name (up to `max_unseen` of them) only when it can be a metric label
+# value as it is: at most this many characters of valid Unicode, and not one of the reserved names.
+# Anything else a client sends is counted under OTHER, so no request can make /metrics unencodable
+# or grow it by more than `max_unseen` short names per feature.
+MAX_LABEL_CHARS = 64
 ANOMALY_KINDS = ("missing", "unexpected_type", "out_of_range", "unseen_category")
 PREDICTION = "__prediction__"  # the `feature` label of the model's output score (alert rules and dashboards agree)
 
@@ -109,7 +115,7 @@ class CategoricalSketch:
 
     kind = "categorical"
 
-    def __init__(self, name: str, value_counts: Mapping[str, int], missing: int = 0, max_unseen: int = 20):
+    def __init__(self, name: str, value_counts: Mapping[str, int], missing: int = 0, max_unseen: int = 0):
         self.name = name
         self.categories = list(value_counts)
         self.index: dict[object, int] = {}
@@ -152,7 +158,7 @@ class CategoricalSketch:
             return missing_slot
         anomalies["unseen_category"] = anomalies.get("unseen_category", 0) + n
         slot = self.index.get(text)  # seen before in the other form (str in rows, bytes in arrays)
-        if slot is None and len(self.unseen) < self.max_unseen:
+        if slot is None and len(self.unseen) < self.max_unseen and _label_safe(text):
             slot = len(self.categories) + len(self.unseen)
             self.unseen.append(text)
             self.index[text] = slot
@@ -185,10 +191,21 @@ class CategoricalSketch:
         return [*self.categories, "unseen", "missing"]
 
 
+def _label_safe(text: str) -> bool:
+    """Whether an unseen name may be a label value: short, encodable as UTF-8, not a reserved bin name."""
+    if len(text) > MAX_LABEL_CHARS or text in (OTHER, MISSING):
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate: prometheus_client could not write the exposition
+        return False
+    return True
+
+
 Sketch = NumericSketch | CategoricalSketch
 
 
-def sketches_from_baseline(baseline: Mapping[str, Any], max_unseen: int = 20) -> dict[str, Sketch]:
+def sketches_from_baseline(baseline: Mapping[str, Any], max_unseen: int = 0) -> dict[str, Sketch]:
     """One empty sketch per feature of a `baseline.json` document, plus `PREDICTION` for the score."""
     out: dict[str, Sketch] = {}
     for name, f in baseline["features"].items():
