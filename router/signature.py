@@ -13,6 +13,7 @@ signature types: the import runs one way.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -48,14 +49,16 @@ class Signature:
         return {name: spec.dtype for name, spec in self.inputs.items()}
 
     @cached_property
-    def row_kinds(self) -> tuple[tuple[str, bool], ...] | None:
-        """(input name, is a string) for each input when every input is rank 1; None otherwise.
+    def row_kinds(self) -> tuple[tuple[str, bool, float], ...] | None:
+        """(input name, is a string, largest finite value) for each input when every input is rank 1; None otherwise.
 
         What `rows_fit` checks each row against, worked out once per signature, not per request.
+        The largest value is the float dtype's (a JSON number beyond it would be infinite in the
+        tensor), infinity for other dtypes.
         """
         if any(spec.shape is None or len(spec.shape) != 1 for spec in self.inputs.values()):
             return None
-        return tuple((name, spec.dtype == DT_STRING) for name, spec in self.inputs.items())
+        return tuple((name, spec.dtype == DT_STRING, _largest(spec.dtype)) for name, spec in self.inputs.items())
 
     @classmethod
     def from_metadata(cls, signature_defs: Mapping[str, dict[str, Any]], signature_name: str, model_version: int | None = None) -> Signature:
@@ -190,16 +193,24 @@ def rows_fit(rows: list[Any], signature: Signature) -> bool:
     for row in rows:
         if type(row) is not dict or row.keys() != names:
             return False
-        for name, is_string in kinds:
+        for name, is_string, largest in kinds:
             value = row[name]
             if is_string:
                 if type(value) is not str:
                     return False
             elif type(value) not in _NUMERIC:  # `type`, not isinstance: bools are not numbers here
                 return False
-            elif type(value) is int and not _INT64_MIN <= value <= _INT64_MAX:
-                return False  # no tensor holds it (float32 overflows on it): the array path says so
+            elif type(value) is int:
+                if not _INT64_MIN <= value <= _INT64_MAX:
+                    return False  # no tensor holds it (float32 overflows on it): the array path says so
+            elif value > largest or value < -largest:  # infinite in the input's dtype (NaN passes: missing)
+                return False  # the array path refuses it (`check_inputs`)
     return True
+
+
+def _largest(dtype: int) -> float:
+    np_dtype = NUMPY_BY_DTYPE.get(dtype)
+    return float(np.finfo(np_dtype).max) if np_dtype is not None and np_dtype.kind == "f" else math.inf
 
 
 def check_inputs(inputs: Mapping[str, Array], signature: Signature | None, max_batch_size: int) -> int:
@@ -214,16 +225,20 @@ def check_inputs(inputs: Mapping[str, Array], signature: Signature | None, max_b
         if missing:
             raise InvalidArgument(f"missing input(s) {missing}; the signature's inputs are {sorted(signature.inputs)}")
     batch_sizes = set()
+    infinite = False
     floats = []
     for name, array in inputs.items():
         if signature is not None:
             _check_tensor(name, array, signature.inputs[name])
         batch_sizes.add(int(array.shape[0]) if array.ndim else 1)
         if array.dtype.kind == "f":
-            floats.append(array.ravel())
+            if array.size == 1:  # one example: a Python float is cheaper to test than a numpy reduction
+                infinite = infinite or math.isinf(array.item())
+            else:
+                floats.append(array)
     # An infinite input makes the model answer NaN: refused here, before either arm, so it is the
     # client's 400 on both and never a model failure (NaN stays a missing value). One pass for all.
-    if floats and np.isinf(floats[0] if len(floats) == 1 else np.concatenate(floats)).any():
+    if infinite or floats and np.isinf(np.concatenate(floats, axis=None)).any():
         bad = sorted(name for name, array in inputs.items() if array.dtype.kind == "f" and np.isinf(array).any())
         raise InvalidArgument(f"input(s) {bad} hold infinite values; only finite numbers (or NaN, a missing value) are accepted")
     if len(batch_sizes) != 1:
