@@ -227,3 +227,24 @@ def test_grpc_infinite_inputs_and_unknown_output_filter_are_invalid_argument(all
     response = _grpc_predict(all_model, build_predict_request("churn", grpc_inputs()), "g-good")
     assert response.outputs
     assert served_well(all_model, 3, "after-grpc") == {"model"}
+
+
+@pytest.mark.parametrize("value", [b"\xed\xa0\x80", b"\xff\xfe"])
+def test_grpc_strings_that_are_not_utf8_get_one_answer_on_both_arms(router, value):
+    """DT_STRING is bytes (TF Serving takes any): both arms answer, and the sketches' labels stay valid."""
+    _, _, before = families(router)
+    folded = fold_count(before)
+    codes = {}
+    for i in range(16):
+        inputs = grpc_inputs()
+        inputs["state"] = np.array([value], dtype=object)
+        try:
+            _grpc_predict(router, build_predict_request("churn", inputs), f"bytes-{i}")
+            codes[i] = grpc.StatusCode.OK
+        except grpc.RpcError as err:
+            codes[i] = err.code()
+    assert set(codes.values()) == {grpc.StatusCode.OK}, codes
+    samples = wait_folded(router, folded + 16)  # /metrics answered 200 with them sketched
+    assert not any(code == "INTERNAL" for _, code in codes_by_arm(samples))
+    for lab, _ in samples["modelramp_feature_values_total"]:
+        lab["bin"].encode("utf-8")
