@@ -58,8 +58,9 @@ def stack(models_dir, model_server, legacy_server, tmp_path_factory):
            "arms": {"legacy": {"weight": 0.5, "backend": {"kind": "legacy_http", "url": legacy_server.url}},
                     "model": {"weight": 0.5, "backend": {"kind": "tfserving_grpc", "target": model_server.grpc_target,
                                                          "model_name": "churn", "version": 2}}},
-           # Test-sized: judge every 0.2 s once 300 values are in (production: 1,000 values, every 15 s).
-           "skew": {"baseline": str(baseline), "min_sample": 300, "interval_seconds": 0.2}}
+           # Test-sized: judge every 0.2 s once 300 values are in (production: 1,000 values, every 15 s);
+           # unseen names kept by name (off by default: every unseen value is __other__).
+           "skew": {"baseline": str(baseline), "min_sample": 300, "interval_seconds": 0.2, "max_unseen_categories": 5}}
     config = tmp / "experiment.yaml"
     config.write_text(yaml.safe_dump(doc))
     bare = tmp / "experiment-no-baseline.yaml"
