@@ -24,12 +24,11 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import yaml
 
 REPO = Path(__file__).resolve().parent.parent
@@ -132,9 +131,8 @@ class Container:
 
 def _status(url: str) -> int:
     try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return int(response.status)
-    except (urllib.error.URLError, OSError):
+        return httpx.get(url, timeout=2, trust_env=False).status_code
+    except httpx.HTTPError:
         return 0
 
 
@@ -162,12 +160,11 @@ def experiment(run_dir: Path, legacy_url: str, model_target: str) -> Path:
 
 def predict_rest(http_port: int, row: dict[str, Any], unit: str) -> dict[str, Any]:
     body = json.dumps({"instances": [row]}).encode()
-    request = urllib.request.Request(f"http://127.0.0.1:{http_port}/v1/models/{MODEL_NAME}:predict", data=body,
-                                     headers={"Content-Type": "application/json", "X-Unit-Id": unit})
-    with urllib.request.urlopen(request, timeout=10) as response:
-        if response.status != 200:
-            raise SmokeError(f"REST predict through the router: HTTP {response.status}")
-        document: dict[str, Any] = json.loads(response.read())
+    response = httpx.post(f"http://127.0.0.1:{http_port}/v1/models/{MODEL_NAME}:predict", content=body, timeout=10,
+                          headers={"Content-Type": "application/json", "X-Unit-Id": unit}, trust_env=False)
+    if response.status_code != 200:
+        raise SmokeError(f"REST predict through the router: HTTP {response.status_code}")
+    document: dict[str, Any] = response.json()
     if len(document.get("predictions", [])) != 1:
         raise SmokeError(f"REST predict through the router: no prediction in {document}")
     return document
@@ -184,9 +181,9 @@ def predict_grpc(grpc_port: int, columns: dict[str, Any], unit: str) -> dict[str
 
 def _available(rest_port: int) -> bool:
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{rest_port}/v1/models/{MODEL_NAME}", timeout=2) as response:
-            states = json.loads(response.read()).get("model_version_status", [])
-    except (urllib.error.URLError, OSError, ValueError):
+        response = httpx.get(f"http://127.0.0.1:{rest_port}/v1/models/{MODEL_NAME}", timeout=2, trust_env=False)
+        states = response.json().get("model_version_status", [])
+    except (httpx.HTTPError, ValueError):
         return False
     return any(s.get("state") == "AVAILABLE" for s in states)
 
