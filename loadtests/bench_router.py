@@ -1,6 +1,7 @@
 """Benchmark: what the router adds, measured against the legacy system directly, in one run.
 
     python loadtests/bench_router.py --models models [--rps 500] [--seconds 20] [--json out.json]
+    python loadtests/bench_router.py --models models --baseline-rev 5e0b210 [--json out.json]
 
 Starts `modelramp legacy`, `modelramp serve-model` and one `modelramp router` (model weight 1%
 unless `--model-weight` says otherwise, so nearly every request is forwarded to the legacy
@@ -20,6 +21,22 @@ rounds so that other load on the machine hits both paths alike:
   Envoy anchor), where a request less often finds the process asleep;
 - throughput of one router process at saturation (closed loop, `--saturate` clients).
 
+Before and after, `--baseline-rev REV` (any git revision): the script checks REV out into a
+temporary `git worktree` (removed at the end, also on error) and starts a second router from
+it beside this tree's, with the same interpreter and virtualenv but REV's own code (cwd and
+PYTHONPATH are the checkout, which come before the editable install). Both routers load the
+same experiment file (at 5e0b210 the schema accepts it as it is: name, salt, model_name and two
+arms; each revision applies its own defaults for the rest) and the same flags (--config,
+--host, --http-port, --grpc-port; no --outcome-ledger, which older revisions do not know: each
+gets $MODELRAMP_OUTCOME_LEDGER beside its log, which a revision without a ledger ignores), and
+front the same legacy system and model server. Every round then measures direct, this tree's
+router, the baseline's router and the bare forwarder in turn (the two routers swap places every
+round), and the saturation phase alternates the routers in `--rounds` parts: noise on a shared
+machine then lands on both revisions alike, where two separate runs would compare two different
+machines. Every figure is reported for both routers with the ratio after/before (this tree over
+REV); "this tree" is the working tree as the routers start, so the result names its commit and
+any tracked files changed but not committed.
+
 Goals: added p50 <= 0.5 ms, added p99 <= 2 ms at 500 rps, <= 0.3 CPU-s per 1,000
 forwarded requests (about 3,300 req/s per core), RSS < 150 MB. On a shared 2-core machine the
 load generator, the legacy system and the router compete for the cores: compare the rows of
@@ -30,11 +47,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -45,10 +65,15 @@ import psutil
 import yaml
 from results_file import save
 
+from experiments.local.stack import Child
 from tests.router.stack import ROW
-from tests.support.processes import Process, free_port, port_open, wait_until
+from tests.support.processes import REPO, Process, free_port, port_open, wait_until
 
 GOALS = {"added_p50_ms": 0.5, "added_p99_ms": 2.0, "cpu_s_per_1000": 0.3, "rss_mb": 150.0}
+SIGNING_KEY = {"MODELRAMP_SIGNING_KEY": "bench"}
+# Figures compared after/before with --baseline-rev (the latencies through each router as well).
+COMPARED = ("added_p50_ms", "added_p90_ms", "added_p99_ms", "cpu_s_per_1000", "cpu_user_s_per_1000", "cpu_system_s_per_1000",
+            "rss_mb", "router_all_arms_p99_ms", "router_saturation_rps", "cpu_s_per_1000_at_saturation")
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -122,8 +147,22 @@ async def closed_loop(url: str, body: bytes, clients: int, seconds: float) -> tu
     return done / (time.perf_counter() - start), done
 
 
+def ready(url: str) -> bool:
+    import urllib.request  # noqa: PLC0415
+
+    with urllib.request.urlopen(url, timeout=1) as r:
+        return bool(r.status == 200)  # urlopen's result is Any in typeshed
+
+
+def router_args(config: Path) -> tuple[list[str], str, int]:
+    """The `router` subcommand's arguments on two free ports (every revision knows these flags); (args, predict URL, HTTP port)."""
+    http_port, grpc_port = free_port(), free_port()
+    args = ["router", "--config", str(config), "--host", "127.0.0.1", "--http-port", str(http_port), "--grpc-port", str(grpc_port)]
+    return args, f"http://127.0.0.1:{http_port}/v1/models/churn:predict", http_port
+
+
 def start_stack(models: Path, workdir: Path, model_weight: float = 0.01) -> tuple[list[Process], str, str, int]:
-    legacy_port, model_port, rest_port, http_port, grpc_port = (free_port() for _ in range(5))
+    legacy_port, model_port, rest_port = (free_port() for _ in range(3))
     config = {"name": "bench", "salt": "bench", "model_name": "churn", "arms": {
         "legacy": {"weight": 1 - model_weight, "backend": {"kind": "legacy_http", "url": f"http://127.0.0.1:{legacy_port}"}},
         "model": {"weight": model_weight, "backend": {"kind": "tfserving_grpc", "target": f"127.0.0.1:{model_port}", "model_name": "churn"}}}}
@@ -131,19 +170,50 @@ def start_stack(models: Path, workdir: Path, model_weight: float = 0.01) -> tupl
     legacy = Process(["legacy", "--host", "127.0.0.1", "--port", str(legacy_port)], workdir / "legacy.log")
     model = Process(["serve-model", "--host", "127.0.0.1", "--port", str(model_port), "--rest_api_port", str(rest_port),
                      "--model_name", "churn", "--model_base_path", str(models.resolve() / "churn")], workdir / "model.log")
-    router = Process(["router", "--config", str(workdir / "bench.yaml"), "--host", "127.0.0.1",
-                      "--http-port", str(http_port), "--grpc-port", str(grpc_port)], workdir / "router.log",
-                     env={"MODELRAMP_SIGNING_KEY": "bench"})
+    args, router_url, http_port = router_args(workdir / "bench.yaml")
+    router = Process(args, workdir / "router.log", env=SIGNING_KEY)
     procs = [router, legacy, model]
-    import urllib.request  # noqa: PLC0415
+    wait_until(lambda: ready(f"http://127.0.0.1:{legacy_port}/healthz"), 60, "legacy ready", legacy.proc)
+    wait_until(lambda: ready(f"http://127.0.0.1:{http_port}/readyz"), 120, "router ready (model signature known)", router.proc)
+    return procs, f"http://127.0.0.1:{legacy_port}/v1/predict", router_url, router.proc.pid
 
-    def ok(url: str) -> bool:
-        with urllib.request.urlopen(url, timeout=1) as r:
-            return bool(r.status == 200)  # urlopen's result is Any in typeshed
 
-    wait_until(lambda: ok(f"http://127.0.0.1:{legacy_port}/healthz"), 60, "legacy ready", legacy.proc)
-    wait_until(lambda: ok(f"http://127.0.0.1:{http_port}/readyz"), 120, "router ready (model signature known)", router.proc)
-    return procs, f"http://127.0.0.1:{legacy_port}/v1/predict", f"http://127.0.0.1:{http_port}/v1/models/churn:predict", router.proc.pid
+@contextlib.contextmanager
+def checkout(rev: str) -> Iterator[tuple[Path, str]]:
+    """(a detached `git worktree` of `rev` in a temporary folder, its commit); removed on exit, also on error."""
+    commit = subprocess.run(["git", "rev-parse", "--verify", f"{rev}^{{commit}}"], cwd=REPO, check=True,
+                            capture_output=True, text=True).stdout.strip()
+    folder = Path(tempfile.mkdtemp(prefix="bench-router-baseline-")) / "tree"
+    subprocess.run(["git", "worktree", "add", "--detach", str(folder), commit], cwd=REPO, check=True, capture_output=True)
+    try:
+        yield folder, commit
+    finally:
+        subprocess.run(["git", "worktree", "remove", "--force", str(folder)], cwd=REPO, check=False, capture_output=True)
+        subprocess.run(["git", "worktree", "prune"], cwd=REPO, check=False, capture_output=True)
+        with contextlib.suppress(OSError):
+            folder.parent.rmdir()
+
+
+def tree_state() -> tuple[str, list[str]]:
+    """(this tree's commit, its tracked files changed but not committed): what "after" ran, in a shared tree."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=REPO, check=True, capture_output=True, text=True).stdout
+
+    return git("rev-parse", "HEAD").strip(), [line[3:] for line in git("status", "--porcelain", "--untracked-files=no").splitlines()]
+
+
+def start_baseline_router(tree: Path, workdir: Path) -> tuple[Child, str]:
+    """A router run from the checkout `tree` (its code, this interpreter) on the stack's experiment file; (it, its predict URL)."""
+    args, url, http_port = router_args(workdir / "bench.yaml")
+    log = workdir / "baseline-router.log"
+    env = {**SIGNING_KEY, "PYTHONPATH": str(tree), "MODELRAMP_OUTCOME_LEDGER": f"sqlite:///{log.with_suffix('.outcomes.db')}"}
+    router = Child("baseline router", args, env, log_path=log, cwd=tree)
+    try:
+        wait_until(lambda: ready(f"http://127.0.0.1:{http_port}/readyz"), 120, f"baseline router ready (see {log})", router.proc)
+    except BaseException:
+        router.stop()
+        raise
+    return router, url
 
 
 def start_forwarder(direct_url: str, workdir: Path) -> tuple[subprocess.Popen, str]:
@@ -166,86 +236,196 @@ async def round_with_cpu(url: str, proc: psutil.Process, body: bytes, rps: float
     return part, after.user - before.user, after.system - before.system
 
 
+@dataclass
+class Measured:
+    """One router under load (this tree's or the baseline's) and what its rounds added up to."""
+
+    name: str  # "router" (this tree) or "baseline"
+    url: str
+    proc: psutil.Process
+    latencies: dict[str, list[float]] = field(default_factory=dict)
+    parts: list[dict] = field(default_factory=list)
+    cpu_user: float = 0.0
+    cpu_system: float = 0.0
+    saturation_s: float = 0.0
+    saturation_requests: int = 0
+    saturation_cpu: float = 0.0
+    rss_mb: float = 0.0
+    round_p50_ms: list[float] = field(default_factory=list)  # the legacy arm's p50 in each round: how steady the rounds were
+
+    async def measure_round(self, body: bytes, rps: float, seconds: float) -> None:
+        latencies: dict[str, list[float]] = {}
+        part, user, system = await round_with_cpu(self.url, self.proc, body, rps, seconds, latencies)
+        for arm, values in latencies.items():
+            self.latencies.setdefault(arm, []).extend(values)
+        if latencies.get("legacy"):
+            self.round_p50_ms.append(percentile(latencies["legacy"], 0.5) * 1000)
+        self.parts.append(part)
+        self.cpu_user += user
+        self.cpu_system += system
+        self.rss_mb = max(self.rss_mb, self.proc.memory_info().rss / 2**20)
+
+    async def saturate(self, body: bytes, clients: int, seconds: float) -> None:
+        before, start = self.proc.cpu_times(), time.perf_counter()
+        _, answered = await closed_loop(self.url, body, clients, seconds)
+        after = self.proc.cpu_times()
+        self.saturation_s += time.perf_counter() - start
+        self.saturation_requests += answered
+        self.saturation_cpu += after.user + after.system - before.user - before.system
+        self.rss_mb = max(self.rss_mb, self.proc.memory_info().rss / 2**20)
+
+    def figures(self, direct: dict) -> dict:
+        """This router's figures (the keys of the result), against the direct path's summary."""
+        routed = summary(self.latencies.get("legacy", []), self.parts)
+        every = [x for lat in self.latencies.values() for x in lat]
+        model_arm = self.latencies.get("model", [])
+        requests = routed["requests"]
+        saturated = self.saturation_requests > 0
+        return {
+            "router": routed,
+            **{f"added_p{q}_ms": routed[f"p{q}_ms"] - direct[f"p{q}_ms"] for q in (50, 90, 99)},
+            "cpu_s_per_1000": (self.cpu_user + self.cpu_system) / requests * 1000, "rss_mb": self.rss_mb,
+            "cpu_user_s_per_1000": self.cpu_user / requests * 1000, "cpu_system_s_per_1000": self.cpu_system / requests * 1000,
+            "router_all_arms_p99_ms": percentile(every, 0.99) * 1000, "round_p50_ms": self.round_p50_ms,
+            "model_arm": {"requests": len(model_arm), **({"p50_ms": percentile(model_arm, 0.5) * 1000,
+                                                          "p99_ms": percentile(model_arm, 0.99) * 1000} if model_arm else {})},
+            # At full load epoll hands over many events per wake-up: the cost per request falls.
+            "router_saturation_rps": self.saturation_requests / self.saturation_s if saturated else None,
+            "cpu_s_per_1000_at_saturation": self.saturation_cpu / self.saturation_requests * 1000 if saturated else None,
+        }
+
+
+def ratios(after: dict, before: dict, cpu_at: dict[str, dict[str, float]]) -> dict:
+    """after / before for each compared figure; None unless both are positive (an added latency may
+    come out negative on a noisy machine: the difference is then the figure to read)."""
+    def ratio(a: float | None, b: float | None) -> float | None:
+        return a / b if a is not None and b is not None and a > 0 and b > 0 else None
+
+    out = {f"router_p{q}_ms": ratio(after["router"][f"p{q}_ms"], before["router"][f"p{q}_ms"]) for q in (50, 90, 99)}
+    out.update({key: ratio(after[key], before[key]) for key in COMPARED})
+    out.update({f"cpu_s_per_1000_at_{rate}_rps": ratio(row["router"], row["baseline"]) for rate, row in cpu_at.items()})
+    return out
+
+
 async def bench(args: argparse.Namespace) -> dict:
     workdir = Path(tempfile.mkdtemp(prefix="bench-router-"))
-    procs, direct_url, router_url, router_pid = start_stack(args.models, workdir, args.model_weight)
-    forwarder, forwarder_url = start_forwarder(direct_url, workdir)
-    body = json.dumps({"instances": [ROW]}).encode()  # the same row; the legacy API and TF Serving's share this body shape
-    router_proc, forwarder_proc = psutil.Process(router_pid), psutil.Process(forwarder.pid)
-    try:
-        await open_loop(direct_url, body, args.rps, 3, False)  # warm-up every path: connections, caches
-        await open_loop(router_url, body, args.rps, 3, True)
-        await open_loop(forwarder_url, body, args.rps, 3, True)
-        # Alternating rounds: other load on a shared machine then hits every path alike.
-        direct_lat: dict[str, list[float]] = {}
-        routed_lat: dict[str, list[float]] = {}
-        direct_parts, routed_parts = [], []
-        cpu_user = cpu_system = forwarder_cpu = 0.0
-        forwarded = forwarder_errors = 0
-        round_seconds = args.seconds / args.rounds
-        for _ in range(args.rounds):
-            direct_parts.append(await open_loop(direct_url, body, args.rps, round_seconds, False, direct_lat))
-            part, user, system = await round_with_cpu(router_url, router_proc, body, args.rps, round_seconds, routed_lat)
-            routed_parts.append(part)
-            cpu_user += user
-            cpu_system += system
-            part, user, system = await round_with_cpu(forwarder_url, forwarder_proc, body, args.rps, round_seconds)
-            forwarder_cpu += user + system
-            forwarded += part["requests"]
-            forwarder_errors += part["errors"]
-        # CPU only, at the other rates: router and forwarder rounds alternate as above.
-        by_rate = {}
-        for rate in args.cpu_rps:
-            spent = {"router": 0.0, "bare_forwarder": 0.0}
-            sent = {"router": 0, "bare_forwarder": 0}
-            for _ in range(args.rounds):
-                for name, url, proc in (("router", router_url, router_proc), ("bare_forwarder", forwarder_url, forwarder_proc)):
-                    part, user, system = await round_with_cpu(url, proc, body, rate, round_seconds)
-                    spent[name] += user + system
-                    sent[name] += part["requests"]
-            by_rate[f"{rate:g}"] = {name: spent[name] / sent[name] * 1000 for name in spent}
-        # What the router adds to the legacy system's answers: the 1% the model answers carry the
-        # model's own inference and would make the router's p99 the model's latency.
-        direct, routed = summary(direct_lat.get("direct", []), direct_parts), summary(routed_lat.get("legacy", []), routed_parts)
-        every = [x for lat in routed_lat.values() for x in lat]
-        model_arm = routed_lat.get("model", [])
-        cpu_seconds = cpu_user + cpu_system
-        rss_mb = router_proc.memory_info().rss / 2**20
-        saturation = saturation_cpu = None
-        if args.saturate:
-            before = router_proc.cpu_times()
-            saturation, answered = await closed_loop(router_url, body, args.saturate, min(args.seconds, 10))
-            after = router_proc.cpu_times()
-            # At full load epoll hands over many events per wake-up: the cost per request falls.
-            saturation_cpu = (after.user + after.system - before.user - before.system) / answered * 1000
-        rss_after_saturation = router_proc.memory_info().rss / 2**20
-    finally:
-        forwarder.terminate()
-        forwarder.wait(10)
+    with contextlib.ExitStack() as stack:
+        tree, commit = stack.enter_context(checkout(args.baseline_rev)) if args.baseline_rev else (None, None)
+        after = tree_state()  # as the routers start: they import their code then
+        procs, direct_url, router_url, router_pid = start_stack(args.models, workdir, args.model_weight)
         for p in procs:
-            p.stop()
+            stack.callback(p.stop)
+        forwarder, forwarder_url = start_forwarder(direct_url, workdir)
+        stack.callback(forwarder.wait, 10)
+        stack.callback(forwarder.terminate)
+        routers = [Measured("router", router_url, psutil.Process(router_pid))]
+        if tree is not None:
+            baseline, baseline_url = start_baseline_router(tree, workdir)
+            stack.callback(baseline.stop)  # before the checkout is removed (callbacks run last first)
+            routers.append(Measured("baseline", baseline_url, psutil.Process(baseline.proc.pid)))
+        result = await measure(args, direct_url, routers, forwarder_url, psutil.Process(forwarder.pid))
+    if tree is not None:
+        result["baseline_rev"], result["baseline_commit"] = args.baseline_rev, commit
+        result["after_commit"], result["after_uncommitted"] = after
+    return result
+
+
+async def measure(args: argparse.Namespace, direct_url: str, routers: list[Measured], forwarder_url: str,
+                  forwarder_proc: psutil.Process) -> dict:
+    body = json.dumps({"instances": [ROW]}).encode()  # the same row; the legacy API and TF Serving's share this body shape
+    await open_loop(direct_url, body, args.rps, 3, False)  # warm-up every path: connections, caches
+    for r in routers:
+        await open_loop(r.url, body, args.rps, 3, True)
+    await open_loop(forwarder_url, body, args.rps, 3, True)
+    # Alternating rounds: other load on a shared machine then hits every path alike; with a
+    # baseline the two routers swap places every round, so neither always follows the direct path.
+    direct_lat: dict[str, list[float]] = {}
+    direct_parts = []
+    forwarder_cpu = 0.0
+    forwarded = forwarder_errors = 0
+    round_seconds = args.seconds / args.rounds
+
+    def in_turn(k: int) -> list[Measured]:
+        """The routers in round `k`'s order: rotated by one each round."""
+        return routers[k % len(routers):] + routers[:k % len(routers)]
+
+    for k in range(args.rounds):
+        direct_parts.append(await open_loop(direct_url, body, args.rps, round_seconds, False, direct_lat))
+        for r in in_turn(k):
+            await r.measure_round(body, args.rps, round_seconds)
+        part, user, system = await round_with_cpu(forwarder_url, forwarder_proc, body, args.rps, round_seconds)
+        forwarder_cpu += user + system
+        forwarded += part["requests"]
+        forwarder_errors += part["errors"]
+    # CPU only, at the other rates: routers and forwarder rounds alternate as above.
+    by_rate: dict[str, dict[str, float]] = {}
+    for rate in args.cpu_rps:
+        spent: dict[str, float] = {}
+        sent: dict[str, int] = {}
+        for k in range(args.rounds):
+            for name, url, proc in [*((r.name, r.url, r.proc) for r in in_turn(k)), ("bare_forwarder", forwarder_url, forwarder_proc)]:
+                part, user, system = await round_with_cpu(url, proc, body, rate, round_seconds)
+                spent[name] = spent.get(name, 0.0) + user + system
+                sent[name] = sent.get(name, 0) + part["requests"]
+        by_rate[f"{rate:g}"] = {name: spent[name] / sent[name] * 1000 for name in spent}
+    if args.saturate:
+        # One stretch for a single router; with a baseline, the two alternate in --rounds parts.
+        parts = args.rounds if len(routers) > 1 else 1
+        for k in range(parts):
+            for r in in_turn(k):
+                await r.saturate(body, args.saturate, min(args.seconds, 10) / parts)
+    # What the router adds to the legacy system's answers: the 1% the model answers carry the
+    # model's own inference and would make the router's p99 the model's latency.
+    direct = summary(direct_lat.get("direct", []), direct_parts)
+    figures = {r.name: r.figures(direct) for r in routers}
     result = {
-        "rps": args.rps, "seconds": args.seconds, "direct": direct, "router": routed,
-        "added_p50_ms": routed["p50_ms"] - direct["p50_ms"], "added_p90_ms": routed["p90_ms"] - direct["p90_ms"],
-        "added_p99_ms": routed["p99_ms"] - direct["p99_ms"],
-        "cpu_s_per_1000": cpu_seconds / routed["requests"] * 1000, "rss_mb": max(rss_mb, rss_after_saturation),
+        "rps": args.rps, "seconds": args.seconds, "direct": direct, **figures["router"],
         "bare_forwarder_cpu_s_per_1000": forwarder_cpu / forwarded * 1000, "bare_forwarder_errors": forwarder_errors,
-        "cpu_s_per_1000_by_rps": by_rate,
-        "cpu_user_s_per_1000": cpu_user / routed["requests"] * 1000,
-        "router_all_arms_p99_ms": percentile(every, 0.99) * 1000,
-        "model_arm": {"requests": len(model_arm), **({"p50_ms": percentile(model_arm, 0.5) * 1000,
-                                                      "p99_ms": percentile(model_arm, 0.99) * 1000} if model_arm else {})},
-        "cpu_system_s_per_1000": cpu_system / routed["requests"] * 1000,
-        "router_saturation_rps": saturation, "saturation_clients": args.saturate,
-        "cpu_s_per_1000_at_saturation": saturation_cpu,
+        "cpu_s_per_1000_by_rps": by_rate, "saturation_clients": args.saturate,
     }
     result["goals_met"] = {k: result[k] <= v for k, v in GOALS.items()}
     # The CPU goal read as capacity ("about 3,300 requests/s per core"), and at each other rate.
-    if saturation_cpu is not None:
-        result["goals_met"]["cpu_s_per_1000_at_saturation"] = saturation_cpu <= GOALS["cpu_s_per_1000"]
+    if result["cpu_s_per_1000_at_saturation"] is not None:
+        result["goals_met"]["cpu_s_per_1000_at_saturation"] = result["cpu_s_per_1000_at_saturation"] <= GOALS["cpu_s_per_1000"]
     for rate, row in by_rate.items():
         result["goals_met"][f"cpu_s_per_1000_at_{rate}_rps"] = row["router"] <= GOALS["cpu_s_per_1000"]
+    if "baseline" in figures:
+        result["baseline"] = figures["baseline"]
+        result["after_over_before"] = ratios(figures["router"], figures["baseline"], by_rate)
     return result
+
+
+def print_before_after(result: dict) -> None:
+    """Both routers' figures side by side: the baseline revision (before), this tree (after), after/before."""
+    after, before, ratio = result, result["baseline"], result["after_over_before"]
+
+    def row(label: str, a: float | None, b: float | None, r: float | None) -> None:
+        difference = a - b if a is not None and b is not None else None
+        cells = [f"{x:14.3f}" if x is not None else f"{'-':>14s}" for x in (b, a, r, difference)]
+        print(f"{label:32s}{''.join(cells)}")
+
+    uncommitted = ", ".join(result["after_uncommitted"]) or "none"
+    print(f"\nbefore = {result['baseline_rev']} ({result['baseline_commit'][:10]}), after = this tree "
+          f"({result['after_commit'][:10]}; uncommitted changes: {uncommitted}), in the same rounds")
+    print(f"{'':32s}{'before':>14s}{'after':>14s}{'after/before':>14s}{'after-before':>14s}")
+    for q in (50, 90, 99):
+        row(f"router p{q} ms", after["router"][f"p{q}_ms"], before["router"][f"p{q}_ms"], ratio[f"router_p{q}_ms"])
+    for q in (50, 90, 99):
+        row(f"added p{q} ms", after[f"added_p{q}_ms"], before[f"added_p{q}_ms"], ratio[f"added_p{q}_ms"])
+    row("all arms p99 ms", after["router_all_arms_p99_ms"], before["router_all_arms_p99_ms"], ratio["router_all_arms_p99_ms"])
+    row("CPU-s per 1,000 requests", after["cpu_s_per_1000"], before["cpu_s_per_1000"], ratio["cpu_s_per_1000"])
+    row("  user", after["cpu_user_s_per_1000"], before["cpu_user_s_per_1000"], ratio["cpu_user_s_per_1000"])
+    row("  kernel", after["cpu_system_s_per_1000"], before["cpu_system_s_per_1000"], ratio["cpu_system_s_per_1000"])
+    for rate, cpu in result["cpu_s_per_1000_by_rps"].items():
+        row(f"CPU-s per 1,000 at {rate} req/s", cpu["router"], cpu["baseline"], ratio[f"cpu_s_per_1000_at_{rate}_rps"])
+    row("RSS MB", after["rss_mb"], before["rss_mb"], ratio["rss_mb"])
+    row("saturation req/s", after["router_saturation_rps"], before["router_saturation_rps"], ratio["router_saturation_rps"])
+    row("CPU-s per 1,000 at saturation", after["cpu_s_per_1000_at_saturation"], before["cpu_s_per_1000_at_saturation"],
+        ratio["cpu_s_per_1000_at_saturation"])
+    print(f"{'p50 ms in each round':32s}before {', '.join(f'{x:.3f}' for x in before['round_p50_ms'])}; "
+          f"after {', '.join(f'{x:.3f}' for x in after['round_p50_ms'])}")
+    print(f"errors: before {before['router']['errors']}, after {after['router']['errors']}; model arm answered "
+          f"{before['model_arm']['requests']} before, {after['model_arm']['requests']} after")
 
 
 def main() -> int:
@@ -259,6 +439,8 @@ def main() -> int:
     parser.add_argument("--cpu-rps", type=lambda v: [float(x) for x in v.split(",") if x], default=[1000.0],
                         help="other rates (comma-separated) at which to measure CPU per request as well (default 1000; '' for none)")
     parser.add_argument("--saturate", type=int, default=32, help="closed-loop clients for the throughput phase; 0 skips it")
+    parser.add_argument("--baseline-rev", default=None, metavar="REV",
+                        help="also run a router from git revision REV (a temporary worktree) in the same rounds: before/after")
     parser.add_argument("--json", type=Path, default=None, help="also write the result here")
     args = parser.parse_args()
     result = asyncio.run(bench(args))
@@ -283,6 +465,8 @@ def main() -> int:
         print(f"one router process at saturation ({args.saturate} clients, generator and legacy on the same cores): "
               f"{result['router_saturation_rps']:.0f} req/s, {result['cpu_s_per_1000_at_saturation']:.3f} CPU-s per 1,000 requests")
     print("goals met:", result["goals_met"])
+    if "baseline" in result:
+        print_before_after(result)
     if args.json:
         save(args.json, result)
     return 0

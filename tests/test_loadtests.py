@@ -44,3 +44,15 @@ def test_router_sections_benchmark_times_every_stage_of_both_variants(tmp_path):
         assert set(pacing) == {"router", "openssl_prometheus"}
         assert all(set(row) == {"decode", "assign", "validate", "legacy_call", "request_id", "count", "encode"}
                    and all(us > 0 for us in row.values()) for row in pacing.values())
+
+
+def test_router_benchmark_measures_a_baseline_revision_beside_this_tree(tmp_path, models_dir):
+    result = run_script("bench_router.py", "--models", str(models_dir), "--rps", "100", "--seconds", "1", "--rounds", "2",
+                        "--cpu-rps", "200", "--saturate", "2", "--baseline-rev", "HEAD", tmp_path=tmp_path)
+    assert result["baseline_rev"] == "HEAD" and len(result["baseline_commit"]) == 40
+    assert result["router"]["errors"] == 0 and result["baseline"]["router"]["errors"] == 0
+    assert result["baseline"]["cpu_s_per_1000"] > 0 and result["baseline"]["router_saturation_rps"] > 0
+    assert set(result["cpu_s_per_1000_by_rps"]["200"]) == {"router", "baseline", "bare_forwarder"}
+    assert result["after_over_before"]["cpu_s_per_1000"] > 0 and result["after_over_before"]["router_p50_ms"] > 0
+    worktrees = subprocess.run(["git", "worktree", "list"], cwd=REPO, check=True, capture_output=True, text=True).stdout
+    assert "bench-router-baseline-" not in worktrees  # the checkout is removed at the end
