@@ -59,13 +59,13 @@ def parse_body(body: bytes) -> object:
         first = str(err)
     try:
         document = json.loads(body, parse_constant=_nan_only, parse_float=_finite_float)
-        orjson.dumps(document)  # the standard library keeps lone surrogates; orjson refuses to write them
+        # The standard library keeps lone surrogates, which no UTF-8 encoder takes; integers beyond
+        # 64 bits pass here (orjson refuses them) and are the signature check's to name.
+        json.dumps(document, ensure_ascii=False).encode("utf-8")
     except RecursionError:
         raise errors.InvalidArgument("malformed JSON in request body: nested too deeply") from None
-    except orjson.JSONEncodeError as err:
-        reason = ("a string holds a lone surrogate (not valid Unicode)" if "surrogate" in str(err)
-                  else "nested too deeply" if "ecursion" in str(err) else str(err))
-        raise errors.InvalidArgument(f"malformed JSON in request body: {reason}") from None
+    except UnicodeEncodeError:
+        raise errors.InvalidArgument("malformed JSON in request body: a string holds a lone surrogate (not valid Unicode)") from None
     except (ValueError, UnicodeDecodeError) as err:
         if "recursion limit" in first:
             raise errors.InvalidArgument("malformed JSON in request body: nested too deeply") from None
