@@ -6,7 +6,8 @@ and the chart cannot drift apart. Left out of the base on purpose:
 
 - the router's Secret (a committed key would be a shared key): overlays create it;
 - the dashboards ConfigMaps: `k8s/dashboards/kustomization.yaml` generates them from the JSON;
-- the PrometheusRule: written to `k8s/rules/` with the plain rule file promtool tests.
+- the PrometheusRule: written to `k8s/rules/` with the plain rule file promtool tests;
+- Helm hooks (the `helm test` pod, templates/tests/): they run only under `helm test`, not in an install.
 
     python k8s/render_base.py          # rewrite k8s/base/ and k8s/rules/
     python k8s/render_base.py --check  # exit 1 if a committed file differs
@@ -81,6 +82,11 @@ def strip_helm(obj: Any) -> Any:
     return obj
 
 
+def is_hook(obj: dict[str, Any]) -> bool:
+    """A Helm hook (`helm test`, pre-install, ...): Helm creates it outside the release's objects."""
+    return "helm.sh/hook" in (obj.get("metadata", {}).get("annotations") or {})
+
+
 def build() -> dict[Path, str]:
     """Every generated file and its content."""
     files: dict[Path, str] = {}
@@ -94,7 +100,7 @@ def build() -> dict[Path, str]:
                 "# The PrometheusRule's groups as a plain Prometheus rule file, for promtool (tests/*.test.yaml).\n"
                 + dump([{"groups": rule["spec"]["groups"]}])[len(HEADER):])
             continue
-        if template in SKIPPED_TEMPLATES:
+        if template in SKIPPED_TEMPLATES or all(is_hook(d) for d in docs):
             continue
         files[K8S / "base" / template] = dump([strip_helm(d) for d in docs])
         resources.append(template)

@@ -146,6 +146,7 @@ def post_outcomes(url: str, rate: float, batch: int, stop: EventType, counts: An
     from router.signing import Signer  # noqa: PLC0415
 
     signer = Signer(b"bench")  # bench_router's routers use MODELRAMP_SIGNING_KEY=bench
+    signer.follow(lambda: ("bench", "bench"))  # and its experiment file's name and salt: ids are bound to both
     interval = batch / rate
     next_at = time.perf_counter()
     with httpx.Client(timeout=10) as client:

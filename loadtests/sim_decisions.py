@@ -5,7 +5,7 @@
 Each row is one scenario of `experiments.local.decision_sim` on the shipped example config
 (20,000 customers scored about 33 times each over 30 hourly looks, every score of a customer
 sharing its outcome, 64 analysis buckets) and prints the measured share with its Monte Carlo
-standard error. `tests/experiments/test_analysis_simulation.py` runs short versions of the same.
+standard error. `tests/experiments/live/test_analysis_simulation.py` runs short versions of the same.
 """
 
 from __future__ import annotations
@@ -19,11 +19,14 @@ import numpy as np
 
 from experiments.config import ExperimentConfig, load_config
 from experiments.local.decision_sim import Run, Scenario, share, simulate_many
+from experiments.local.demo import DemoSettings, demo_config
+from experiments.local.stack import Ports
 
 CONFIG = load_config(Path(__file__).resolve().parents[1] / "experiments" / "example_experiment.yaml")
 MDE = CONFIG.criteria.minimum_detectable_effect
 FIXED = ((1.959964 + 0.841621) / MDE) ** 2  # two-sided fixed-horizon information for one MDE at 80% power
 AA = Scenario(final_looks=2)
+DEMO = demo_config(CONFIG, DemoSettings(models=Path("models"), out=Path("reports")), Ports(), "127.0.0.1")
 
 
 def _fmt(runs: list[Run], pick: Callable[[Run], bool]) -> str:
@@ -43,7 +46,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=300)
     parser.add_argument("--seed", type=int, default=2026)
     parser.add_argument("--only", default="", help="comma-separated row keys (aa, aa30, aa_req, guardrail, broken, "
-                                                   "srm_aa, srm_broken, early, harm, plan)")
+                                                   "srm_aa, srm_broken, early, harm, plan, demo)")
     args = parser.parse_args()
     only = set(filter(None, args.only.split(",")))
     n, seed = args.runs, args.seed
@@ -114,6 +117,19 @@ def main() -> None:
             row(f"time to decision at 1%, model one MDE worse, {customers:,} customers scored {scores:g} times over 80 h, "
                 f"{100 * shared:g}% of them sharing one outcome",
                 steady, CONFIG, n, seed + 10, plan)
+    if want("demo"):
+        # `modelramp demo`'s own experiment: 300 requests/s from 100,000 customers (each scored about
+        # twice in 10 minutes, one outcome per customer), a look every 2 s, its stage minimums.
+        demo = Scenario(customers=100_000, scores=1.8, looks=300, look_seconds=2.0, base=0.884, shared_outcome=1.0)
+        stages = [f"{st.percent:g}%" for st in DEMO.ramp.stages]
+
+        def ended(out: list[Run]) -> str:
+            last = np.array([max(i for i, looks in enumerate(r.stage_looks) if looks) for r in out])
+            where = ", ".join(f"{stages[i]} {100 * np.mean(last == i):.0f}%" for i in range(len(stages)))
+            return (f"rollback {_fmt(out, lambda r: r.decision == 'rollback')}, ship {_fmt(out, lambda r: r.decision == 'ship')}; "
+                    f"last stage: {where}")
+        row("the demo, candidate 1 (4 points worse): where it ends", demo.but(effect=-0.04), DEMO, min(n, 100), seed + 11, ended)
+        row("the demo, candidate 2 (4 points better): where it ends", demo.but(effect=0.04), DEMO, min(n, 100), seed + 12, ended)
 
 
 if __name__ == "__main__":

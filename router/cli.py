@@ -9,6 +9,7 @@ from pathlib import Path
 from router.ledger import DEFAULT_LEDGER, LEDGER_ENV
 
 ADMIN_TOKEN_ENV = "MODELRAMP_WEIGHTS_TOKEN"
+WEIGHTS_FILE_ENV = "MODELRAMP_WEIGHTS_FILE"
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -17,6 +18,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                        description="Serve TF Serving's REST and gRPC APIs and split traffic between the legacy system and the model.")
     p.add_argument("--config", type=Path, required=True, help="experiment YAML, watched for changes (`modelramp up` and `modelramp demo` pass "
                                                               "their own)")
+    p.add_argument("--weights", type=Path, default=None, metavar="FILE",
+                   help=f"weights file {{experiment, salt?, weights}}, watched; overrides the config's weights while it names the "
+                        f"config's experiment (else ${WEIGHTS_FILE_ENV}; absent: the config's weights). On Kubernetes the "
+                        "ramp controller's weights ConfigMap, which no Helm upgrade or GitOps sync overwrites")
     p.add_argument("--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")
     p.add_argument("--http-port", type=int, default=8080, help="HTTP port (default 8080)")
     p.add_argument("--grpc-port", type=int, default=8090, help="gRPC port (default 8090)")
@@ -46,6 +51,11 @@ def _admin_token(path: Path | None) -> str | None:
     return os.environ.get(ADMIN_TOKEN_ENV) or None
 
 
+def _env_path(name: str) -> Path | None:
+    value = os.environ.get(name)
+    return Path(value) if value else None
+
+
 def _router(args: argparse.Namespace) -> int:
     from serving.tfserving.grpc_stack import prefer_iomgr_stack
 
@@ -54,7 +64,7 @@ def _router(args: argparse.Namespace) -> int:
     from router.server import RouterSettings, run
 
     settings = RouterSettings(
-        config=args.config, host=args.host, http_port=args.http_port, grpc_port=args.grpc_port,
+        config=args.config, weights=args.weights or _env_path(WEIGHTS_FILE_ENV), host=args.host, http_port=args.http_port, grpc_port=args.grpc_port,
         legacy_url=args.legacy_url, model_target=args.model_target, signing_key_file=args.signing_key_file,
         admin_token_file=args.admin_token_file, watch_interval=args.watch_interval,
         baseline=args.baseline, outcome_ledger=args.outcome_ledger or os.environ.get(LEDGER_ENV) or DEFAULT_LEDGER)

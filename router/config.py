@@ -149,19 +149,64 @@ class ArmsSpec(_Strict):
 
 
 class CircuitBreakerSpec(_Strict):
-    """Stops sending traffic to the model arm when its error rate passes the guardrail."""
+    """Holds an arm's traffic off its backend while the backend's error rate passes the limit, then probes it (router/breaker.py)."""
 
     enabled: bool = True
     max_error_rate: float = Field(0.2, gt=0.0, le=1.0)
     min_requests: int = Field(20, ge=1, description="Requests in the window before the rate counts.")
     window_seconds: float = Field(30.0, gt=0)
+    open_seconds: float | None = Field(30.0, gt=0, description="How long the breaker stays open before it lets probe requests "
+                                                               "through (half-open); null: open until the configuration changes.")
+    max_open_seconds: float = Field(300.0, gt=0, description="Each failed probe round doubles the open period, up to this (never "
+                                                             "less than open_seconds).")
+    half_open_probes: int = Field(3, ge=1, le=1000, description="Requests let through while half-open; all succeeding closes the "
+                                                                "breaker, one failing reopens it.")
+
+
+class LegacyCircuitBreakerSpec(CircuitBreakerSpec):
+    """The legacy arm's breaker: opens only on a system that is mostly failing, and probes soon.
+
+    The legacy arm has no fallback unless `fallback.to_model` is on, so an open breaker turns every
+    one of its requests into an error: it must open only when most calls fail anyway (down, or
+    slower than its timeout), where a fast 503 beats a wait for the same error. Hystrix's defaults
+    (50% over 10 s, 20 requests, probe after 5 s).
+    """
+
+    max_error_rate: float = Field(0.5, gt=0.0, le=1.0)
+    window_seconds: float = Field(10.0, gt=0)
+    open_seconds: float | None = Field(5.0, gt=0, description="How long the breaker stays open before it lets probe requests "
+                                                              "through (half-open); null: open until the configuration changes.")
+    max_open_seconds: float = Field(60.0, gt=0, description="Each failed probe round doubles the open period, up to this (never "
+                                                            "less than open_seconds).")
+
+
+class ReverseFallbackSpec(_Strict):
+    """Legacy-arm requests the legacy system cannot answer, answered by the model instead, within a capacity limit.
+
+    Off by default: it puts model answers into the legacy arm (they are counted as that arm's
+    fallbacks, as model-arm requests answered by legacy are counted as the model arm's), which
+    changes what the experiment compares. The model server is sized for the model arm's share, so
+    at most `max_in_flight` such calls run at once and only `share` of the failing requests are
+    tried; the others get the legacy system's error, fast while its breaker is open.
+    """
+
+    enabled: bool = False
+    share: float = Field(1.0, gt=0.0, le=1.0, description="Share of the legacy-arm requests the legacy system failed (or its "
+                                                          "breaker held off) that are tried on the model.")
+    max_in_flight: int = Field(16, ge=1, description="Most rerouted calls to the model at once, per router replica; beyond "
+                                                     "it the legacy error is the answer, never a queue.")
 
 
 class FallbackSpec(_Strict):
-    """What the router does when the model arm fails: answer from legacy within the deadline."""
+    """What the router does when an arm's backend fails: the model arm falls back to legacy within the deadline."""
 
     policy: Literal["legacy", "error"] = "legacy"
     circuit_breaker: CircuitBreakerSpec = CircuitBreakerSpec()
+    legacy_circuit_breaker: LegacyCircuitBreakerSpec = Field(default_factory=LegacyCircuitBreakerSpec,
+                                                             description="The legacy arm's breaker: a dead or too slow legacy "
+                                                                         "system's errors are served fast.")
+    to_model: ReverseFallbackSpec = Field(default_factory=ReverseFallbackSpec, description="Reverse fallback: legacy-arm "
+                                                                                           "requests answered by the model.")
 
 
 class ShadowSpec(_Strict):
@@ -169,6 +214,23 @@ class ShadowSpec(_Strict):
 
     enabled: bool = False
     share: float = Field(0.0, ge=0.0, le=1.0)
+
+
+class HttpLimitsSpec(_Strict):
+    """What one HTTP/1.1 client may hold of the router (router/rest/server.py).
+
+    Defaults are near Envoy's and nginx's: 60 KiB and 100 headers are Envoy's
+    `max_request_headers_kb` and `max_headers_count`; the read and send deadlines are shorter than
+    nginx's 60 s because the router's clients are services on a cluster network, not browsers.
+    Every limit is answered with its status (431, 408, 413) and a closed connection.
+    """
+
+    max_header_bytes: int = Field(61_440, ge=1024, description="Most bytes of request line and headers together; more get 431.")
+    max_headers: int = Field(100, ge=8, description="Most header lines in one request; more get 431.")
+    header_timeout_seconds: float = Field(10.0, gt=0, description="From a request's first byte to the end of its headers; slower gets 408.")
+    body_timeout_seconds: float = Field(30.0, gt=0, description="From the end of the headers to the end of the body; slower gets 408.")
+    send_timeout_seconds: float = Field(10.0, gt=0, description="How long a client may leave an answer unread before it is disconnected.")
+    keep_alive_seconds: float = Field(5.0, gt=0, description="Idle keep-alive connections are closed after this (uvicorn's default).")
 
 
 class RouterOptionsSpec(_Strict):
@@ -194,6 +256,8 @@ class RouterOptionsSpec(_Strict):
                                                                  "(arm, bucket), so the analyzer treats a unit's repeated requests as one "
                                                                  "cluster. 6B series per experiment and router; every replica must use the "
                                                                  "same B. 1 counts request-level only.")
+    http: HttpLimitsSpec = Field(default_factory=HttpLimitsSpec, description="Limits on one HTTP/1.1 client: header size and count, "
+                                                                         "read and send deadlines, keep-alive.")
 
 
 class SkewSpec(_Strict):
@@ -310,6 +374,22 @@ def parse_config(data: object, cls: type[C] = RouterConfig) -> C:  # type: ignor
         return cls.model_validate(body)
     except ValidationError as err:
         raise ConfigError(f"invalid experiment config: {_describe(err)}") from None
+
+
+def parse_yaml(data: bytes | str, where: str) -> object:
+    """A file's content as a YAML document; ConfigError naming `where` when it is not UTF-8 or not YAML.
+
+    RecursionError and ValueError too: deeply nested flow collections and some malformed scalars
+    raise those from the parser, and a file must be rejected, never take the watcher down.
+    """
+    try:
+        text = data.decode("utf-8") if isinstance(data, bytes) else data
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{where} is not UTF-8 text: {err}") from None
+    try:
+        return yaml.safe_load(text)
+    except (yaml.YAMLError, RecursionError, ValueError) as err:
+        raise ConfigError(f"{where} is not valid YAML: {err}") from None
 
 
 def load_config(path: str | Path, cls: type[C] = RouterConfig) -> C:  # type: ignore[assignment]

@@ -4,6 +4,14 @@ Each request is counted per arm (`modelramp_requests_total`) and per (arm, analy
 (`modelramp_bucket_exposures_total`, router/buckets.py); its signed request id carries the bucket,
 so its outcome is counted in the same bucket.
 
+Each backend is called through its arm's circuit breaker (router/breaker.py). A model-arm request
+the model cannot answer is answered by the legacy system (`fallback.policy: legacy`); a legacy-arm
+request the legacy system cannot answer gets its error, at once while the legacy breaker is open,
+or with `fallback.to_model` the model's answer within that section's cap. Either way it stays its
+assigned arm's request, exposure and outcome, counted in `modelramp_fallbacks_total{arm=...}`: by
+intention to treat, since dropping or moving the requests a backend failed would make the arms
+differ by when backends fail, not by what answers.
+
 Fronts (`router.rest.predict`, `router.grpc`) parse their protocol into a `decode` callable
 (signature -> `PredictRequest`), call `Router.predict`, and format the `Served` result or the
 `serving.tfserving.errors` error it raises. The core validates the decoded request into the
@@ -33,7 +41,7 @@ from router.backends import (
     failure_reason,
     make_backend,
 )
-from router.breaker import CircuitBreaker
+from router.breaker import CircuitBreaker, CircuitOpen
 from router.buckets import analysis_bucket
 from router.config import RouterConfig
 from router.ledger import OutcomeLedger
@@ -67,11 +75,12 @@ class Served:
 
 @dataclass
 class ExperimentState:
-    """One applied configuration with its backends and breaker (replaced whole on every change)."""
+    """One applied configuration with its backends and breakers (replaced whole on every change)."""
 
     config: RouterConfig
     backends: dict[str, Backend]
-    breaker: CircuitBreaker
+    breaker: CircuitBreaker  # the model arm's
+    legacy_breaker: CircuitBreaker
     assign: Assigner  # the arm of a unit id (None: a fresh draw) under this configuration
     qa: Mapping[str, str] | None = None  # QA units pinned to an arm, counted apart (router/qa.py); None: none
     counts: dict[str, dict[str, int]] = field(default_factory=lambda: {a: {"requests": 0, "fallbacks": 0} for a in (LEGACY, MODEL)})
@@ -79,6 +88,10 @@ class ExperimentState:
     @property
     def weights(self) -> dict[str, float]:
         return self.config.weights
+
+    @property
+    def breakers(self) -> dict[str, CircuitBreaker]:
+        return {LEGACY: self.legacy_breaker, MODEL: self.breaker}
 
 
 class Router:
@@ -98,6 +111,7 @@ class Router:
         self.state = self._build(config, previous=None)
         self.shadow = Shadow(self.metrics, config.router.shadow_max_in_flight)
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._rerouted = 0  # legacy-arm requests being answered by the model now (fallback.to_model.max_in_flight)
         self._publish(self.state, None)
 
     # ---- configuration -------------------------------------------------------------------
@@ -109,14 +123,16 @@ class Router:
             # Keep warm connections when an arm's backend did not change (the common case: weights).
             backends[arm] = previous.backends[arm] if previous and old == new else self._factory(new)
         return ExperimentState(config, backends, CircuitBreaker(config.fallback.circuit_breaker, MODEL),
+                               CircuitBreaker(config.fallback.legacy_circuit_breaker, LEGACY),
                                Assigner(config.salt, config.weights), qa=pinned_units(config.qa))
 
     def _publish(self, state: ExperimentState, old: ExperimentState | None) -> None:
         if old is not None and old.config.name != state.config.name:
             self.metrics.forget_experiment(old.config.name, (LEGACY, MODEL))
         self.metrics.set_weights(state.config.name, state.weights)
-        for arm in (LEGACY, MODEL):
-            self.metrics.circuit_open.labels(state.config.name, arm).set(0)
+        for arm, breaker in state.breakers.items():
+            # Read at each scrape: an open breaker turns half-open by the clock, not by a request.
+            self.metrics.circuit_open.labels(state.config.name, arm).set_function(breaker.gauge)
 
     def apply(self, config: RouterConfig, source: str) -> bool:
         """Put a validated configuration in force; logs old -> new. Returns False if nothing changed."""
@@ -126,8 +142,9 @@ class Router:
         new = self._build(config, old)
         if old.config.model_name != config.model_name or old.config.arms[MODEL].backend != config.arms[MODEL].backend:
             self.metadata = None  # another model: its signature must be fetched again
-        if old.breaker.open:
-            log.warning("circuit breaker for the model arm closed by a new configuration (%s)", source)
+        for arm, breaker in old.breakers.items():
+            if breaker.open:
+                log.warning("circuit breaker for the %s arm closed by a new configuration (%s)", arm, source)
         self.state = new
         self.signer.ttl_seconds = config.router.outcome_ttl_seconds
         self.shadow.max_in_flight = config.router.shadow_max_in_flight
@@ -221,40 +238,95 @@ class Router:
                       experiment: str) -> tuple[Prediction, str]:
         cfg = state.config
         if arm == MODEL:
-            if state.breaker.allow():
+            try:
                 # Half of what remains at most, so the legacy fallback still fits in the deadline.
-                budget = (deadline - time.perf_counter()) / 2
-                try:
-                    prediction = await state.backends[MODEL].predict(call, budget)
-                    check_finite(prediction)  # a NaN score is a failed answer: fall back, count, trip the breaker
-                    state.breaker.record(True)
-                    if prediction.model_version is None and self.signature is not None:
-                        prediction.model_version = self.signature.model_version
-                    return prediction, MODEL
-                except errors.UserFacingError as err:
-                    self._backend_failed(state, MODEL, err, experiment)
-                    if cfg.fallback.policy != "legacy":
-                        raise
+                return await self._model(state, call, (deadline - time.perf_counter()) / 2, experiment), MODEL
+            except CircuitOpen:
+                pass  # an open breaker sends the arm to the fallback whatever the policy: the model is known to fail
+            except errors.UserFacingError:
+                if cfg.fallback.policy != "legacy":
+                    raise
             self.metrics.fallbacks.labels(experiment, MODEL).inc()
             if experiment == cfg.name:
                 state.counts[MODEL]["fallbacks"] += 1
+            return await self._legacy(state, call, max(deadline - time.perf_counter(), 0.001), experiment), LEGACY
+        reverse = cfg.fallback.to_model
         try:
-            prediction = await state.backends[LEGACY].predict(call, max(deadline - time.perf_counter(), 0.001))
+            # With the reverse fallback on, legacy gets half of what remains, as the model does forwards.
+            budget = (deadline - time.perf_counter()) / (2 if reverse.enabled else 1)
+            return await self._legacy(state, call, max(budget, 0.001), experiment), LEGACY
         except errors.InvalidArgument:
-            raise  # the client's input, not the legacy system's failure
+            raise  # the client's input: the model would refuse it too
         except errors.UserFacingError as err:
-            self._backend_failed(state, LEGACY, err, experiment)
+            if not reverse.enabled or self._rerouted >= reverse.max_in_flight or (reverse.share < 1 and self._rng.random() >= reverse.share):
+                raise
+            ticket = state.breaker.admit()
+            if ticket is None:
+                raise  # the model is failing too
+            failure = err
+        # Counted as the legacy arm's fallback, as a model-arm request answered by legacy is the
+        # model arm's: the request stays the legacy arm's exposure and outcome (intention to treat).
+        self.metrics.fallbacks.labels(experiment, LEGACY).inc()
+        if experiment == cfg.name:
+            state.counts[LEGACY]["fallbacks"] += 1
+        self._rerouted += 1
+        try:
+            return await self._model(state, call, max(deadline - time.perf_counter(), 0.001), experiment, ticket), MODEL
+        except errors.UserFacingError:
+            raise failure from None  # the assigned arm's error; the model's is counted as its backend error
+        finally:
+            self._rerouted -= 1
+
+    async def _model(self, state: ExperimentState, call: PredictCall, timeout: float, experiment: str,
+                     ticket: int | None = None) -> Prediction:
+        """The model backend's answer through its breaker; CircuitOpen when the breaker holds the call off."""
+        breaker = state.breaker
+        if ticket is None:
+            ticket = breaker.admit()
+            if ticket is None:
+                raise CircuitOpen(f"the model arm's circuit breaker is open: {breaker.opened_reason}", breaker.seconds_to_probe())
+        try:
+            prediction = await state.backends[MODEL].predict(call, timeout)
+            check_finite(prediction)  # a NaN score is a failed answer: fall back, count, trip the breaker
+        except errors.UserFacingError as err:
+            self._backend_failed(state, MODEL, err, experiment, ticket)
             raise
+        except BaseException:
+            breaker.abandon(ticket)  # cancelled, or the router's own bug: no verdict on the backend
+            raise
+        breaker.record(True, ticket)
+        if prediction.model_version is None and self.signature is not None:
+            prediction.model_version = self.signature.model_version
+        return prediction
+
+    async def _legacy(self, state: ExperimentState, call: PredictCall, timeout: float, experiment: str) -> Prediction:
+        """The legacy backend's answer through its breaker: CircuitOpen at once, not a wait, while it is open."""
+        breaker = state.legacy_breaker
+        ticket = breaker.admit()
+        if ticket is None:
+            raise CircuitOpen(f"the legacy system is failing and held off by its circuit breaker: {breaker.opened_reason}",
+                              breaker.seconds_to_probe())
+        try:
+            prediction = await state.backends[LEGACY].predict(call, timeout)
+        except errors.InvalidArgument:
+            breaker.abandon(ticket)  # the client's input, not the legacy system's failure
+            raise
+        except errors.UserFacingError as err:
+            self._backend_failed(state, LEGACY, err, experiment, ticket)
+            raise
+        except BaseException:
+            breaker.abandon(ticket)
+            raise
+        breaker.record(True, ticket)
         # Same shape as the model's answer: legacy responses claim the model version they stand in for.
         prediction.model_version = self.signature.model_version if self.signature else None
-        return prediction, LEGACY
+        return prediction
 
-    def _backend_failed(self, state: ExperimentState, arm: str, err: errors.UserFacingError, experiment: str) -> None:
-        cfg = state.config
+    def _backend_failed(self, state: ExperimentState, arm: str, err: errors.UserFacingError, experiment: str,
+                        ticket: int | None = None) -> None:
         self.metrics.backend_errors.labels(experiment, arm, failure_reason(err)).inc()
         log.warning("%s arm backend failed (%s): %s", arm, failure_reason(err), err)
-        if arm == MODEL and state.breaker.record(False):
-            self.metrics.circuit_open.labels(cfg.name, MODEL).set(1)
+        state.breakers[arm].record(False, ticket)
 
     def _after(self, state: ExperimentState, arm: str, call: PredictCall, served: Served) -> None:
         """Work that must not delay the response: feature sampling and shadow calls."""
@@ -273,8 +345,9 @@ class Router:
                         observe_outputs(cfg.name, served.prediction.outputs)
                 except Exception:
                     log.exception("feature sink %r failed", sink)
-        if (arm == LEGACY and cfg.shadow.enabled and cfg.shadow.share > 0
-                and self._rng.random() < cfg.shadow.share):
+        # Not while the model's breaker is open: shadow calls would load the backend it holds off.
+        if (arm == LEGACY and served.served_by == LEGACY and cfg.shadow.enabled and cfg.shadow.share > 0
+                and not state.breaker.open and self._rng.random() < cfg.shadow.share):
             task = self.shadow.start(cfg.name, state.backends[MODEL], call, served.prediction,
                                      cfg.arms[MODEL].backend.timeout_ms / 1000.0)
             if task is not None:
@@ -292,19 +365,29 @@ class Router:
 
     # ---- inspection ----------------------------------------------------------------------
     async def readiness(self, timeout: float = 1.0) -> dict[str, Any]:
-        """Ready when the legacy system answers and the model's signature is known (`GET /readyz`, `router.rest.app`)."""
+        """Ready while this replica can answer: the model's signature is known and either arm's backend answers.
+
+        `GET /readyz` (`router.rest.app`) and gRPC health (`router.grpc_services`). Readiness is about
+        this replica, not about a backend every replica shares: with the legacy system down and the
+        model healthy, the model arm's requests (and, with `fallback.to_model`, some of the legacy
+        arm's) are still answered and the others get a fast 503, whereas a 503 here takes every
+        replica out of the Service at once and turns all of it into connection errors. A failing
+        backend shows in `modelramp_circuit_open`, `modelramp_backend_errors_total` and the alerts.
+        The signature is needed to validate any request, so without it nothing can be answered.
+        """
         state = self.state
         legacy_ok, model_ok = await asyncio.gather(state.backends[LEGACY].ready(timeout), state.backends[MODEL].ready(timeout))
         if model_ok and self.metadata is None:
             await self.refresh_metadata(timeout)
-        return {"ready": bool(legacy_ok and self.metadata is not None),
-                "backends": {LEGACY: legacy_ok, MODEL: model_ok}, "signature_known": self.metadata is not None}
+        return {"ready": bool((legacy_ok or model_ok) and self.metadata is not None),
+                "backends": {LEGACY: legacy_ok, MODEL: model_ok}, "signature_known": self.metadata is not None,
+                "circuit_breakers": {arm: breaker.state for arm, breaker in state.breakers.items()}}
 
     def describe(self) -> dict[str, Any]:
         """The experiment as `GET /v1/experiments/{name}` shows it: config, weights, live counts."""
         state = self.state
         return {"name": state.config.name, "model_name": state.config.model_name, "weights": state.weights,
-                "circuit_breaker": state.breaker.stats(), "counts": state.counts,
+                "circuit_breaker": state.breaker.stats(), "legacy_circuit_breaker": state.legacy_breaker.stats(), "counts": state.counts,
                 "signature": None if self.signature is None else {"name": self.signature.name, "model_version": self.signature.model_version,
                                                                   "inputs": sorted(self.signature.inputs)},
                 "config": state.config.model_dump(mode="json")}

@@ -61,7 +61,7 @@ class PredictionService:
                 raise errors.PayloadTooLarge(f"request is larger than the limit of {limit} bytes")
             if request.model_spec.signature_name not in ("", configured):
                 raise errors.NotFound(f"unknown signature {request.model_spec.signature_name!r}; the model serves {configured!r}")
-            inputs = {name: from_tensor_proto(tensor) for name, tensor in request.inputs.items()}
+            inputs = {name: from_tensor_proto(tensor, limit) for name, tensor in request.inputs.items()}
             return PredictRequest(inputs, signature_name=configured, output_filter=list(request.output_filter))
 
         remaining = context.time_remaining()

@@ -56,7 +56,7 @@ class RouterMetrics:
             "modelramp_backend_errors_total", "Failed backend calls, by arm whose backend failed and reason.",
             ["experiment", "arm", "reason"], registry=r)
         self.fallbacks = Counter(
-            "modelramp_fallbacks_total", "Requests assigned to an arm but answered by the legacy fallback.",
+            "modelramp_fallbacks_total", "Requests assigned to an arm but answered by the other arm's backend (the fallback).",
             ["experiment", "arm"], registry=r)
         self.outcomes = Counter(
             "modelramp_outcomes_total", "Outcomes reported for signed request ids, counted once per id.",
@@ -69,10 +69,11 @@ class RouterMetrics:
             ["experiment", "arm"], registry=r)
         # Beyond the core metrics of docs/architecture.md: state people must see when something goes wrong.
         self.circuit_open = Gauge(
-            "modelramp_circuit_open", "1 while the circuit breaker keeps the arm's traffic on the fallback.",
+            "modelramp_circuit_open", "The arm's circuit breaker: 1 open (its traffic is held off its backend), "
+            "0.5 half-open (probe requests only), 0 closed.",
             ["experiment", "arm"], registry=r)
         self.outcomes_rejected = Counter(
-            "modelramp_outcomes_rejected_total", "Outcome reports rejected (malformed, forged, expired) or repeated.",
+            "modelramp_outcomes_rejected_total", "Outcome reports rejected (forged, expired, another experiment or salt, ...) or repeated.",
             ["reason"], registry=r)
         self.shadow_requests = Counter(
             "modelramp_shadow_requests_total", "Background shadow calls to the model, by result (ok, error, dropped).",

@@ -1,9 +1,11 @@
 """Outcome intake: verify signed request ids, record each outcome once in the ledger, feed `modelramp_outcomes_total`.
 
 A report is `{"request_id": ..., "success": true|false}` or a list of them. A batch is checked
-completely before anything is written: one malformed, forged or expired id rejects the whole
-batch (4xx), so a client never has to guess which half was taken. The verified batch is then one
-all-or-nothing write to the outcome ledger (router/ledger), shared by every replica and kept
+completely before anything is written: one malformed, forged or expired id, or one of another
+experiment, another salt or dated in the future (router/signing.py), rejects the whole batch
+(4xx, naming the outcome and why), so a client never has to guess which half was taken; the
+rejection counter says which (`modelramp_outcomes_rejected_total{reason}`), once per report.
+The verified batch is then one all-or-nothing write to the outcome ledger (router/ledger), shared by every replica and kept
 across restarts, keyed by the id's signature. Only the rows the ledger reports as inserted are
 counted, so an outcome posted twice, to two replicas, or again after a restart is counted once;
 a repeat is accepted and reported as a duplicate (idempotent) until its id expires
@@ -18,6 +20,7 @@ whether or not anyone is still waiting for the answer.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from binascii import a2b_base64
 from collections.abc import Callable
@@ -27,7 +30,8 @@ from hmac import compare_digest
 from router._sha256 import sha256
 from router.ledger import MAX_BATCH, LedgerUnavailable, MemoryLedger, Outcome, OutcomeLedger
 from router.metrics import RouterMetrics
-from router.signing import ExpiredRequestId, ForgedRequestId, Signer
+from router.qa import qa_label
+from router.signing import MAX_CLOCK_SKEW_SECONDS, REJECTION_REASONS, Signer
 from serving.tfserving.errors import InvalidArgument, UserFacingError
 
 __all__ = ["MAX_BATCH", "OutcomeIntake", "OutcomeResult"]
@@ -62,6 +66,11 @@ class _Keyed:
         self.outer = sha256(key.translate(_OPAD))
 
 
+# Entries verified between two turns of the event loop: 2-4 ms of HMACs on this 2-core machine. An
+# 8,000-outcome report verified in one go held every other client for its whole length.
+VERIFY_CHUNK = 500
+
+
 class OutcomeIntake:
     """Verifies outcome reports and records them in the ledger; counts what the ledger inserted.
 
@@ -88,9 +97,15 @@ class OutcomeIntake:
             raise self._reject("malformed", InvalidArgument("an empty list of outcomes"))
         if len(items) > MAX_BATCH:
             raise self._reject("malformed", InvalidArgument(f"at most {MAX_BATCH} outcomes per request"))
-        outcomes = self._verify_fast(items)
-        if outcomes is None:  # some entry is not a valid, fresh id: the careful path finds it and says why
-            outcomes = self._verify_each(items, isinstance(body, list))
+        outcomes = []
+        for start in range(0, len(items), VERIFY_CHUNK):
+            if start:
+                await asyncio.sleep(0)  # a batch of thousands must not hold the event loop: predict shares it
+            chunk = self._verify_fast(items[start:start + VERIFY_CHUNK])
+            if chunk is None:  # some entry is not a valid, fresh id: the careful path finds it and says why
+                outcomes = self._verify_each(items, isinstance(body, list))
+                break
+            outcomes.extend(chunk)
         # The ledger keeps ids as long as the signer accepts them; the config (and so the signer) may change.
         self.ledger.ttl_seconds = self.signer.ttl_seconds
         try:
@@ -119,7 +134,12 @@ class OutcomeIntake:
         if keyed is None or keyed.signer is not self.signer:
             keyed = self._keyed = _Keyed(self.signer)
         inner, outer = keyed.inner, keyed.outer
-        oldest_ms = (time.time() - self.signer.ttl_seconds) * 1000
+        now = time.time()
+        oldest_ms = (now - self.signer.ttl_seconds) * 1000
+        newest_ms = (now + MAX_CLOCK_SKEW_SECONDS) * 1000
+        name, salt = self.signer.scope()
+        names = (name, qa_label(name)) if name is not None else None
+        tag = self.signer.salt_tag(salt) if salt is not None else None
         outcomes: list[Outcome] = []
         append = outcomes.append
         try:
@@ -131,7 +151,7 @@ class OutcomeIntake:
                 success = item["success"]
                 if type(rid) is not str or len(rid) > 256 or (success is not True and success is not False):
                     return None
-                experiment, arm, bucket, issued_ms, _nonce, signature = rid.split(".")
+                experiment, arm, bucket, issued_ms, salt_tag, _nonce, signature = rid.split(".")
                 given = a2b_base64(signature.encode("ascii").translate(_URLSAFE) + b"=" * (-len(signature) % 4))
                 mac = inner.copy()
                 mac.update(rid[: -len(signature) - 1].encode())
@@ -140,10 +160,12 @@ class OutcomeIntake:
                 if not compare_digest(given, top.digest()[:_SIG_BYTES]):
                     return None
                 ms = int(issued_ms)
-                if ms < oldest_ms:  # expired (Signer.verify: age > ttl)
+                if ms < oldest_ms or ms > newest_ms:  # expired or from the future (Signer.verify: age > ttl, age < -skew)
+                    return None
+                if (tag is not None and salt_tag != tag) or (names is not None and experiment not in names):
                     return None
                 append(Outcome(given, experiment, arm, int(bucket), success, ms / 1000.0))
-        except (KeyError, ValueError, TypeError):  # a missing key, not six fields, bad base64 or non-ASCII, a non-integer
+        except (KeyError, ValueError, TypeError):  # a missing key, not seven fields, bad base64 or non-ASCII, a non-integer
             return None
         return outcomes
 
@@ -159,12 +181,9 @@ class OutcomeIntake:
                 raise self._reject("malformed", InvalidArgument(f"{where}'success' must be true or false"))
             try:
                 rid = self.signer.verify(item["request_id"])
-            except ForgedRequestId as err:
-                raise self._reject("forged", type(err)(where + str(err))) from None
-            except ExpiredRequestId as err:
-                raise self._reject("expired", type(err)(where + str(err))) from None
             except UserFacingError as err:
-                raise self._reject("malformed", type(err)(where + str(err))) from None
+                reason = REJECTION_REASONS.get(type(err), "malformed")
+                raise self._reject(reason, type(err)(where + str(err))) from None
             outcomes.append(Outcome(rid.signature, rid.experiment, rid.arm, rid.bucket, success, rid.issued_at))
         return outcomes
 

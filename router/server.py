@@ -37,6 +37,7 @@ class RouterSettings:
     """Process settings of one router replica (the experiment itself lives in the YAML file)."""
 
     config: Path  # the experiment YAML, watched for changes
+    weights: Path | None = None  # the weights file (router/weights_file.py), watched; overrides the config's weights
     host: str = "0.0.0.0"
     http_port: int = 8080  # docs/architecture.md, "Ports"
     grpc_port: int = 8090
@@ -55,7 +56,8 @@ def build_router(settings: RouterSettings, sinks: tuple[FeatureSink, ...] = ()) 
     The router records outcomes in the ledger of `settings.outcome_ledger`; the caller closes it
     (`router.outcomes.ledger.aclose()`) after the fronts have stopped.
     """
-    source = ConfigFile(settings.config, lambda c: with_addresses(c, settings.legacy_url, settings.model_target))
+    source = ConfigFile(settings.config, lambda c: with_addresses(c, settings.legacy_url, settings.model_target),
+                        weights=settings.weights)
     config = source.load()
     key = load_key(settings.signing_key_file)
     if key is None:
@@ -69,7 +71,11 @@ def build_router(settings: RouterSettings, sinks: tuple[FeatureSink, ...] = ()) 
     ledger = open_ledger(settings.outcome_ledger, ttl_seconds=config.router.outcome_ttl_seconds)
     log.info("outcome ledger %s", redact(settings.outcome_ledger))
     router = Router(config, signer=Signer(key, config.router.outcome_ttl_seconds), metrics=metrics, sinks=sinks, ledger=ledger)
+    # Ids are issued and accepted for the experiment and salt in force, whichever way it was put in force.
+    router.signer.follow(lambda: (router.state.config.name, router.state.config.salt))
     attach_ledger_metrics(router)
+    for reason in source.load_rejections:  # a bad weights file does not stop the router: the config's weights apply
+        router.reject("file", reason)
     return router, source
 
 
@@ -83,7 +89,7 @@ async def serve(settings: RouterSettings, admin_token: str | None, sinks: tuple[
     router, source = build_router(settings, sinks)
     grpc_server, grpc_port = create_server(router, f"{settings.host}:{settings.grpc_port}")
     health = add_services(grpc_server, router)
-    http = HttpServer(router, create_app(router, admin_token), settings.host, settings.http_port)
+    http = HttpServer(router, create_app(router, admin_token, source), settings.host, settings.http_port)
     try:
         await http.start()
     except OSError as err:

@@ -2,7 +2,11 @@
 
 The router validates every request against the signature the model server reports, so a bad
 input is answered with 400 / INVALID_ARGUMENT by the router itself, whichever arm it was
-assigned to, instead of reaching a backend.
+assigned to, instead of reaching a backend. Numbers must be finite or NaN: NaN is a missing
+value on both arms (the model's signature takes it, the exported model imputes the training
+mean, and the legacy system's rule meets no threshold with it), while an infinity makes the model
+answer NaN and so is refused here for both (`check_inputs`). What is valid never depends on the
+arm: the checks read the request and the signature only.
 
 A front decodes its protocol into a `PredictRequest`; `validate_request` checks it and returns
 a new value, the `PredictCall` every backend receives (re-exported by `router.backends`). Each

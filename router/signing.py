@@ -1,16 +1,31 @@
-"""Signed request ids: experiment, arm, analysis bucket and time under an HMAC, so outcomes cannot be forged or misattributed.
+"""Signed request ids: experiment, arm, analysis bucket, time and salt under an HMAC, so outcomes cannot be forged or misattributed.
 
-Format (dot-separated, URL-safe, about 65 characters):
+Format (dot-separated, URL-safe, about 75 characters):
 
-    <experiment>.<arm>.<bucket>.<issued_ms>.<nonce>.<signature>
+    <experiment>.<arm>.<bucket>.<issued_ms>.<salt_tag>.<nonce>.<signature>
 
-`signature` is the first 16 bytes of HMAC-SHA256(key, "<experiment>.<arm>.<bucket>.<issued_ms>.<nonce>"),
+`signature` is the first 16 bytes of HMAC-SHA256(key, "<experiment>.<arm>.<bucket>.<issued_ms>.<salt_tag>.<nonce>"),
 base64url without padding. `bucket` is the unit's analysis bucket in decimal (router/buckets.py),
-so an outcome is counted in the bucket its exposure was. Experiment names are DNS labels and
-arms are `legacy`/`model`, so no field contains a dot. Ids of the earlier five-field format
-(without the bucket) are rejected as malformed (InvalidArgument), never half-parsed. Every
-router replica of an experiment must share the key (a mounted secret file or an environment
-variable) to accept each other's ids.
+so an outcome is counted in the bucket its exposure was. `salt_tag` names the assignment salt the
+id was issued under: the first 6 bytes of HMAC-SHA256(key, "salt\0" + salt), base64url (8
+characters). It is keyed because the salt must stay secret (with it anyone can compute every
+unit's arm): an unkeyed hash of a guessable salt would give it away to an offline search.
+Experiment names are DNS labels and arms are `legacy`/`model`, so no field contains a dot. Ids of
+the earlier five- and six-field formats are rejected as malformed (InvalidArgument), never
+half-parsed. Every router replica of an experiment must share the key (a mounted secret file or
+an environment variable) to accept each other's ids.
+
+What a verified id must also match, each refused with its own error (403) and rejection reason:
+
+- the experiment in force (`wrong_experiment`): the key may be shared by several experiments, and
+  an outcome of one must never be counted in another (QA ids, `<name>:qa`, are the experiment's);
+- the salt in force (`stale_salt`): a new salt reassigns every unit, so an outcome of an exposure
+  under the old one belongs to an assignment the analysis no longer counts;
+- the clock (`future`): issued at most `MAX_CLOCK_SKEW_SECONDS` ahead of this replica's clock, so
+  an id dated years ahead (signed by a replica with a wrong clock) is not kept past its expiry.
+
+The experiment and salt in force come from `Signer.follow` (the router process ties it to its
+configuration); a signer that follows nothing checks neither and issues ids under the empty salt.
 """
 
 from __future__ import annotations
@@ -21,14 +36,21 @@ import os
 import random
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from router._sha256 import sha256
-from serving.tfserving.errors import InvalidArgument, PermissionDenied
+from router.qa import qa_label
+from serving.tfserving.errors import InvalidArgument, PermissionDenied, UserFacingError
 
 _SIG_BYTES = 16
+_SALT_TAG_BYTES = 6
 KEY_ENV = "MODELRAMP_SIGNING_KEY"
+# Replicas of one deployment keep NTP time, well within a second of each other; a minute absorbs a
+# clock stepping back after a sync without letting an id outlive its window by more than that.
+# A constant, not yet a field of the experiment file's `router:` section.
+MAX_CLOCK_SKEW_SECONDS = 60.0
 
 
 class ForgedRequestId(PermissionDenied):
@@ -37,6 +59,25 @@ class ForgedRequestId(PermissionDenied):
 
 class ExpiredRequestId(PermissionDenied):
     """The id is authentic but older than the outcome window."""
+
+
+class FutureRequestId(PermissionDenied):
+    """The id is authentic but dated beyond the clock-skew allowance ahead of now."""
+
+
+class WrongExperimentRequestId(PermissionDenied):
+    """The id is authentic but was issued for another experiment than the one in force."""
+
+
+class StaleSaltRequestId(PermissionDenied):
+    """The id is authentic but was issued under another assignment salt (before a salt change)."""
+
+
+# Each rejection's reason label in modelramp_outcomes_rejected_total (router/outcomes.py).
+REJECTION_REASONS: dict[type[UserFacingError], str] = {
+    ForgedRequestId: "forged", ExpiredRequestId: "expired", FutureRequestId: "future",
+    WrongExperimentRequestId: "wrong_experiment", StaleSaltRequestId: "stale_salt",
+}
 
 
 @dataclass(frozen=True)
@@ -78,6 +119,31 @@ class Signer:
         # The nonce only keeps ids apart (the HMAC is what makes them unforgeable), so it need not
         # be secret: a generator seeded from os.urandom, not a getrandom() system call per request.
         self._nonces = random.Random()
+        self._scope: Callable[[], tuple[str, str]] | None = None
+        self._tags: dict[str, str] = {}
+
+    def follow(self, scope: Callable[[], tuple[str, str]]) -> None:
+        """Issue and accept ids for `scope()`'s (experiment name, salt), asked at every issue and report.
+
+        A callable rather than values, so that every way a configuration is put in force (the
+        file, the weights API, whatever comes next) is followed without telling the signer.
+        """
+        self._scope = scope
+
+    def scope(self) -> tuple[str | None, str | None]:
+        """(experiment in force, salt in force); (None, None), any, for a signer that follows nothing."""
+        return self._scope() if self._scope is not None else (None, None)
+
+    def salt_tag(self, salt: str) -> str:
+        """The id field naming `salt`: keyed, so it says nothing about the salt without the key."""
+        tag = self._tags.get(salt)
+        if tag is None:
+            mac = self._mac.copy()
+            mac.update(b"salt\0" + salt.encode())
+            tag = self._tags[salt] = _b64(mac.digest()[:_SALT_TAG_BYTES])
+            if len(self._tags) > 64:  # salts change rarely; never let a long-lived process grow this
+                self._tags = {salt: tag}
+        return tag
 
     def _sign(self, payload: str) -> bytes:
         mac = self._mac.copy()
@@ -87,17 +153,22 @@ class Signer:
     def issue(self, experiment: str, arm: str, now: float | None = None, bucket: int = 0) -> str:
         """A fresh signed id for one answered request of a unit in analysis bucket `bucket`."""
         issued_ms = int((time.time() if now is None else now) * 1000)
-        payload = f"{experiment}.{arm}.{bucket:d}.{issued_ms}.{self._nonces.getrandbits(48):012x}"
+        tag = self.salt_tag(self._scope()[1] if self._scope is not None else "")
+        payload = f"{experiment}.{arm}.{bucket:d}.{issued_ms}.{tag}.{self._nonces.getrandbits(48):012x}"
         return f"{payload}.{_b64(self._sign(payload))}"
 
     def verify(self, request_id: object, now: float | None = None) -> RequestId:
-        """The id's contents, or InvalidArgument (malformed), ForgedRequestId or ExpiredRequestId."""
+        """The id's contents, or InvalidArgument (malformed) or one of the PermissionDenied errors above.
+
+        Checked in this order: form, signature (nothing unsigned is believed), experiment, salt,
+        clock (future, then expired).
+        """
         if not isinstance(request_id, str) or len(request_id) > 256:
             raise InvalidArgument("request_id must be a string of at most 256 characters")
         parts = request_id.split(".")
-        if len(parts) != 6:
+        if len(parts) != 7:
             raise InvalidArgument("request_id is not a modelramp request id")
-        experiment, arm, bucket, issued_ms, _nonce, signature = parts
+        experiment, arm, bucket, issued_ms, tag, _nonce, signature = parts
         payload = request_id[: -len(signature) - 1]
         try:
             given = base64.urlsafe_b64decode(signature + "=" * (-len(signature) % 4))
@@ -105,8 +176,17 @@ class Signer:
             raise ForgedRequestId("request_id signature is not valid") from None
         if not hmac.compare_digest(given, self._sign(payload)):
             raise ForgedRequestId("request_id signature does not match: forged or tampered with")
+        name, salt = self.scope()
+        if name is not None and experiment not in (name, qa_label(name)):
+            raise WrongExperimentRequestId(f"request_id was issued for experiment {experiment!r}; this router runs {name!r}")
+        if salt is not None and tag != self.salt_tag(salt):
+            raise StaleSaltRequestId("request_id was issued under another assignment salt (before the experiment's salt "
+                                     "changed): its unit's arm is not the one the experiment counts now")
         issued_at = int(issued_ms) / 1000.0  # signed, so it is the integer we wrote
         age = (time.time() if now is None else now) - issued_at
+        if age < -MAX_CLOCK_SKEW_SECONDS:
+            raise FutureRequestId(f"request_id is dated {-age:.0f}s in the future, beyond the {MAX_CLOCK_SKEW_SECONDS:.0f}s "
+                                  "clock-skew allowance")
         if age > self.ttl_seconds:
             raise ExpiredRequestId(f"request_id expired: issued {age:.0f}s ago, outcomes are accepted for {self.ttl_seconds:.0f}s")
         return RequestId(experiment, arm, issued_at, int(bucket), given)

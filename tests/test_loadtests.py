@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 
+from tests.support.binaries import require_binary
 from tests.support.processes import REPO
 
 
@@ -56,3 +57,21 @@ def test_router_benchmark_measures_a_baseline_revision_beside_this_tree(tmp_path
     assert result["after_over_before"]["cpu_s_per_1000"] > 0 and result["after_over_before"]["router_p50_ms"] > 0
     worktrees = subprocess.run(["git", "worktree", "list"], cwd=REPO, check=True, capture_output=True, text=True).stdout
     assert "bench-router-baseline-" not in worktrees  # the checkout is removed at the end
+
+
+def test_peers_benchmark_measures_nginx_haproxy_and_both_routers_at_each_share(tmp_path, models_dir):
+    require_binary("nginx", "nginx")
+    require_binary("haproxy", "haproxy")
+    result = run_script("bench_peers.py", "--models", str(models_dir), "--shares", "1,100", "--rps", "40", "--seconds", "1",
+                        "--rounds", "2", "--warmup", "0.3", tmp_path=tmp_path)
+    peers = ["nginx", "haproxy", "router (gRPC)", "router (REST)"]
+    assert result["paths"] == peers and set(result["shares"]) == {"1", "100"}
+    for share, paths in result["shares"].items():
+        assert set(paths) == {"direct", *peers}
+        for name, figures in paths.items():
+            assert figures["errors"] == 0 and figures["requests"] > 0 and len(figures["rounds"]) == 2, (share, name)
+            if name != "direct":
+                assert figures["cpu_s_per_1000"] >= 0, (share, name)
+    # At 100% every path's every answer came from the model server (nginx, HAProxy and the routers say which arm answered).
+    assert all(paths["model_share_answered"] == 1.0 for paths in result["shares"]["100"].values())
+    assert all(paths["by_arm"].get("legacy", {}).get("requests", 0) > 0 for paths in result["shares"]["1"].values())

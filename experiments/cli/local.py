@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import signal
 import sys
@@ -20,7 +21,9 @@ if TYPE_CHECKING:
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add `up` and `demo` to the `modelramp` parser."""
     u = sub.add_parser("up", help="the whole local stack: model server, legacy system and router, in the foreground",
-                       description="Start the model server, the legacy system and the router on the ports of docs/architecture.md; Ctrl-C stops all.")
+                       description="Start the model server, the legacy system and the router on the ports of docs/architecture.md; Ctrl-C stops all. "
+                                   "While it runs, .modelramp/up.json in this folder names the stack, so `modelramp analyze`, `ramp`, "
+                                   "`skew` and `versions` run from here need no flags.")
     u.add_argument("--config", type=Path, default=None, help="experiment YAML (default: the example shipped in the package)")
     u.add_argument("--models", type=Path, default=Path("models"), help="directory with the exported models (default models/)")
     u.add_argument("--host", default="127.0.0.1", help="address every process listens on (default 127.0.0.1)")
@@ -42,9 +45,9 @@ def run_up(args: argparse.Namespace) -> int:
     """`modelramp up`: the local stack in the foreground until Ctrl-C, SIGTERM or a child exits."""
     from experiments.config import EXAMPLE_CONFIG, dump_config, load_config
     from experiments.local.stack import Ports, start_stack, with_local_backends
+    from experiments.local.up_state import remove_state
     from router.ports import require_free
     from serving.tfserving.errors import FailedPrecondition
-
 
     config_path = args.config or EXAMPLE_CONFIG
     config = load_config(config_path)  # a bad config is one clear error before anything starts
@@ -73,6 +76,7 @@ def run_up(args: argparse.Namespace) -> int:
                             with_prometheus=not args.no_prometheus, timeout=args.timeout, log_to_files=False,
                             stopping=stopping)
         controller = _start_controller(stack, local_config, run_dir, args.ramp_interval, stopping) if args.ramp_interval else None
+        state_note = _record_state(stack, config.name, local_config, args.models, model_name)
         host = args.host
         ramp = f"controller every {args.ramp_interval:g}s, audit log {run_dir / 'audit.db'}" if controller else "off (--ramp-interval S turns it on)"
         print(f"""
@@ -86,6 +90,7 @@ modelramp is up (experiment {config.name!r}, weights {config.weights}); Ctrl-C s
   ramp           {ramp}
   experiment     {local_config} (watched; weights API: PUT {stack.router_url}/v1/experiments/{config.name}/weights
                  with  Authorization: Bearer {stack.weights_token})
+  this folder    {state_note}
 """, flush=True)
         while not stopping.is_set():
             exited = stack.exited()
@@ -96,15 +101,40 @@ modelramp is up (experiment {config.name!r}, weights {config.weights}); Ctrl-C s
         return 0
     finally:
         stopping.set()
+        remove_state(os.getpid())
         if stack is not None:
             stack.stop()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
 
 
+def _record_state(stack: Stack, experiment: str, config_path: Path, models: Path, model_name: str) -> str:
+    """Write `.modelramp/up.json` for the commands run from this folder; the banner's line about it."""
+    from experiments.local.stack import baseline_path
+    from experiments.local.up_state import UpState, read_state, write_state
+
+    baseline = baseline_path(models, model_name, config_path)
+    state = UpState(pid=os.getpid(), experiment=experiment, router_url=stack.router_url,
+                    router_grpc=f"{stack.host}:{stack.ports.router_grpc}", prometheus_url=stack.prometheus_url,
+                    config=str(config_path.resolve()), baseline=str(baseline) if baseline else None,
+                    db=str((stack.run_dir / "audit.db").resolve()), models=str(models.resolve()),
+                    outcome_ledger=stack.outcome_ledger, run_dir=str(stack.run_dir.resolve()))
+    previous, _ = read_state()
+    try:
+        path = write_state(state)
+    except OSError as err:  # a read-only folder: the stack still runs, the commands need their flags
+        return f"cannot write the state file ({err}): analyze, ramp, skew and versions need their flags"
+    if previous is not None and previous.pid != state.pid:
+        print(f"modelramp up: {path} named another running `modelramp up` (pid {previous.pid}); commands here now use this one",
+              file=sys.stderr)
+    return (f"{path} (removed on exit): modelramp analyze, ramp, skew and versions run from this folder use this stack "
+            "without flags")
+
+
 def _start_controller(stack: Stack, config_path: Path, run_dir: Path, interval: float, stopping: threading.Event) -> Controller:
     """The ramp controller in a background thread, reading Prometheus (or the router) and writing `config_path`."""
     from experiments.live.controller import Controller
+    from experiments.live.report import headline
     from experiments.live.sources import make_source
     from experiments.live.weights import FileWeightStore
     from experiments.store import Store
@@ -114,11 +144,26 @@ def _start_controller(stack: Stack, config_path: Path, run_dir: Path, interval: 
 
     def report(record: DecisionRecord) -> None:
         if record.applied:
-            print(f"modelramp up: ramp controller applied {record.decision}: {record.reason}", flush=True)
+            print(f"modelramp up: ramp controller applied {headline(record.decision, record.reason)}", flush=True)
 
     threading.Thread(target=controller.run, args=(interval, stopping), kwargs={"on_step": report},
                      name="ramp-controller", daemon=True).start()
     return controller
+
+
+# Written out rather than imported: the demo module loads pandas and the stack, which `modelramp --help`
+# should not (tests/experiments/local/test_demo_config.py keeps the two the same).
+STAGE_SAMPLES_DEFAULT = "600,1500,2400,200,200"
+
+
+def _stage_samples(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected five whole numbers separated by commas, got {text!r}") from None
+    if len(values) != 5 or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected five positive minimums (stages 1,5,20,50,100%), got {text!r}")
+    return values
 
 
 def _add_demo(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -131,7 +176,8 @@ def _add_demo(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--rate", type=float, default=300.0, help="client requests per second (default 300)")
     p.add_argument("--duration", type=float, default=600.0, help="time limit in seconds for the live part (default 600)")
     p.add_argument("--stage-seconds", type=float, default=10.0, help="minimum seconds per ramp stage (default 10)")
-    p.add_argument("--stage-samples", type=int, default=100, help="minimum model-arm exposures per early stage (default 100)")
+    p.add_argument("--stage-samples", type=_stage_samples, default=STAGE_SAMPLES_DEFAULT, metavar="N,N,N,N,N",
+                   help=f"minimum model-arm exposures of the stages 1,5,20,50,100%% (default {STAGE_SAMPLES_DEFAULT})")
     p.add_argument("--out", type=Path, default=None, help="run folder for report, history and audit log (default reports/demo-<candidate>)")
     p.add_argument("--no-prometheus", action="store_true", help="read the router's /metrics even if prometheus is installed")
     p.add_argument("--port-offset", type=int, default=0, help="add this to every port of docs/architecture.md (to run beside `modelramp up`)")

@@ -54,10 +54,12 @@ def _add_versions(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> a
         description="One record per model version under --models: code version (git commit), data fingerprints, "
                     "hyperparameters, seed, training and validation metrics from the version's modelramp/ folder, "
                     "and from the audit database its gate runs and the live experiments that had it as candidate.")
-    p.add_argument("--models", default="models", metavar="DIR", help="model base folder (default: models)")
+    p.add_argument("--models", metavar="DIR",
+                   help="model base folder (default: the running `modelramp up`'s when --db is not given, else models)")
     p.add_argument("--model-name", metavar="NAME", help="only this model (default: every model folder under MODELS)")
     p.add_argument("--version", type=int, metavar="N", help="only version N, shown in full")
-    p.add_argument("--db", metavar="URL", help="audit database: SQLite path or SQLAlchemy URL (default: modelramp.db)")
+    p.add_argument("--db", metavar="URL", help="audit database: SQLite path or SQLAlchemy URL (default: the running "
+                                               "`modelramp up`'s, else modelramp.db)")
     p.add_argument("--json", action="store_true", help="print the records as one JSON document")
     p.set_defaults(handler=_run_versions)
     return p

@@ -73,10 +73,10 @@ def manual(how: str, where: str, *evidence: str, note: str = "", pending: bool =
     return Claim(MANUAL, how, where, evidence, note, pending)
 
 
-TRAIN_TESTS = "tests/serving/test_train.py"
-DEMO_TESTS = "tests/experiments/test_demo.py"
-CANARY_TESTS = "tests/experiments/test_problem_eval.py"
-TRACKING_TESTS = "tests/experiments/test_tracking.py"
+TRAIN_TESTS = "tests/serving/training/test_train.py"
+DEMO_TESTS = "tests/experiments/local/test_demo.py"
+CANARY_TESTS = "tests/experiments/quality/test_problem_eval.py"
+TRACKING_TESTS = "tests/experiments/quality/test_tracking.py"
 RULES = "k8s/rules/modelramp.rules.yaml"
 RULE_TESTS = "tests/deploy/test_rules.py::test_every_alert_has_a_firing_unit_test"
 
@@ -86,8 +86,8 @@ DATA = Section("data", "Tests for features and data", (
                (auto("every version exports baseline.json (ranges, quantiles, categories, missing rates) and the router counts "
                      "live values that break it", "serving/training/baseline.py, router/skew/sketches.py, tests/serving, tests/router",
                      "serving/training/baseline.py", f"{TRAIN_TESTS}::test_export_layout_and_metadata",
-                     "tests/router/test_sketches.py::test_numeric_missing_out_of_range_and_unexpected_type",
-                     "tests/router/test_sketches.py::test_categorical_is_bounded_and_counts_unseen_and_missing",
+                     "tests/router/skew/test_sketches.py::test_numeric_missing_out_of_range_and_unexpected_type",
+                     "tests/router/skew/test_sketches.py::test_categorical_is_bounded_and_counts_unseen_and_missing",
                      note="the schema is learned from the training split, not expectations a person reviewed"),)),
     RubricTest("Data 2", "All features are beneficial",
                "Each feature earns its place: its predictive value is measured (importance, leave-one-feature-out).",
@@ -114,11 +114,11 @@ DATA = Section("data", "Tests for features and data", (
     RubricTest("Data 7", "All input feature code is tested",
                "The code that creates and transforms features is tested, in training and in serving.",
                (auto("the exported graph's encoding equals the training encoder (unseen category, missing number); "
-                     "split and column conversion tested", "tests/serving/test_train.py, tests/serving/test_dataset.py",
+                     "split and column conversion tested", "tests/serving/training/test_train.py, tests/serving/training/test_dataset.py",
                      "serving/training/encoding.py", "serving/training/export.py",
                      f"{TRAIN_TESTS}::test_served_graph_encodes_exactly_like_training",
-                     "tests/serving/test_dataset.py::test_columns_match_the_signature_types",
-                     "tests/serving/test_dataset.py::test_splits_are_disjoint_cover_everything_and_are_stratified",
+                     "tests/serving/training/test_dataset.py::test_columns_match_the_signature_types",
+                     "tests/serving/training/test_dataset.py::test_splits_are_disjoint_cover_everything_and_are_stratified",
                      note="serving.training.encoding.Encoder is tested through the exported graph, not on its own"),)),
 ))
 
@@ -144,7 +144,7 @@ MODEL = Section("model", "Tests for model development", (
                        note="nothing compares a version's offline gain with its live gain automatically; "
                             "the gate's fixed target alone does not predict the live result"),
                 manual("documented for two versions: validation accuracy v2 > legacy > v1 and live v2 ships, v1 is "
-                       "rolled back; both sides are tested separately", "README.md; tests/serving, tests/experiments/test_demo.py",
+                       "rolled back; both sides are tested separately", "README.md; tests/serving, tests/experiments/local/test_demo.py",
                        "README.md::The model and the data", "README.md::What `make demo` shows",
                        f"{TRAIN_TESTS}::test_candidates_and_legacy_differ_measurably",
                        f"{DEMO_TESTS}::test_worse_candidate_is_rolled_back_in_the_first_stages",
@@ -159,8 +159,8 @@ MODEL = Section("model", "Tests for model development", (
     RubricTest("Model 5", "A simpler model is not better",
                "The model is compared with a simple baseline (linear model, rule) and beats it.",
                (auto("v2 must beat the legacy rule and the linear v1 offline; the gate shows the legacy rule beside the "
-                     "model; live, a worse model is rolled back", "tests/serving/test_train.py, experiments/quality/gate.py, "
-                     "tests/experiments/test_demo.py", f"{TRAIN_TESTS}::test_candidates_and_legacy_differ_measurably",
+                     "model; live, a worse model is rolled back", "tests/serving/training/test_train.py, experiments/quality/gate.py, "
+                     "tests/experiments/local/test_demo.py", f"{TRAIN_TESTS}::test_candidates_and_legacy_differ_measurably",
                      "experiments/quality/gate.py::legacy_scores",
                      f"{DEMO_TESTS}::test_worse_candidate_is_rolled_back_in_the_first_stages"),)),
     RubricTest("Model 6", "Model quality is sufficient on all important data slices",
@@ -174,13 +174,13 @@ MODEL = Section("model", "Tests for model development", (
                      note="only as strong as the problems marked --regression; config slices are reported, not thresholded"),
                 manual("`modelramp slices` ranks slices by their gap to the legacy rule; the gate reports every slice",
                        "modelramp slices; gate.slices in the experiment YAML", "modelramp slices",
-                       "tests/experiments/test_error_analysis.py::test_priorities_rank_by_gap_times_share",
-                       "tests/experiments/test_gate.py::test_slices_report_metrics_and_supports",
+                       "tests/experiments/quality/test_error_analysis.py::test_priorities_rank_by_gap_times_share",
+                       "tests/experiments/quality/test_gate.py::test_slices_report_metrics_and_supports",
                        note="no per-slice threshold: judging 'sufficient' is a person reading the table"),
                 manual("every gate run reports accuracy, precision, recall, F1 per configured slice beside the legacy rule",
                        "experiments/quality/gate.py; gate.slices in experiments/example_experiment.yaml",
                        "experiments/quality/gate.py::evaluate", "experiments/example_experiment.yaml",
-                       "tests/experiments/test_gate.py::test_slices_report_metrics_and_supports",
+                       "tests/experiments/quality/test_gate.py::test_slices_report_metrics_and_supports",
                        note="no per-slice threshold: judging 'sufficient' is a person reading the table"))),
     RubricTest("Model 7", "The model has been tested for considerations of inclusion",
                "Predictions are checked for unfair differences between groups of users.",
@@ -191,14 +191,14 @@ INFRA = Section("infrastructure", "Tests for ML infrastructure", (
     RubricTest("Infra 1", "Training is reproducible",
                "Training twice on the same data gives the same model, so differences between versions are explainable.",
                (auto("the same seed trains the same metrics (and another seed different ones); splits are fixed by seed "
-                     "and fingerprinted", "tests/serving/test_train.py, tests/serving/test_dataset.py",
+                     "and fingerprinted", "tests/serving/training/test_train.py, tests/serving/training/test_dataset.py",
                      f"{TRAIN_TESTS}::test_same_seed_gives_the_same_model_metrics",
-                     "tests/serving/test_dataset.py::test_split_is_fixed_by_seed_and_written_with_fingerprints",
+                     "tests/serving/training/test_dataset.py::test_split_is_fixed_by_seed_and_written_with_fingerprints",
                      note="checked on one machine and TensorFlow version, not across them"),)),
     RubricTest("Infra 2", "Model specification code is unit tested",
                "Model code is unit tested: a short training runs, the model learns, export and reload work.",
                (auto("a tiny recipe trains and exports; the reloaded graph computes what the network does; the real "
-                     "recipes beat the legacy rule", "tests/serving/test_train.py",
+                     "recipes beat the legacy rule", "tests/serving/training/test_train.py",
                      f"{TRAIN_TESTS}::test_same_seed_gives_the_same_model_metrics",
                      f"{TRAIN_TESTS}::test_export_layout_and_metadata",
                      f"{TRAIN_TESTS}::test_served_graph_encodes_exactly_like_training",
@@ -206,7 +206,7 @@ INFRA = Section("infrastructure", "Tests for ML infrastructure", (
     RubricTest("Infra 3", "The full ML pipeline is integration tested",
                "The whole pipeline, from data to a served model, runs end to end in an automated test.",
                (auto("trained models, model server, legacy system, router, Prometheus, gate and ramp controller run "
-                     "together in CI", "tests/experiments/test_demo.py (models from tests/conftest.py)",
+                     "together in CI", "tests/experiments/local/test_demo.py (models from tests/conftest.py)",
                      f"{DEMO_TESTS}::test_better_candidate_passes_the_gate_ramps_through_every_stage_and_ships",
                      "tests/conftest.py::models_dir"),)),
     RubricTest("Infra 4", "Model quality is validated before attempting to serve it",
@@ -214,9 +214,9 @@ INFRA = Section("infrastructure", "Tests for ML infrastructure", (
                (auto("`modelramp gate` runs the regression problems, then tests accuracy on the pristine test split "
                      "once; the demo gives traffic only after a pass; a version that fails to load never replaces a "
                      "working one", "experiments/quality/gate.py, experiments/local/demo.py, serving/model_server/registry.py", "modelramp gate",
-                     "tests/experiments/test_gate.py::test_high_target_fails_with_the_reason",
+                     "tests/experiments/quality/test_gate.py::test_high_target_fails_with_the_reason",
                      f"{CANARY_TESTS}::test_a_candidate_worse_on_a_regression_problem_fails_the_gate_and_keeps_the_test_set",
-                     "tests/serving/test_model_versions.py::test_new_version_is_served_without_restart_and_broken_one_is_reported",
+                     "tests/serving/model_server/test_model_versions.py::test_new_version_is_served_without_restart_and_broken_one_is_reported",
                      f"{DEMO_TESTS}::test_better_candidate_passes_the_gate_ramps_through_every_stage_and_ships",
                      note="on Kubernetes the gate is run by hand before the model arm points at a new version"),)),
     RubricTest("Infra 5", "The model allows debugging by observing the step-by-step computation on a single example",
@@ -234,7 +234,7 @@ INFRA = Section("infrastructure", "Tests for ML infrastructure", (
                "A new model first serves a small share of real traffic, and loads and answers correctly, before all of it.",
                (auto("the model arm starts at 1% of units (sticky, nested stages); TF Serving is ready only with the model "
                      "loaded; the router falls back to legacy when the model fails", "router/assignment.py, helm chart, "
-                     "tests/router, tests/experiments/test_demo.py",
+                     "tests/router, tests/experiments/local/test_demo.py",
                      "tests/router/test_assignment.py::test_nested_across_ramp_stages",
                      "tests/deploy/test_chart.py::test_tf_serving_uses_the_official_image_and_is_ready_only_with_the_model_loaded",
                      "tests/router/test_core.py::test_model_failure_falls_back_to_legacy_and_is_counted",
@@ -244,7 +244,7 @@ INFRA = Section("infrastructure", "Tests for ML infrastructure", (
                (auto("the ramp controller rolls back (all traffic to legacy) on a worse model or a guardrail; routers "
                      "reload weights without restart; the circuit breaker cuts off a failing model before the controller looks",
                      "experiments/live/controller.py, router/reload.py, router/breaker.py",
-                     "tests/experiments/test_controller.py::test_rolls_back_a_worse_model",
+                     "tests/experiments/live/test_controller.py::test_rolls_back_a_worse_model",
                      "tests/router/test_reload.py::test_file_change_is_applied_and_bad_file_rejected",
                      "tests/router/test_core.py::test_circuit_breaker_opens_and_a_new_config_closes_it",
                      note="rollback goes to the legacy system; pinning an earlier model version is a manual config change"),)),
@@ -261,17 +261,17 @@ MONITORING = Section("monitoring", "Monitoring tests for ML", (
                      "anomalies; an alert fires over 1%; splits are never silently replaced",
                      "router/signature.py, router/skew/sketches.py, k8s/rules (ModelrampFeatureAnomalyRate)",
                      "tests/router/test_integration.py::test_bad_inputs_get_4xx_over_rest_and_grpc",
-                     "tests/router/test_sketches.py::test_numeric_missing_out_of_range_and_unexpected_type",
+                     "tests/router/skew/test_sketches.py::test_numeric_missing_out_of_range_and_unexpected_type",
                      f"{RULES}::ModelrampFeatureAnomalyRate", RULE_TESTS,
-                     "tests/serving/test_dataset.py::test_existing_splits_are_never_silently_replaced"),)),
+                     "tests/serving/training/test_dataset.py::test_existing_splits_are_never_silently_replaced"),)),
     RubricTest("Monitor 3", "Training and serving features compute the same values",
                "Features and their code are the same in training and serving, and live distributions are compared with training.",
                (auto("the served graph encodes like training; live sketches are judged against the training baseline "
                      "(PSI, JS, L-inf, chi-square) and drift alerts fire", "router/skew/sink.py, router/skew/drift.py, "
                      "k8s/rules (ModelrampFeatureDrift)",
                      f"{TRAIN_TESTS}::test_served_graph_encodes_exactly_like_training",
-                     "tests/experiments/test_skew_e2e.py::test_deliberate_skew_is_caught_on_the_right_features_only",
-                     "tests/experiments/test_skew_e2e.py::test_clean_traffic_raises_no_alarm",
+                     "tests/experiments/live/test_skew_e2e.py::test_deliberate_skew_is_caught_on_the_right_features_only",
+                     "tests/experiments/live/test_skew_e2e.py::test_clean_traffic_raises_no_alarm",
                      f"{RULES}::ModelrampFeatureDrift", RULE_TESTS),)),
     RubricTest("Monitor 4", "Models are not too stale",
                "The serving model's age is watched and alerts before it passes the known staleness limit.",
@@ -294,7 +294,7 @@ MONITORING = Section("monitoring", "Monitoring tests for ML", (
                (auto("model-arm p99 latency is a guardrail: an alert fires and the analyzer rolls back; benchmarks "
                      "measure latency, CPU and RSS by hand", "k8s/rules (ModelrampModelArmLatencyP99), "
                      "experiments/stats/guardrails.py, loadtests/", f"{RULES}::ModelrampModelArmLatencyP99", RULE_TESTS,
-                     "tests/experiments/test_analysis.py::test_guardrail_reports_latency_too",
+                     "tests/experiments/live/test_analysis.py::test_guardrail_reports_latency_too",
                      "loadtests/bench_model_server.py", "loadtests/bench_router.py", "Makefile::bench-router",
                      note="throughput, RAM and training speed are only benchmarked by hand, not compared across versions"),)),
     RubricTest("Monitor 7", "The model has not experienced a regression in prediction quality on served data",
@@ -302,7 +302,7 @@ MONITORING = Section("monitoring", "Monitoring tests for ML", (
                (auto("live success rate against the legacy arm with a sequential test; a worse model is rolled back; "
                      "the score's drift alerts", "experiments/live/analysis.py, experiments/live/controller.py, "
                      "k8s/rules (ModelrampPredictionDrift)",
-                     "tests/experiments/test_controller.py::test_rolls_back_a_worse_model",
+                     "tests/experiments/live/test_controller.py::test_rolls_back_a_worse_model",
                      f"{DEMO_TESTS}::test_worse_candidate_is_rolled_back_in_the_first_stages",
                      f"{RULES}::ModelrampPredictionDrift", RULE_TESTS,
                      note="after shipping at 100% no legacy arm is left to compare with: only prediction drift watches"),)),

@@ -19,11 +19,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                                    "against the model's training baseline with the config's skew thresholds.")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--metrics-url", metavar="URL", action="append", default=[],
-                     help="scrape a router's /metrics (repeat for each replica; default http://127.0.0.1:8080)")
+                     help="scrape a router's /metrics (repeat for each replica); without either: the router of the "
+                          "`modelramp up` running from this folder, with its baseline and config, else http://127.0.0.1:8080")
     src.add_argument("--prometheus", metavar="URL", help="read the sketches from Prometheus's HTTP API at URL")
     p.add_argument("--window", metavar="DURATION", help="with --prometheus: only the last DURATION (PromQL, e.g. 1h)")
-    p.add_argument("--baseline", metavar="PATH", help="baseline.json of the model version (default: the config's skew.baseline)")
-    p.add_argument("--config", type=Path, metavar="FILE", help="experiment YAML with the skew: section (default: the example config)")
+    p.add_argument("--baseline", metavar="PATH",
+                   help="baseline.json of the model version (default: the running `modelramp up`'s, else the config's skew.baseline)")
+    p.add_argument("--config", type=Path, metavar="FILE",
+                   help="experiment YAML with the skew: section (default: the running `modelramp up`'s, else the example config)")
     p.add_argument("--model", metavar="NAME", help="model label of the metrics (default: the baseline's model)")
     p.add_argument("--json", action="store_true", help="print one JSON document instead of the table")
     p.set_defaults(handler=run)
@@ -38,10 +41,13 @@ def run(args: argparse.Namespace) -> int:
     from experiments.live.sources.base import SourceError
     from router.skew.sink import load_baseline
 
+    up_note = None if args.metrics_url or args.prometheus else _from_up(args)
     config = load_config(args.config or EXAMPLE_CONFIG)
     path = args.baseline or config.skew.baseline
     if path is None:
-        raise ValueError("no baseline: give --baseline PATH or set skew.baseline in the experiment config")
+        why = f"; {up_note}" if up_note else ""
+        raise ValueError("no baseline: give --baseline PATH (a version's models/<model>/<N>/modelramp/baseline.json) "
+                         f"and --metrics-url URL (a router), or set skew.baseline in the experiment config{why}")
     baseline = load_baseline(path)
     model = args.model or baseline.get("model") or config.model_name
     if args.window and not args.prometheus:
@@ -60,6 +66,32 @@ def run(args: argparse.Namespace) -> int:
     else:
         print_table(rows, f"model {model}: live ({live.source}) against the baseline {path}")
     return 0
+
+
+def _from_up(args: argparse.Namespace) -> str | None:
+    """Take the router, baseline and config `--metrics-url`, `--baseline` and `--config` leave out from the running `up`.
+
+    None when it did; else why not, for the error that names the flags.
+    """
+    from experiments.local.up_state import announce, read_state
+
+    state, note = read_state()
+    if state is None:
+        return note
+    prometheus = state.live_prometheus() if args.window else None
+    if prometheus:  # a window is Prometheus's: a router holds counts since its start
+        args.prometheus = prometheus
+        took = {"source": f"Prometheus {prometheus}"}
+    else:
+        args.metrics_url = [state.router_url]
+        took = {"source": f"the router's /metrics at {state.router_url}"}
+    if not args.baseline and state.baseline:
+        args.baseline = took["baseline"] = state.baseline
+    if args.config is None:
+        args.config = Path(state.config)
+        took["config"] = state.config
+    announce("skew", state, took)
+    return None
 
 
 def _headline(j: Judgement) -> tuple[str, float | None, float | None]:

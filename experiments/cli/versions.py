@@ -16,7 +16,10 @@ def run(args: argparse.Namespace) -> int:
     from experiments.quality.tracking import collect, finite
     from experiments.store import DEFAULT_DB, Store, StoreError
 
+    given = args.db is not None
+    up_note = None if given else _from_up(args)
     db = args.db or DEFAULT_DB
+    models = args.models or "models"
     # A read-only command must not create an empty database as a side effect of a typo.
     exists = "://" in db or Path(db).exists()
     try:
@@ -24,13 +27,13 @@ def run(args: argparse.Namespace) -> int:
     except StoreError as err:
         raise ValueError(str(err)) from None
     try:
-        doc = collect(Path(args.models), store, args.model_name, args.version)
+        doc = collect(Path(models), store, args.model_name, args.version)
     finally:
         if store is not None:
             store.close()
     doc["database"] = db if exists else None
     if not exists:
-        doc["database_note"] = f"no audit database at {db}: gate and live results unknown"
+        doc["database_note"] = _no_database(db, given, up_note)
     if args.json:
         print(json.dumps(finite(doc), indent=2, allow_nan=False))
     elif args.version is not None:
@@ -38,6 +41,34 @@ def run(args: argparse.Namespace) -> int:
     else:
         print_table(doc)
     return 0
+
+
+def _from_up(args: argparse.Namespace) -> str | None:
+    """Take the audit database (and the models, unless `--models`) of the running `up`; else why none runs."""
+    from experiments.local.up_state import announce, read_state
+
+    state, note = read_state()
+    if state is None:
+        return note
+    args.db = state.db
+    took = {"db": state.db}
+    if args.models is None:
+        args.models = took["models"] = state.models
+    announce("versions", state, took)
+    return None
+
+
+def _no_database(db: str, given: bool, up_note: str | None) -> str:
+    """Why gate and live results are unknown, and which `--db` would show them."""
+    if given:
+        return f"no audit database at {db}: gate and live results unknown"
+    if up_note is None:  # the running up's database: its ramp controller has not decided yet
+        return (f"no audit database at {db} yet: `modelramp up`'s ramp controller (--ramp-interval S) or "
+                "`modelramp ramp` creates it with its first decision; gate and live results unknown")
+    # The demo keeps each run's database in its run folder, where a bare `versions` does not look.
+    demos = sorted(str(p) for p in Path("reports").glob("demo-*/audit.db"))
+    hint = f"; the demo's runs: {', '.join(f'--db {d}' for d in demos)}" if demos else ""
+    return f"no audit database at {db}: gate and live results unknown; give --db URL{hint}; {up_note}"
 
 
 def _num(x: Any, digits: int = 4) -> str:

@@ -114,6 +114,49 @@ _QUERIES = [
           "Share of reported outcomes that are successes, per arm, over the window."),
     Query("p99_latency_seconds", f"histogram_quantile(0.99, sum by (arm, le) (rate(modelramp_request_duration_seconds_bucket{{{_EXP}}}[$window])))",
           "99th percentile request duration per arm over the window."),
+    # Totals over a window (`$window`: `$__range` on dashboards): restart-safe, since increase()
+    # folds in a router's counters starting again from 0, where the raw sums above drop.
+    Query("exposures_in_window", f"sum by (arm) (increase(modelramp_requests_total{{{_EXP}}}[$window]))",
+          "Requests served per arm over the window (restart-safe)."),
+    Query("successes_in_window", f'sum by (arm) (increase(modelramp_outcomes_total{{{_EXP}, outcome="success"}}[$window]))',
+          "Outcomes reported as success per arm over the window (restart-safe)."),
+    Query("failures_in_window", f'sum by (arm) (increase(modelramp_outcomes_total{{{_EXP}, outcome="failure"}}[$window]))',
+          "Outcomes reported as failure per arm over the window (restart-safe)."),
+    Query("outcomes_in_window", f"sum by (arm) (increase(modelramp_outcomes_total{{{_EXP}}}[$window]))",
+          "Outcomes reported per arm over the window (restart-safe)."),
+    Query("backend_errors_in_window", f"sum by (arm) (increase(modelramp_backend_errors_total{{{_EXP}}}[$window]))",
+          "Backend errors per arm over the window (restart-safe)."),
+    Query("fallbacks_in_window", f"sum by (arm) (increase(modelramp_fallbacks_total{{{_EXP}}}[$window]))",
+          "Requests of an arm answered by the fallback over the window (restart-safe)."),
+    Query("success_share_in_window",
+          f'sum by (arm) (increase(modelramp_outcomes_total{{{_EXP}, outcome="success"}}[$window]))'
+          f" / sum by (arm) (increase(modelramp_outcomes_total{{{_EXP}}}[$window]))",
+          "Share of reported outcomes that are successes per arm over the window (a point estimate: the always-valid "
+          "comparison is decision_difference)."),
+    Query("bucket_coverage_in_window",
+          f"count by (arm) (sum by (arm, bucket) (increase(modelramp_bucket_exposures_total{{{_EXP}}}[$window])) > 0)",
+          "Analysis buckets that got exposures over the window, per arm (restart-safe)."),
+    Query("outcome_coverage", f"sum by (arm) (increase(modelramp_outcomes_total{{{_EXP}}}[$window]))"
+                              f" / sum by (arm) (increase(modelramp_requests_total{{{_EXP}}}[$window]))",
+          "Outcomes counted per request served, per arm, over the window: the arms should track each other."),
+    Query("model_error_rate_in_window", f"sum(increase(modelramp_backend_errors_total{{{_MODEL}}}[$window]))"
+                                        f" / sum(increase(modelramp_requests_total{{{_MODEL}}}[$window]))",
+          "Share of model-arm requests that hit a backend error over the window (restart-safe).", by_arm=False),
+    Query("model_fallback_rate_in_window", f"sum(increase(modelramp_fallbacks_total{{{_MODEL}}}[$window]))"
+                                           f" / sum(increase(modelramp_requests_total{{{_MODEL}}}[$window]))",
+          "Share of model-arm requests answered by the fallback over the window (restart-safe).", by_arm=False),
+    Query("model_p99_latency_seconds_in_window",
+          f"histogram_quantile(0.99, sum by (le) (increase(modelramp_request_duration_seconds_bucket{{{_MODEL}}}[$window])))",
+          "99th percentile of model-arm request duration over the window (restart-safe).", by_arm=False),
+    # Router health beyond one experiment: these counters carry no experiment label (router/metrics.py).
+    Query("config_reloads_rejected", 'sum by (source) (increase(modelramp_config_reloads_total{result="rejected"}[$window]))',
+          "Configuration changes the routers rejected (invalid file or weights call; the one in force stays), by source.",
+          by_arm=False),
+    Query("outcomes_rejected", "sum by (reason) (increase(modelramp_outcomes_rejected_total[$window]))",
+          "Outcome reports the routers rejected (forged, expired, another experiment or salt, duplicate, ...), by reason.",
+          by_arm=False),
+    Query("outcomes_rejected_rate", "sum by (reason) (rate(modelramp_outcomes_rejected_total[$window]))",
+          "Outcome reports the routers rejected per second, by reason.", by_arm=False),
     # Training-serving skew monitors (labelled by model, not experiment).
     Query("feature_drift", 'max by (feature, statistic) (modelramp_feature_drift{model="$model"})',
           "Drift statistic per feature of live inputs against the training baseline.", by_arm=False),
@@ -204,6 +247,14 @@ _QUERIES = [
           ")",
           "Seconds since the latest decision of each unfinished experiment (shipped and rolled-back ones are done: no "
           "decision is due); the stale-decision alert compares it with its limit.", by_arm=False),
+    Query("alert_controller_holding", 'max by (namespace, experiment) (modelramp_decision_reason{code="controller_hold"}) == 1',
+          "Experiments whose ramp controller holds on its own (cannot read the config or counters, lost its lease, a "
+          "counter reset, a failed analysis) rather than on the analyzer's decision.", by_arm=False),
+    Query("alert_controller_absent", 'absent(modelramp_decision_timestamp_seconds{experiment="$experiment"})',
+          "1 while no decision of the experiment reaches Prometheus at all (the controller never ran, or its "
+          "Pushgateway is not scraped).", by_arm=False),
+    # Router availability is `up` of the routers' scrape job, whose name is the chart's (the router
+    # Service's): the chart writes ModelrampRoutersAbsent and ModelrampRoutersDown itself.
 ]
 
 QUERIES: dict[str, Query] = {q.name: q for q in _QUERIES}

@@ -12,7 +12,7 @@ outcome) group, whose composition changes only when the weights do.
 
 At each look the simulated routers' cumulative counts (per arm and bucket) become a `Look`, the
 analyzer decides on the whole history, and the loop acts as the ramp controller would: new
-weights on ramp, the end on ship or rollback. `tests/experiments/test_analysis_simulation.py`
+weights on ramp, the end on ship or rollback. `tests/experiments/live/test_analysis_simulation.py`
 runs short versions, `loadtests/sim_decisions.py` the long ones (docs/statistics.md has the tables).
 """
 

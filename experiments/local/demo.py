@@ -37,6 +37,7 @@ from experiments.local.simulated_users import SimulatedUsers
 from experiments.local.stack import Ports, Stack, start_stack
 
 DEMO_STAGES = (1, 5, 20, 50, 100)
+DEMO_STAGE_SAMPLES = (600, 1500, 2400, 200, 200)
 
 
 @dataclass(frozen=True)
@@ -48,16 +49,29 @@ class DemoSettings:
     rate: float = 300.0
     max_seconds: float = 600.0
     stage_seconds: float = 10.0
-    stage_samples: int = 100
-    #: The first stage's minimum model-arm exposures. Early stages advance once no harm is shown and
-    #: their minimums are met, so the 1% stage is sized for the harm test to catch a model as much
-    #: worse as candidate 1 (about 4.5 points) before it earns 5%: as a production ramp's first stage
-    #: is sized for its minimum detectable effect.
-    first_stage_samples: int = 900
+    #: Minimum model-arm exposures per stage (1, 5, 20, 50, 100%). Early stages advance once no harm
+    #: is shown and their minimums are met, so the first three are sized for the harm test to catch a
+    #: model as much worse as candidate 1 (about 4 points): simulated through `analyze` on this
+    #: configuration (`python loadtests/sim_decisions.py --only demo`), it is rolled back at 1% or 5%
+    #: in 87 runs of 100 and at 20% in the others, as a production ramp's early stages are sized for
+    #: the harm they must catch. The better candidate passes each in its minimum time.
+    stage_samples: tuple[int, ...] = DEMO_STAGE_SAMPLES
     look_seconds: float = 2.0
     seed: int = 0
     ports: Ports = field(default_factory=Ports)
     with_prometheus: bool = True
+
+
+# The same machine runs the clients, router, model server, legacy system and Prometheus, so a
+# busy laptop's scheduling delays are in every latency. With production's timeouts (legacy 500 ms,
+# model 300 ms, the request 1 s) a run beside two busy processes timed out 134 of 1,015 model
+# calls and rolled back a better model: the demo's timeouts leave that headroom instead, and the
+# latency guardrail sits at their scale. What the demo changes from the example experiment is
+# listed in README.md ("What `make demo` shows").
+DEMO_LEGACY_TIMEOUT_MS = 2000
+DEMO_MODEL_TIMEOUT_MS = 1500
+DEMO_REQUEST_TIMEOUT_MS = 4000  # under the simulated clients' own 5 s
+DEMO_MAX_P99_MS = 2000
 
 
 def demo_config(base: ExperimentConfig, settings: DemoSettings, stack_ports: Ports, host: str) -> ExperimentConfig:
@@ -66,19 +80,20 @@ def demo_config(base: ExperimentConfig, settings: DemoSettings, stack_ports: Por
     doc["name"] = f"churn-v{settings.candidate}-demo"
     doc["salt"] = f"demo-{settings.candidate}-{settings.seed}"
     doc["arms"]["legacy"] = {"weight": 0.99, "backend": {"kind": "legacy_http", "url": f"http://{host}:{stack_ports.legacy}",
-                                                          "timeout_ms": 500}}
+                                                          "timeout_ms": DEMO_LEGACY_TIMEOUT_MS}}
     doc["arms"]["model"] = {"weight": 0.01, "backend": {"kind": "tfserving_grpc", "target": f"{host}:{stack_ports.model_grpc}",
                                                          "model_name": base.arms["model"].backend.model_name,
-                                                         "version": settings.candidate, "timeout_ms": 300}}
-    # Later stages carry more traffic, so they may ask for more samples in the same few seconds.
-    doc["ramp"]["stages"] = [{"percent": p, "min_duration_seconds": settings.stage_seconds,
-                              "min_samples": settings.stage_samples * (1 if p <= 5 else 2)} for p in DEMO_STAGES]
-    doc["ramp"]["stages"][0]["min_samples"] = max(settings.first_stage_samples, settings.stage_samples)
+                                                         "version": settings.candidate, "timeout_ms": DEMO_MODEL_TIMEOUT_MS}}
+    if len(settings.stage_samples) != len(DEMO_STAGES):
+        raise ValueError(f"stage_samples needs one minimum per stage {DEMO_STAGES}, got {settings.stage_samples}")
+    doc["ramp"]["stages"] = [{"percent": p, "min_duration_seconds": settings.stage_seconds, "min_samples": n}
+                             for p, n in zip(DEMO_STAGES, settings.stage_samples, strict=True)]
     # A 2-core laptop runs clients, router, model server, legacy system and Prometheus at once:
     # latency is the machine's, not the model's, so the latency guardrail is loose here.
-    doc["guardrails"]["max_p99_latency_ms"] = 2000
+    doc["guardrails"]["max_p99_latency_ms"] = DEMO_MAX_P99_MS
     # Every request is sketched for the skew monitors (a few microseconds each).
-    doc["router"] = {**doc.get("router", {}), "outcome_ttl_seconds": 3600, "feature_sample_share": 1.0}
+    doc["router"] = {**doc.get("router", {}), "outcome_ttl_seconds": 3600, "feature_sample_share": 1.0,
+                     "request_timeout_ms": DEMO_REQUEST_TIMEOUT_MS}
     return parse_config(doc)
 
 
@@ -113,7 +128,7 @@ def run_demo(settings: DemoSettings, console: Console | None = None) -> dict:
     """Run the demo; returns a summary (also written to `out/summary.json`)."""
     from experiments.live.controller import Controller  # noqa: PLC0415
     from experiments.live.history import parse_history  # noqa: PLC0415
-    from experiments.live.report import write_report  # noqa: PLC0415
+    from experiments.live.report import fault_events, write_report  # noqa: PLC0415
     from experiments.live.sources import make_source  # noqa: PLC0415
     from experiments.live.weights import FileWeightStore  # noqa: PLC0415
     from experiments.store import Store  # noqa: PLC0415
@@ -163,7 +178,8 @@ def run_demo(settings: DemoSettings, console: Console | None = None) -> dict:
     history = parse_history(store.history_document(config.name), allow_resets=True)
     (out / "history.json").write_text(json.dumps(store.history_document(config.name), indent=2) + "\n")
     if history.looks:
-        summary["report"] = str(write_report(history, load_config(config_path), out / "report"))
+        events = fault_events(summary)
+        summary["report"] = str(write_report(history, load_config(config_path), out / "report", events))
     decisions = [d.to_dict() for d in store.decisions(config.name, limit=10_000)]
     (out / "audit_log.json").write_text(json.dumps(decisions, indent=2, default=str) + "\n")
     store.close()

@@ -6,17 +6,24 @@ one plain line, so the progress is readable either way.
 
 from __future__ import annotations
 
+import math
+import re
 from typing import TYPE_CHECKING
 
 from rich.console import Console, Group
 from rich.live import Live
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from experiments.live.report import bare_reason, headline, shorten
 from experiments.local.simulated_users import UserStats
 
 if TYPE_CHECKING:
     from experiments.store import DecisionRecord
+
+#: The longest reason a plain line shows: one look stays one line in a CI log.
+LINE_REASON_CHARS = 140
 
 COLOURS = {"ramp": "green", "ship": "bold green", "rollback": "bold red", "blocked": "yellow", "hold": "white"}
 
@@ -49,11 +56,13 @@ class Display:
         self.record = record
         if record.applied:
             self.note(f"[{COLOURS.get(record.decision, 'white')}]{record.decision.upper()}[/] "
-                      f"{_weights(record.weights_before)} -> {_weights(record.weights_after)}: {record.reason}")
+                      f"{_weights(record.weights_before)} -> {_weights(record.weights_after)}: "
+                      f"{escape(_after_target(bare_reason(record.decision, record.reason)))}")
         if self.live:
             self.live.update(self._render())
         else:
-            self.console.print(self._line(record), highlight=False, soft_wrap=True)
+            # No markup in the line: rich would read "[n/a, n/a]" as a tag and drop it.
+            self.console.print(self._line(record), highlight=False, soft_wrap=True, markup=False)
 
     def _line(self, record) -> str:
         stats = record.statistics or {}
@@ -63,8 +72,8 @@ class Display:
         return (f"model {100 * (record.weights_before or {}).get('model', 0):g}% | "
                 f"requests {u.requests} (errors {u.client_errors}) | "
                 + " | ".join(f"{a} {t.requests} req {t.correct / t.requests:.3f} right" for a, t in u.arms.items() if t.requests)
-                + (f" | diff {diff['estimate']:+.3f} CI [{_num(ci[0])}, {_num(ci[1])}]" if diff.get("estimate") is not None else "")
-                + f" | {record.decision}: {record.reason[:140]}")
+                + (f" | diff {diff['estimate']:+.3f} {_ci(ci)}" if diff.get("estimate") is not None else "")
+                + f" | {shorten(headline(record.decision, record.reason), LINE_REASON_CHARS)}")
 
     def _render(self) -> Group:
         r = self.record
@@ -85,14 +94,28 @@ class Display:
                                           + (f", {stage.get('model_exposures', 0)} model exposures in stage" if stage else "")))
             if diff.get("estimate") is not None:
                 ci = diff.get("ci") or [None, None]
-                lines.append(Text(f"difference model - legacy {diff['estimate']:+.4f}, always-valid CI [{_num(ci[0])}, {_num(ci[1])}]; "
+                lines.append(Text(f"difference model - legacy {diff['estimate']:+.4f}, always-valid {_ci(ci)}; "
                                   f"z {_num(diff.get('z'))} vs boundary {_num(diff.get('boundary'))}; "
                                   f"non-inferiority needs the CI above {-self.margin:+.3f}"))
-            lines.append(Text.from_markup(f"decision: [{COLOURS.get(r.decision, 'white')}]{r.decision}[/]: {r.reason}"))
+            text = headline(r.decision, r.reason)
+            word = len(r.decision) if text.lower().startswith(r.decision) else 0
+            lines.append(Text.assemble("decision: ", (text[:word], COLOURS.get(r.decision, "white")), text[word:]))
         p99 = self.users.p99_ms()
         lines.append(Text(f"clients: {self.users.requests} answered, {self.users.client_errors} errors, "
-                          f"{self.users.skipped} skipped, p99 {_num(p99)} ms"))
+                          f"{self.users.skipped} skipped" + ("" if p99 is None else f", p99 {_num(p99)} ms")))
         return Group(table, *lines, *(Text.from_markup(n) for n in self.notes[-8:]))
+
+
+def _after_target(reason: str) -> str:
+    """A ramp's reason without its "ramp to 5%: " opening: the note shows the weights already."""
+    return re.sub(r"^ramp to [\d.]+%: ", "", reason)
+
+
+def _ci(ci) -> str:
+    """The interval, or that it is not bounded yet (the JSON statistics hold an infinite bound as null)."""
+    if any(b is None or not math.isfinite(b) for b in ci):
+        return "CI not bounded yet"
+    return f"CI [{_num(ci[0])}, {_num(ci[1])}]"
 
 
 def _num(x) -> str:

@@ -4,6 +4,14 @@ Every process is a real one: `modelramp serve-model` serving both candidate vers
 experiment can pin either), `modelramp legacy`, `modelramp router` watching the experiment file,
 and Debian's `prometheus` (when it is on the PATH) scraping the router every second with its data
 in the run folder. Each is waited for until it answers, and all are stopped, router first, on exit.
+
+Prometheus is the one optional process: nothing answers a client through it, so its exit must not
+take the router and the backends down (`up` and the demo stop when `Stack.exited()` names a
+process). It is supervised apart (`Stack.supervise`): its exit is reported on stderr, it is
+restarted after a backoff of 1, 2 and 4 s, and after `PROMETHEUS_RESTARTS` exits without a
+healthy minute between them the stack goes on without it (`prometheus_url` is then None: the
+analyzer reads the router's `/metrics` instead; a controller already reading Prometheus gets
+errors until it is restarted).
 `Child` is the one way modelramp starts a process: `up`, `demo`, the gate's `--start-server`, the
 tests and the benchmarks all use it.
 """
@@ -33,6 +41,9 @@ from serving.model_server.model_config import render_model_config
 from serving.tfserving.errors import FailedPrecondition
 
 STOP_TIMEOUT_S = 15.0
+OPTIONAL = frozenset({"prometheus"})  # roles whose exit the stack survives (supervised, not fatal)
+PROMETHEUS_RESTARTS = 3  # exits in a row (no healthy minute between) before the stack goes on without it
+HEALTHY_S = 60.0  # running this long after a restart resets the count
 MODEL_SERVER_TIMEOUT_S = 180.0  # TensorFlow loads in a few seconds, far slower on a busy machine
 
 PROMETHEUS_CONFIG = """global:
@@ -61,10 +72,23 @@ class Child:
         self.role = role
         self.args = list(args)
         self.log_path = log_path
+        self._how = (dict(env or {}), executable, cwd)
+        self.proc = self._start("wb")
+
+    def _start(self, mode: str) -> subprocess.Popen[bytes]:
+        env, executable, cwd = self._how
         command = [executable, *self.args] if executable else [sys.executable, "-m", "experiments.cli", *self.args]
-        self._log = open(log_path, "wb") if log_path else None
-        self.proc = subprocess.Popen(command, env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}, cwd=cwd,
-                                     stdout=self._log, stderr=subprocess.STDOUT if self._log else None)
+        self._log = open(self.log_path, mode) if self.log_path else None  # closed by stop() or restart()
+        return subprocess.Popen(command, env={**os.environ, "PYTHONUNBUFFERED": "1", **env}, cwd=cwd,
+                                stdout=self._log, stderr=subprocess.STDOUT if self._log else None)
+
+    def restart(self) -> None:
+        """Start the same command again (after it exited), its output appended to the same log."""
+        if self.proc.poll() is None:
+            raise RuntimeError(f"{self.role} is still running")
+        if self._log:
+            self._log.close()
+        self.proc = self._start("ab")
 
     def wait_ready(self, ready: Callable[[], bool], timeout: float, stopping: threading.Event | None = None) -> None:
         """Poll `ready` until true; FailedPrecondition if the process exits first or `timeout` passes."""
@@ -125,6 +149,7 @@ class Stack:
     weights_token: str = ""
     children: dict[str, Child] = field(default_factory=dict)
     stopping: threading.Event = field(default_factory=threading.Event)
+    _supervising: threading.Lock = field(default_factory=threading.Lock)  # a restart and stop() never overlap
 
     @property
     def router_url(self) -> str:
@@ -152,14 +177,55 @@ class Stack:
         self.children[role].kill()
 
     def exited(self) -> str | None:
-        """The role of a process that died on its own, if any."""
-        return next((role for role, c in self.children.items() if c.proc.poll() is not None), None)
+        """The role of a process that died on its own, if any; never an optional one (`supervise` restarts it)."""
+        return next((role for role, c in list(self.children.items()) if role not in OPTIONAL and c.proc.poll() is not None), None)
+
+    def supervise(self, role: str, restarts: int = PROMETHEUS_RESTARTS, backoff: float = 1.0, healthy: float = HEALTHY_S,
+                  poll: float = 0.5) -> threading.Thread:
+        """Watch an optional process in a daemon thread: report its exit, restart it (bounded), or go on without it."""
+        def warn(message: str) -> None:
+            print(f"modelramp: {message}", file=sys.stderr, flush=True)  # loud: stderr, whatever the stack's log is
+
+        def watch() -> None:
+            failures, since = 0, time.monotonic()
+            while not self.stopping.wait(poll):
+                child = self.children.get(role)
+                if child is None:
+                    return
+                if child.proc.poll() is None:
+                    if failures and time.monotonic() - since >= healthy:
+                        failures = 0
+                    continue
+                failures += 1
+                where = f" (log: {child.log_path})" if child.log_path else ""
+                if failures > restarts:
+                    warn(f"{role} exited with code {child.proc.returncode}{where} {failures} times in a row; going on without it: "
+                         "the router and its backends keep serving, the analyzer reads the router's /metrics")
+                    with self._supervising:
+                        child.stop()
+                        self.children.pop(role, None)
+                    return
+                delay = backoff * 2 ** (failures - 1)
+                warn(f"{role} exited with code {child.proc.returncode}{where}; the router and its backends keep serving; "
+                     f"restarting it in {delay:g}s ({failures} of {restarts})")
+                if self.stopping.wait(delay):
+                    return
+                with self._supervising:
+                    if self.stopping.is_set():
+                        return
+                    child.restart()
+                    since = time.monotonic()
+
+        thread = threading.Thread(target=watch, name=f"supervise-{role}", daemon=True)
+        thread.start()
+        return thread
 
     def stop(self) -> None:
         self.stopping.set()
-        for role in ("router", "prometheus", "legacy system", "model server"):
-            if role in self.children:
-                self.children[role].stop()
+        with self._supervising:
+            for role in ("router", "prometheus", "legacy system", "model server"):
+                if role in self.children:
+                    self.children[role].stop()
 
 
 def outcome_ledger_url(run_dir: Path) -> str:
@@ -225,6 +291,7 @@ def start_stack(models_dir: Path, model_name: str, config_path: Path, run_dir: P
             prom = child("prometheus", [f"--config.file={prom_dir / 'prometheus.yml'}", f"--storage.tsdb.path={prom_dir / 'data'}",
                                         f"--web.listen-address={host}:{ports.prometheus}"], executable=prometheus)
             prom.wait_ready(lambda: _router_scraped(f"http://{host}:{ports.prometheus}"), timeout, stack.stopping)
+            stack.supervise("prometheus")
         log(f"stack up: router {stack.router_url}, model server {stack.model_target}, legacy {stack.legacy_url}"
             + (f", Prometheus {stack.prometheus_url}" if prometheus else " (no Prometheus: the analyzer reads the router's /metrics)"))
         return stack

@@ -8,6 +8,16 @@ solving and Request/Response objects cost about as much CPU as the rest of a for
 together, and predict is the only hot path), but it is documented: the OpenAPI document
 (`router.rest.openapi`, and so /docs) carries the three predict paths and the outcomes path. Every error, unknown
 routes and methods included, is TF Serving's `{"error": message}`, never FastAPI's `{"detail": ...}`.
+
+`GET /v1/experiments` and `/v1/experiments/{name}` are unauthenticated (dashboards and people
+read the weights and counts), so they leave out what would let a client game or reach around
+the experiment: the salt (with it and the weights anyone can compute every unit's arm and choose
+theirs), the backends' addresses and their static headers (which may be credentials for the
+legacy system). The answer lists what it left out under `redacted`; with the admin bearer token
+(the one `PUT .../weights` takes) it is whole and `redacted` is empty. A wrong token is 401, a
+token sent to a router with none 403, as for the weights route: a client that asked for the
+fields is told why it has none. Nothing in `experiments/` reads these routes (the analyzer and
+the controller take the salt and weights from the experiment file or the weight store).
 """
 
 from __future__ import annotations
@@ -25,7 +35,7 @@ from router import tfserving_api
 from router.core import Router
 from router.ledger import LedgerUnavailable
 from router.metrics import CONTENT_TYPE
-from router.reload import put_weights
+from router.reload import ConfigFile, put_weights
 from router.rest import openapi
 from router.rest.json_codec import parse_body
 from router.signature import Signature, TensorSpec
@@ -54,8 +64,37 @@ async def _refuse(request: Request) -> Response:
     return _error(tfserving_api.not_served(f"POST {request.url.path}", rest=True))
 
 
-def create_app(router: Router, admin_token: str | None = None) -> FastAPI:
-    """The router's FastAPI app (served by `router.rest.server`); `admin_token` guards the weights API (None disables it)."""
+# Paths into `Router.describe()` whose values only the admin token may read (see the docstring).
+_SECRET_CONFIG = ("salt",)
+_SECRET_BACKEND = ("url", "target", "headers")
+
+
+def redacted(described: dict[str, Any]) -> dict[str, Any]:
+    """`described` (a `Router.describe()`) without the salt and the backends' addresses and headers, and which it left out."""
+    config = dict(described["config"])
+    left_out = []
+    for key in _SECRET_CONFIG:
+        if key in config:
+            config[key] = None
+            left_out.append(f"config.{key}")
+    arms = {}
+    for arm, spec in config.get("arms", {}).items():
+        backend = dict(spec["backend"])
+        for key in _SECRET_BACKEND:
+            if key in backend:
+                backend[key] = None
+                left_out.append(f"config.arms.{arm}.backend.{key}")
+        arms[arm] = {**spec, "backend": backend}
+    config["arms"] = arms
+    return {**described, "config": config, "redacted": left_out}
+
+
+def create_app(router: Router, admin_token: str | None = None, source: ConfigFile | None = None) -> FastAPI:
+    """The router's FastAPI app (served by `router.rest.server`); `admin_token` guards the weights API (None disables it).
+
+    `source`: the files the router reads, which `PUT .../weights` writes through (`ConfigFile.write_weights`);
+    None, or files that cannot be written: the route answers 409.
+    """
     app = RouterApp(title="modelramp router", version="1",
                     description="TF-Serving-compatible traffic splitter between a legacy system and a model. Every error, "
                                 'unknown routes (404) and methods (405) included, is TF Serving\'s `{"error": message}`.')
@@ -119,19 +158,46 @@ def create_app(router: Router, admin_token: str | None = None) -> FastAPI:
         assert signature is not None  # known once refresh_metadata succeeded
         return JSONResponse(rest_metadata(name, signature))
 
+    def refused(request: Request, without_token: str) -> Response | None:
+        """None if the request carries the admin token; else the 401, or the 403 `without_token` when there is none."""
+        if admin_token is None:
+            return _error(errors.PermissionDenied(without_token))
+        given = request.headers.get("authorization", "")
+        if not given.startswith("Bearer ") or not hmac.compare_digest(given[7:].encode(), admin_token.encode()):
+            return JSONResponse({"error": "a valid bearer token is required"}, status_code=401,
+                                headers={"WWW-Authenticate": "Bearer"})
+        return None
+
+    def described(request: Request) -> dict[str, Any] | Response:
+        """The experiment, whole with the admin token, redacted without one; the 401/403 for a token that is not it."""
+        if "authorization" not in request.headers:
+            return redacted(router.describe())
+        denied = refused(request, "this router has no admin token: the salt and backend addresses are never shown")
+        return denied if denied is not None else {**router.describe(), "redacted": []}
+
+    read_errors = openapi.errors(e401="A bearer token that is not the router's (answered with `WWW-Authenticate: Bearer`)",
+                                 e403="A bearer token sent to a router started without an admin token")
+    optional_token: dict[str, Any] = {"security": [{}, {openapi.BEARER: []}]}
+
     @app.get("/v1/experiments", tags=["experiments"], summary="Experiments with weights and live counts",
-             responses={200: {"description": "The experiment this router runs, as `GET /v1/experiments/{name}` shows it"}})
-    async def experiments() -> dict[str, Any]:
-        return {"experiments": [router.describe()]}
+             responses={200: {"description": "The experiment this router runs, as `GET /v1/experiments/{name}` shows it"},
+                        **read_errors}, response_model=None, openapi_extra=optional_token)
+    async def experiments(request: Request) -> Response:
+        answer = described(request)
+        return answer if isinstance(answer, Response) else JSONResponse({"experiments": [answer]})
 
     @app.get("/v1/experiments/{name}", tags=["experiments"], summary="One experiment: config, weights, live counts",
-             responses={200: {"description": "Name, weights, circuit breaker, live counts, signature and configuration",
+             responses={200: {"description": "Name, weights, circuit breaker, live counts, signature and configuration; "
+                                             "without the admin bearer token the salt and the backends' addresses and "
+                                             "headers are null and listed in `redacted`",
                               "content": {"application/json": {"schema": openapi.EXPERIMENT}}},
-                        **openapi.errors(e404="Not the experiment this router runs")}, response_model=None)
-    async def experiment(name: str) -> Response:
+                        **openapi.errors(e404="Not the experiment this router runs"), **read_errors},
+             response_model=None, openapi_extra=optional_token)
+    async def experiment(request: Request, name: str) -> Response:
         if name != router.state.config.name:
             return _error(errors.NotFound(f"unknown experiment {name!r}"))
-        return JSONResponse(router.describe())
+        answer = described(request)
+        return answer if isinstance(answer, Response) else JSONResponse(answer)
 
     @app.put("/v1/experiments/{name}/weights", tags=["experiments"], summary="Change arm weights (bearer token)",
              response_model=None,
@@ -141,21 +207,20 @@ def create_app(router: Router, admin_token: str | None = None) -> FastAPI:
                                          e401="No bearer token, or not the router's (answered with `WWW-Authenticate: Bearer`)",
                                          e403="The weights API is off: the router was started without an admin token",
                                          e404="Not the experiment this router runs",
+                                         e409="The router cannot write its weights store (a read-only ConfigMap mount on "
+                                              "Kubernetes): change the weights with `modelramp ramp` or in the weights ConfigMap",
                                          e413="The body is larger than `router.max_body_bytes`")},
              openapi_extra={"security": [{openapi.BEARER: []}],
                             "requestBody": {"required": True, "content": {"application/json": {"schema": openapi.WEIGHTS_BODY}}}})
     async def weights(request: Request, name: str) -> Response:
-        if admin_token is None:
-            return _error(errors.PermissionDenied("the weights API is disabled: start the router with an admin token"))
-        given = request.headers.get("authorization", "")
-        if not given.startswith("Bearer ") or not hmac.compare_digest(given[7:].encode(), admin_token.encode()):
-            return JSONResponse({"error": "a valid bearer token is required"}, status_code=401,
-                                headers={"WWW-Authenticate": "Bearer"})
+        denied = refused(request, "the weights API is disabled: start the router with an admin token")
+        if denied is not None:
+            return denied
         try:
-            put_weights(router, name, parse_body(await request.body()))
+            put_weights(router, name, parse_body(await request.body()), source)
         except errors.UserFacingError as err:
             return _error(err)
-        return JSONResponse(router.describe())
+        return JSONResponse({**router.describe(), "redacted": []})
 
     @app.get("/metrics", tags=["operations"], summary="Prometheus metrics", response_model=None,
              responses={200: {"description": "Prometheus text exposition", "content": {"text/plain": {"schema": {"type": "string"}}}}})

@@ -85,7 +85,10 @@ EXPERIMENT = {"type": "object", "required": ["name", "model_name", "weights", "c
               "properties": {"name": {"type": "string"}, "model_name": {"type": "string"},
                              "weights": {"type": "object", "additionalProperties": {"type": "number"}},
                              "circuit_breaker": {"type": "object"}, "counts": {"type": "object"},
-                             "signature": {"type": ["object", "null"]}, "config": {"type": "object"}}}
+                             "signature": {"type": ["object", "null"]}, "config": {"type": "object"},
+                             "redacted": {"type": "array", "items": {"type": "string"},
+                                          "description": "Paths into the answer whose values were left out (null): the salt and "
+                                                         "backend addresses and headers, without the admin bearer token"}}}
 
 
 def _predict_operation(summary: str, operation_id: str, extra_path_parameters: list[dict[str, Any]]) -> dict[str, Any]:
@@ -109,7 +112,10 @@ def _predict_operation(summary: str, operation_id: str, extra_path_parameters: l
             "404": {"description": "Unknown model or signature", "content": _ERROR_REF},
             "413": {"description": "The body is larger than `router.max_body_bytes`", "content": _ERROR_REF},
             "500": {"description": "An error in the router", "content": _ERROR_REF},
-            "503": {"description": "No arm could answer", "content": _ERROR_REF},
+            "503": {"description": "No arm could answer; held off by a circuit breaker, with `Retry-After` (seconds until "
+                                   "the breaker probes its backend again)", "content": _ERROR_REF,
+                    "headers": {"Retry-After": {"schema": {"type": "integer"}, "description": "Seconds before a retry can help "
+                                                                                             "(only from an open breaker)"}}},
             "504": {"description": "No answer within the deadline", "content": _ERROR_REF},
         }}}
 
@@ -134,7 +140,9 @@ OUTCOMES_OPENAPI_PATH: dict[str, dict[str, Any]] = {"/v1/outcomes": {"post": {
         "200": {"description": "Recorded: how many were new, how many already recorded",
                 "content": {"application/json": {"schema": {"$ref": "#/components/schemas/OutcomesAccepted"}}}},
         "400": {"description": "Not a report: bad JSON, fields, list size or request id", "content": _ERROR_REF},
-        "403": {"description": "A request id that is forged or expired", "content": _ERROR_REF},
+        "403": {"description": "A request id that is forged, expired, dated beyond the clock-skew allowance ahead, of another "
+                               "experiment, or issued under another salt (the message names the outcome and why; nothing of the "
+                               "report is counted)", "content": _ERROR_REF},
         "413": {"description": "The body is larger than `router.max_body_bytes`", "content": _ERROR_REF},
         "500": {"description": "An error in the router", "content": _ERROR_REF},
         "503": {"description": "The outcome ledger cannot be written now: nothing was counted, retry after `Retry-After` "

@@ -14,6 +14,7 @@ import json
 import re
 
 from router.backends import ColumnOutputs, Prediction, PredictRequest, forwarding
+from router.breaker import CircuitOpen
 from router.core import Router, Served
 from router.rest import json_codec
 from router.signature import Signature, rows_fit
@@ -95,7 +96,10 @@ async def answer_predict(router: Router, name: str, unit_id: str | None, body: b
         with forwarding(forward):
             served: Served = await router.predict(name, unit_id, decode, "http")
     except errors.UserFacingError as err:
-        return err.http_status, json.dumps({"error": str(err)}).encode(), _echo(forward) if forward else {}
+        headers = _echo(forward) if forward else {}
+        if isinstance(err, CircuitOpen):  # held off by a breaker: when trying again can help
+            headers = {**headers, "Retry-After": str(err.retry_after)}
+        return err.http_status, json.dumps({"error": str(err)}).encode(), headers
     headers = {"X-Modelramp-Arm": served.arm, OUTCOME_ID_HEADER: served.request_id}
     if forward:
         headers.update(_echo(forward))

@@ -10,13 +10,23 @@ FastAPI app (`router.rest.app`) through a small ASGI bridge. It does what the ro
 keep-alive and HTTP/1.0 close, pipelined requests answered in order, `Expect: 100-continue`, an
 idle timeout, a graceful stop that lets requests in flight finish, and the router's one body
 limit (`router.max_body_bytes`): applied here to every request, predict and bridged alike, and
-answered 413 without buffering the body. Predict's 413 still goes through `Router.predict`, so
+answered 413 without reading the body. Predict's 413 still goes through `Router.predict`, so
 that it is counted like any other bad input; the app's handlers read the body this server kept.
+
+One client must not hold what others need (`router.http`, router/config.py): header bytes and
+count are limited (431), headers and body must arrive within their deadlines (408), an answer
+left unread past the send deadline drops the connection, and each of those answers closes it.
+A request the server refuses while earlier pipelined ones are still being answered is answered
+after them, in order, so that a client never pairs an error with the wrong request; nothing
+after a refusal or after `Connection: close` is parsed or run. Between pipelined requests the
+connection yields to the others: 300 pipelined `GET /metrics` once stalled every other client
+for seconds.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections import deque
@@ -28,6 +38,7 @@ from urllib.parse import unquote
 import httptools
 
 from router.backends import FORWARDED_HEADER_BYTES, forwardable
+from router.config import HttpLimitsSpec
 from router.core import Router
 from router.rest.outcomes import OUTCOMES_PATH, answer_outcomes
 from router.rest.predict import PREDICT_PATH, answer_predict, too_large
@@ -37,7 +48,6 @@ if TYPE_CHECKING:  # the types only: this module does not need Starlette to run
 
 log = logging.getLogger("router.rest.server")
 
-KEEP_ALIVE_SECONDS = 5.0  # idle connections are closed after this (uvicorn's default)
 _JSON = b"application/json"
 # HTTPStatus(code) is an enum call through Python code on every answer (0.47 us against 0.04 for a dict).
 _PHRASES = {status.value: status.phrase.encode() for status in HTTPStatus}
@@ -45,7 +55,7 @@ _FORWARDED = FORWARDED_HEADER_BYTES  # a live set: it grows with the legacy back
 
 
 class _Request:
-    __slots__ = ("method", "url", "headers", "body", "too_large", "keep_alive", "unit_id", "forward")
+    __slots__ = ("method", "url", "headers", "body", "too_large", "keep_alive", "unit_id", "forward", "answer")
 
     def __init__(self) -> None:
         self.url = b""
@@ -56,6 +66,15 @@ class _Request:
         self.unit_id: str | None = None
         self.forward: tuple[tuple[str, str], ...] = ()  # X-Request-Id and trace context, passed on to the backends
         self.method = b""
+        self.answer: tuple[int, list[tuple[bytes, bytes]], bytes] | None = None  # set: refused by the server itself
+
+
+class _Stop(Exception):
+    """Raised in a parser callback: parse nothing more on this connection."""
+
+
+LINGER_SECONDS = 2.0  # how long a closing connection's late bytes are read and dropped (nginx: lingering_timeout 5 s)
+_IDLE, _HEADERS, _BODY = 0, 1, 2  # where a connection is in reading its current request
 
 
 class HttpServer:
@@ -75,13 +94,13 @@ class HttpServer:
 
     async def _close_idle(self) -> None:
         # One sweep a second instead of a timer per request: a timer costs a few microseconds of
-        # CPU on every request, and closing an idle connection a second late harms no one.
+        # CPU on every request, and enforcing a deadline a second late harms no one.
         while True:
             await asyncio.sleep(1.0)
-            cutoff = self.loop.time() - KEEP_ALIVE_SECONDS
+            limits = self.router.state.config.router.http
+            now = self.loop.time()
             for conn in list(self.connections):
-                if not conn.busy and conn.last_active < cutoff:
-                    conn.close()
+                conn.check_deadlines(now, limits)
 
     async def stop(self, grace: float = 5.0) -> None:
         """Stop accepting, close idle connections, give busy ones `grace` seconds, then close the rest."""
@@ -114,6 +133,14 @@ class _Connection(asyncio.Protocol):
         self.last_active = 0.0
         self.writable = asyncio.Event()  # cleared while the client does not read what we write
         self.writable.set()
+        self.unread_since = 0.0  # when writing was paused by a client that does not read
+        self.phase = _IDLE
+        self.phase_started = 0.0
+        self.header_bytes = 0
+        self.unparsed_header_bytes = 0
+        self.header_count = 0
+        self.stopped = False  # nothing more is parsed: after a refusal or a request with Connection: close
+        self.lingering_since: float | None = None
 
     # asyncio.Protocol ----------------------------------------------------------------------------
 
@@ -127,19 +154,50 @@ class _Connection(asyncio.Protocol):
         self.writable.set()  # nothing will drain any more: release a request waiting to write
 
     def data_received(self, data: bytes) -> None:
+        if self.stopped:
+            return
         self.last_active = self.loop.time()  # a slow upload is not an idle connection
+        in_headers = self.phase == _HEADERS
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
-            self._fail(400, "protocol upgrades are not supported")
+            self._refuse(400, "protocol upgrades are not supported")
         except httptools.HttpParserError as err:
-            self._fail(400, f"malformed HTTP request: {err}")
+            if not self.stopped:  # a _Stop from a callback has answered already
+                self._refuse(400, f"malformed HTTP request: {err}")
+        else:
+            # The parser keeps a header until its end: count what it holds, so that one endless
+            # header is refused after one read past the limit, not after the client gives up.
+            # (A lower bound of its own: the same bytes reach on_header once the header ends.)
+            if in_headers and self.phase == _HEADERS:
+                self.unparsed_header_bytes += len(data)
+                with contextlib.suppress(_Stop):  # refused: answered in order, nothing more parsed
+                    self._check_header_size(self.unparsed_header_bytes)
 
     def pause_writing(self) -> None:
         self.writable.clear()
+        self.unread_since = self.loop.time()
 
     def resume_writing(self) -> None:
         self.writable.set()
+
+    def check_deadlines(self, now: float, limits: HttpLimitsSpec) -> None:
+        """The server's sweep: keep-alive, header and body deadlines, an unread answer."""
+        if not self.writable.is_set() and now - self.unread_since > limits.send_timeout_seconds:
+            self.transport.abort()  # what is queued for this client would never drain
+        elif self.lingering_since is not None:
+            if now - self.lingering_since > LINGER_SECONDS:
+                self.close()
+        elif self.stopped or self.paused:
+            return  # paused: the deadline is ours, not the client's (pipelined requests wait for their turn)
+        elif self.phase == _HEADERS and now - self.phase_started > limits.header_timeout_seconds:
+            self._refuse(408, f"the request's headers did not arrive within {limits.header_timeout_seconds:g} s "
+                              "(router.http.header_timeout_seconds)")
+        elif self.phase == _BODY and now - self.phase_started > limits.body_timeout_seconds:
+            self._refuse(408, f"the request's body did not arrive within {limits.body_timeout_seconds:g} s "
+                              "(router.http.body_timeout_seconds)")
+        elif self.phase == _IDLE and not self.busy and now - self.last_active > limits.keep_alive_seconds:
+            self.close()
 
     def _pause_reading(self) -> None:
         if not self.paused:
@@ -150,16 +208,54 @@ class _Connection(asyncio.Protocol):
         if not self.transport.is_closing():
             self.transport.close()
 
+    def _linger(self) -> None:
+        """Close after the last answer, as nginx's lingering close does.
+
+        Closing a socket with unread bytes in it makes the kernel send a reset, and a reset can
+        destroy the answer before the client reads it: exactly the 413 or 431 sent to a client
+        still sending. So the write side is shut (the client sees the end of the answers) and
+        what still arrives is read and dropped, for at most LINGER_SECONDS.
+        """
+        self.stopped = True
+        if not self.transport.can_write_eof():
+            self.close()
+            return
+        self.transport.write_eof()
+        self.lingering_since = self.loop.time()
+        if self.paused:
+            self.paused = False
+            self.transport.resume_reading()
+
+    def eof_received(self) -> bool:
+        return False  # the client is done sending: close (asyncio's default, said here because _linger relies on it)
+
     # httptools callbacks -------------------------------------------------------------------------
 
     def on_message_begin(self) -> None:
         self.request = _Request()
         self.size = 0
+        self.phase, self.phase_started = _HEADERS, self.loop.time()
+        self.header_bytes = self.unparsed_header_bytes = self.header_count = 0
 
     def on_url(self, url: bytes) -> None:
         self.request.url += url
+        self.header_bytes += len(url)
+        self._check_header_size()
+
+    def _check_header_size(self, size: int | None = None) -> None:
+        limits = self.server.router.state.config.router.http
+        if (self.header_bytes if size is None else size) > limits.max_header_bytes:
+            self._refuse(431, f"the request line and headers are larger than {limits.max_header_bytes} bytes "
+                              "(router.http.max_header_bytes)")
+            raise _Stop
+        if self.header_count > limits.max_headers:
+            self._refuse(431, f"the request has more than {limits.max_headers} headers (router.http.max_headers)")
+            raise _Stop
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        self.header_count += 1
+        self.header_bytes += len(name) + len(value) + 4
+        self._check_header_size()
         name = name.lower()
         self.request.headers.append((name, value))
         if name == b"x-unit-id":
@@ -173,12 +269,22 @@ class _Connection(asyncio.Protocol):
         request = self.request
         request.method = self.parser.get_method()
         request.keep_alive = self.parser.should_keep_alive()
+        self.phase, self.phase_started = _BODY, self.loop.time()
         limit = self.server.router.state.config.router.max_body_bytes
+        expect = False
         for name, value in request.headers:
             if name == b"content-length" and value.isdigit() and int(value) > limit:
                 request.too_large = True
-            elif name == b"expect" and value.lower() == b"100-continue" and not request.too_large:
-                self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            elif name == b"expect" and value.lower() == b"100-continue":
+                expect = True
+        if request.too_large:
+            # Answered now, the body unread: reading 10^12 announced bytes first would let one
+            # client hold the connection (and the answer) for as long as it likes.
+            request.keep_alive = False
+            self.on_message_complete()
+            raise _Stop
+        if expect and not self.busy:  # once, and only for a request whose headers passed every check
+            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     def on_body(self, body: bytes) -> None:
         request = self.request
@@ -186,13 +292,19 @@ class _Connection(asyncio.Protocol):
             return  # refused: counted, not kept
         self.size += len(body)
         if self.size > self.server.router.state.config.router.max_body_bytes:
-            request.too_large = True
+            request.too_large = True  # a chunked body past the limit: answered now, the rest unread
             request.body.clear()
+            request.keep_alive = False
+            self.on_message_complete()
+            raise _Stop
         else:
             request.body.append(body)
 
     def on_message_complete(self) -> None:
+        self.phase = _IDLE
         self.queue.append(self.request)
+        if not self.request.keep_alive:
+            self.stopped = True  # bytes after the last request are neither parsed nor answered
         if self.busy:
             # Pipelined requests wait in the queue and the socket, answered in order. Reading is
             # paused only then: pausing and resuming around every request cost an epoll change each.
@@ -200,26 +312,30 @@ class _Connection(asyncio.Protocol):
         else:
             self.busy = True
             self.loop.create_task(self._serve_queue())
+        if self.stopped:
+            raise _Stop
 
     # answering -----------------------------------------------------------------------------------
 
     async def _serve_queue(self) -> None:
         try:
-            while self.queue:
+            while self.queue and not self.transport.is_closing():
                 request = self.queue.popleft()
-                status, headers, body = await self._dispatch(request)
+                status, headers, body = request.answer or await self._dispatch(request)
                 if self.transport.is_closing():
                     return  # the client went away meanwhile
                 keep = request.keep_alive and not self.closing
                 self._write(request, status, headers, body, keep)
                 if not keep:
-                    self.close()
+                    self._linger()
                     return
-            # A client that sends but does not read must not pile up answers in memory: read its
-            # next request only once what we wrote has drained.
-            if not self.writable.is_set():
-                self._pause_reading()
-                await self.writable.wait()
+                if self.queue:
+                    await asyncio.sleep(0)  # pipelined requests take turns with other connections
+                # A client that sends but does not read must not pile up answers in memory: read
+                # its next request only once what we wrote has drained.
+                if not self.writable.is_set():
+                    self._pause_reading()
+                    await self.writable.wait()
         finally:
             self.busy = False
         self.last_active = self.loop.time()
@@ -288,10 +404,19 @@ class _Connection(asyncio.Protocol):
             lines.append(body)
         self.transport.write(b"".join(lines))
 
-    def _fail(self, status: int, message: str) -> None:
-        """A request that cannot be parsed: answer it and close (the stream's framing is lost)."""
-        if not self.transport.is_closing():
-            body = json.dumps({"error": message}).encode()
-            self.transport.write(b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
-                                 b"connection: close\r\n\r\n%s" % (status, HTTPStatus(status).phrase.encode(), len(body), body))
-            self.close()
+    def _refuse(self, status: int, message: str) -> None:
+        """A request the server will not run: answered after those before it, then the connection closes.
+
+        Closed because the stream's framing is lost (a parse error) or because reading on would
+        give the client what the limit denies it.
+        """
+        if self.stopped:
+            return
+        self.stopped = True
+        refused = _Request()
+        refused.keep_alive = False
+        refused.answer = (status, [(b"content-type", _JSON)], json.dumps({"error": message}).encode())
+        self.queue.append(refused)
+        if not self.busy:
+            self.busy = True
+            self.loop.create_task(self._serve_queue())

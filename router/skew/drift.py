@@ -72,7 +72,7 @@ def linf(expected: ArrayLike, actual: ArrayLike) -> float:
 
 def chi2_sf(df: int, x: float) -> float:
     """P(X > x) for X chi-square with `df` degrees of freedom: Q(df / 2, x / 2), the regularised upper
-    incomplete gamma function; SciPy's `chdtrc` (tests/router/test_drift_pvalue.py pins it against it).
+    incomplete gamma function; SciPy's `chdtrc` (tests/router/skew/test_drift_pvalue.py pins it against it).
 
     A power series below a + 1, Lentz's continued fraction above (Numerical Recipes, 6.2), each
     to double precision within a few dozen terms for the degrees of freedom a sketch has.

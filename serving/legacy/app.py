@@ -6,7 +6,12 @@ API
   `{"predictions": [{"churn": bool, "probability": 0.0|1.0, "reasons": [...]}, ...]}`.
 - `GET /healthz` answers `{"status": "ok"}`; `GET /v1/rule` describes the rule.
 - Bad input gets 400 `{"error": message}` naming the instance and the field; bodies over
-  `MAX_BODY_BYTES` get 413; more than `MAX_INSTANCES` rows get 400.
+  `MAX_BODY_BYTES` get 413; more than `MAX_INSTANCES` rows get 400. A number may be `NaN`, a
+  missing value, as the model's signature takes it (TF Serving's REST API reads the literal and
+  the exported model imputes the training mean): the router accepts NaN before it assigns an
+  arm, so refusing it here made the legacy arm's error rate differ from the model's for the same
+  traffic (a NaN in one of the rule's three numbers was 400 here and 200 on the model). An
+  infinite number is still 400, as the router answers it on both arms.
 
 `--api foreign` serves the same rule through a differently shaped API, as a team's own system
 would (the router fronts it through the mappings of its `legacy_http` backend):
@@ -45,8 +50,8 @@ def _check_instance(n: int, instance: object) -> None:
         if isinstance(value, bool) or not isinstance(value, types):
             want = "a string" if types == (str,) else "a number"
             raise InvalidArgument(f"instance {n}: feature '{name}' must be {want}, got {json.dumps(value)}")
-        if isinstance(value, float) and not math.isfinite(value):
-            raise InvalidArgument(f"instance {n}: feature '{name}' must be finite")
+        if isinstance(value, float) and math.isinf(value):  # NaN passes: a missing number (serving.legacy.rule)
+            raise InvalidArgument(f"instance {n}: feature '{name}' must be finite (or NaN, a missing number)")
 
 
 APIS = ("v1", "foreign")

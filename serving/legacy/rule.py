@@ -5,6 +5,9 @@ more calls to customer service (the strongest single signal in this data), or wh
 usage is very high (their bill is high), or when they pay for an international plan and still use
 many international minutes (they are price sensitive there). It is a sensible rule, not a straw
 man: about 88% accurate on this data, against 86% for always predicting "no churn".
+
+A missing number (NaN) meets no threshold (every comparison with NaN is false): the rule flags
+the customer only on the signals it has, as the retention team did with an unknown value.
 """
 
 from __future__ import annotations

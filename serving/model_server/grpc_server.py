@@ -107,6 +107,10 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
 
 
 def build_grpc_server(plane: DataPlane, port: int, host: str = "0.0.0.0") -> grpc.aio.Server:
+    # SO_REUSEPORT off: with it a second server (or a stale one still alive) would bind the same
+    # port beside the first and share its connections without an error. gRPC core sets
+    # SO_REUSEADDR on every listener regardless, so connections a crashed server left in TIME_WAIT
+    # do not keep a restart off the port (tests/serving/test_restart.py).
     server = grpc.aio.server(options=[("grpc.max_receive_message_length", 64 * 1024 * 1024),
                                       ("grpc.so_reuseport", 0)])
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionService(plane), server)

@@ -9,6 +9,7 @@ retried, because a call that timed out may still be running and its deadline is 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -24,6 +25,11 @@ CHANNEL_OPTIONS = (
     ("grpc.max_send_message_length", 64 * 1024 * 1024),
     ("grpc.keepalive_time_ms", 30_000),
     ("grpc.enable_retries", 0),  # retries are ours, and deliberate
+    # Every address the target resolves to, call by call. gRPC's default (pick_first) sends a
+    # channel's every call to one address: behind a Kubernetes headless Service (dns:///name:port,
+    # one A record per TF Serving pod) each router would load one pod with its whole model arm.
+    # With one address (a ClusterIP, loopback) round_robin is pick_first.
+    ("grpc.service_config", json.dumps({"loadBalancingConfig": [{"round_robin": {}}]})),
 )
 RETRY_BACKOFF_S = 0.05
 

@@ -85,14 +85,22 @@ def rows_into_tensor_protos(tensors, rows: list[dict], dtypes: Mapping[str, int]
     return True
 
 
-def from_tensor_proto(proto) -> np.ndarray:
-    """Decode a TensorProto into a numpy array (strings come back as an object array of bytes)."""
+def from_tensor_proto(proto, max_bytes: int | None = None) -> np.ndarray:
+    """Decode a TensorProto into a numpy array (strings come back as an object array of bytes).
+
+    `max_bytes`: refuse a tensor whose decoded array would be larger, before allocating it. TF
+    fills a whole shape from one value, so a message of a few hundred bytes can declare 50
+    million floats; a server decoding what clients send passes its message limit here.
+    """
     shape = tuple([d.size for d in proto.tensor_shape.dim])  # a list is cheaper than a generator here
     if shape and min(shape) < 0:
         raise InvalidArgument(f"tensor shape {list(shape)} has an unknown dimension")
     size = math.prod(shape)  # 1 for a scalar; np.prod costs microseconds per tensor on this path
     dtype = proto.dtype
     np_dtype = NUMPY_BY_DTYPE.get(dtype)
+    if max_bytes is not None and size * (np_dtype.itemsize if np_dtype is not None else 8) > max_bytes:
+        raise InvalidArgument(f"tensor shape {list(shape)} of {dtype_name(dtype)} is larger than the limit of {max_bytes} bytes "
+                              "once decoded")
     if dtype == DT_STRING:
         strings = proto.string_val
         values = np.fromiter(strings, dtype=object, count=len(strings))  # np.array(list(...)) costs twice as much

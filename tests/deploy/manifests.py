@@ -3,7 +3,9 @@
 Real tools only: Helm's engine (helm-python-sdk) renders the chart, `kubectl kustomize` builds
 `k8s/`, kubernetes-validate checks built-in kinds against Kubernetes' own OpenAPI schemas (strict:
 unknown fields fail), and the Prometheus Operator's CRD schemas (vendored from the operator's
-repository, tests/deploy/data) check ServiceMonitor and PrometheusRule objects.
+repository, tests/deploy/data) check ServiceMonitor and PrometheusRule objects, the Argo Rollouts and
+Flagger ones (vendored likewise) the Rollout, AnalysisTemplate and Canary the chart renders under
+progressiveDelivery.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ OPTION_SETS = sorted((CHART / "ci").glob("*-values.yaml"))
 # The oldest Kubernetes the chart supports (Chart.yaml kubeVersion) and the newest schemas shipped.
 KUBE_VERSIONS = ("1.25", "1.37")
 _CRDS = json.loads((Path(__file__).parent / "data" / "prometheus_operator_crds.json").read_text())
+_DELIVERY_CRDS = {kind: crd for name in ("argo_rollouts_crds.json", "flagger_crds.json")
+                  for kind, crd in json.loads((Path(__file__).parent / "data" / name).read_text())["schemas"].items()}
 
 
 Obj = dict[str, Any]
@@ -68,8 +72,22 @@ def _unknown_fields(value: Any, schema: dict, path: str) -> Iterator[str]:
             yield from _unknown_fields(v, schema["items"], f"{path}[{i}]")
 
 
+def validate_delivery(obj: Obj) -> None:
+    """Raise if an Argo Rollouts or Flagger object does not match its CRD's openAPIV3Schema, or has fields
+    the API server would prune."""
+    crd = _DELIVERY_CRDS[obj["kind"]]
+    assert obj["apiVersion"] == f"{crd['group']}/{crd['version']}", obj["apiVersion"]
+    schema = crd["openAPIV3Schema"]
+    jsonschema.Draft7Validator(schema).validate(obj)
+    unknown = list(_unknown_fields(obj.get("spec", {}), schema["properties"]["spec"], "spec"))
+    assert not unknown, f"{key(obj)}: fields unknown to the {obj['kind']} CRD: {unknown}"
+
+
 def validate(obj: Obj) -> None:
-    """Raise if `obj` does not match its Kubernetes (or Prometheus Operator CRD) schema."""
+    """Raise if `obj` does not match its Kubernetes (or Prometheus Operator, Argo Rollouts, Flagger CRD) schema."""
+    if obj["apiVersion"].split("/")[0] in ("argoproj.io", "flagger.app"):
+        validate_delivery(obj)
+        return
     if obj["apiVersion"] == "monitoring.coreos.com/v1":
         schema = _CRDS["schemas"][obj["kind"]]
         jsonschema.Draft7Validator(schema).validate(obj)

@@ -74,14 +74,17 @@ def test_router_service_exposes_http_8080_and_grpc_8090(rendered):
     assert router["automountServiceAccountToken"] is False
 
 
-def test_ramp_controller_may_get_and_patch_only_the_experiment_configmap(rendered):
+def test_ramp_controller_may_read_the_experiment_configmap_and_write_only_the_weights_configmap(rendered):
+    """Create cannot be limited by name in Kubernetes; get, patch and update are (tests/deploy/test_chart_weights.py)."""
     roles = [o for o in rendered if o["kind"] in ("Role", "ClusterRole")]
     if not any(o["kind"] in ("CronJob", "Deployment") and o["metadata"]["name"].endswith("ramp-controller") for o in rendered):
         assert not roles
         return
     (role,) = roles
-    assert role["kind"] == "Role" and role["rules"] == [{
-        "apiGroups": [""], "resources": ["configmaps"], "resourceNames": ["modelramp-experiment"], "verbs": ["get", "patch"]}]
+    assert role["kind"] == "Role" and role["rules"] == [
+        {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": ["modelramp-experiment"], "verbs": ["get"]},
+        {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": ["modelramp-weights"], "verbs": ["get", "patch", "update"]},
+        {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["create"]}]
     binding = find(rendered, "RoleBinding", role["metadata"]["name"])
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "modelramp-ramp-controller", "namespace": "modelramp"}]
 
@@ -224,7 +227,7 @@ def test_modelramp_containers_call_the_real_command_line(rendered):
     for obj in rendered:
         for pod in pod_specs(obj):
             for c in pod["containers"]:
-                if not c["image"].startswith("ghcr.io/modelramp/modelramp-"):
+                if not c["image"].rsplit("/", 1)[-1].startswith("modelramp-"):  # whatever registry or mirror
                     continue
                 checked += 1
                 # What the kubelet does with $(VAR) references to the container's env.

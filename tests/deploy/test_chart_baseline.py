@@ -27,6 +27,7 @@ from tests.support.processes import Process, free_port, wait_until
 MOUNT = "/etc/modelramp-baseline"
 ARG = ["--baseline", f"{MOUNT}/baseline.json"]
 CI_SET = option_values(CHART / "ci" / "skew-baseline-values.yaml")
+WEIGHTS_ARG = ["--weights", "/etc/modelramp-weights/weights.yaml"]  # tests/deploy/test_chart_weights.py
 
 
 def router_pod(objs: list[dict]) -> dict:
@@ -57,7 +58,7 @@ def test_without_a_baseline_the_router_gets_none_and_notes_say_skew_monitoring_i
     objs = render()
     pod = router_pod(objs)
     container = pod["spec"]["containers"][0]
-    assert container["args"] == ["router", "--config", "/etc/modelramp/experiment.yaml"]
+    assert container["args"] == ["router", "--config", "/etc/modelramp/experiment.yaml", *WEIGHTS_ARG]
     assert "baseline" not in {v["name"] for v in pod["spec"]["volumes"]}
     assert "annotations" not in pod["metadata"]
     assert not [o for o in objs if o["kind"] == "ConfigMap" and o["metadata"]["name"] == "modelramp-baseline"]
@@ -72,7 +73,7 @@ def test_baseline_content_becomes_a_configmap_mounted_read_only_and_passed_as_ba
     assert cm["metadata"]["labels"]["app.kubernetes.io/component"] == "router"
     pod = router_pod(objs)
     container = pod["spec"]["containers"][0]
-    assert container["args"] == ["router", "--config", "/etc/modelramp/experiment.yaml", *ARG]
+    assert container["args"] == ["router", "--config", "/etc/modelramp/experiment.yaml", *WEIGHTS_ARG, *ARG]
     assert {"name": "baseline", "mountPath": MOUNT, "readOnly": True} in container["volumeMounts"]
     assert {"name": "baseline", "configMap": {"name": "modelramp-baseline", "items": [{"key": "baseline.json", "path": "baseline.json"}]}} \
         in pod["spec"]["volumes"]
@@ -160,6 +161,9 @@ def start_rendered_router(objs: list[dict], tmp: Path) -> tuple[Process, str]:
         mount = next(m["mountPath"] for m in pod["containers"][0]["volumeMounts"] if m["name"] == volume["name"])
         folder = tmp / volume["name"]
         folder.mkdir()
+        if volume["configMap"].get("optional") and volume["configMap"]["name"] not in configmaps:
+            paths[mount] = str(folder)  # not rendered (the ramp controller's weights): an empty folder until it is created
+            continue
         data = configmaps[volume["configMap"]["name"]]
         items = volume["configMap"].get("items") or [{"key": k, "path": k} for k in data]
         for item in items:

@@ -49,14 +49,13 @@ def scratch_image(request) -> Iterator[str]:
                                                         (("0", '["modelramp"]'), "runs as user '0'")],
                          indirect=["scratch_image"])
 def test_the_smoke_step_fails_a_router_image_that_cannot_run_as_the_chart_runs_it(scratch_image, reason):
-    started = time.monotonic()
     done = subprocess.run(["bash", "scripts/build_images.sh", "smoke", "--router", scratch_image, "--controller", scratch_image],
                           cwd=REPO, env=BUILDAH_ENV, capture_output=True, text=True, timeout=120)
     assert done.returncode != 0
     assert f"image {scratch_image} {reason}" in done.stderr
     assert "smoke: FAILED" in done.stderr and "served REST and gRPC" not in done.stdout
     # Refused before any backend started: no model server, no legacy system (each takes seconds to start).
-    assert "router from" not in done.stdout and time.monotonic() - started < 60
+    assert "router from" not in done.stdout
 
 
 def test_the_smoke_step_fails_an_image_that_does_not_exist():

@@ -20,8 +20,12 @@ ALERTS = {
     "ModelrampFeatureDrift", "ModelrampPredictionDrift", "ModelrampFeatureAnomalyRate",
     "ModelrampModelArmErrorRate", "ModelrampModelArmLatencyP99", "ModelrampFallbackRate",
     "ModelrampRolledBack", "ModelrampDecisionBlocked", "ModelrampSampleRatioMismatch", "ModelrampDecisionStale",
+    "ModelrampRoutersAbsent", "ModelrampRoutersDown", "ModelrampControllerFailing", "ModelrampControllerNotReporting",
 }
 DECISION_ALERTS = {"ModelrampRolledBack", "ModelrampDecisionBlocked", "ModelrampSampleRatioMismatch", "ModelrampDecisionStale"}
+AVAILABILITY_ALERTS = {"ModelrampRoutersAbsent", "ModelrampRoutersDown", "ModelrampControllerFailing", "ModelrampControllerNotReporting"}
+README = K8S / "README.md"
+RUNBOOK_BASE = "https://github.com/modelramp/modelramp/blob/main/k8s/README.md"
 
 
 def promtool(*args: str | Path) -> subprocess.CompletedProcess:
@@ -31,7 +35,7 @@ def promtool(*args: str | Path) -> subprocess.CompletedProcess:
 def test_promtool_check_rules_accepts_the_rule_file():
     done = promtool("check", "rules", RULES)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "SUCCESS: 10 rules found" in done.stdout
+    assert f"SUCCESS: {len(ALERTS)} rules found" in done.stdout
 
 
 def test_promtool_unit_tests_pass():
@@ -156,3 +160,100 @@ def test_the_schema_refuses_bad_decision_alert_values(prometheus_rule, key, what
     with Chart.load(CHART) as chart, pytest.raises(helm_python.HelmValuesError) as err:
         chart.render({"monitoring": {"prometheusRule": prometheus_rule}}, name="modelramp", namespace="shop")
     assert f"at '/monitoring/prometheusRule/{key}'" in str(err.value) and what in str(err.value), str(err.value)
+
+
+def routers_absent(job: str) -> str:
+    """No router target of the job up: all down, or none discovered (absent() of a filtered expression keeps no labels)."""
+    return f'absent(up{{job="{job}"}} == 1)'
+
+
+def routers_down(job: str) -> str:
+    """Router targets Prometheus discovers but cannot scrape, per namespace."""
+    return f'count by (namespace, job) (up{{job="{job}"}} == 0)'
+
+
+def rules_of(values: dict) -> dict[str, dict]:
+    return {r["alert"]: r for g in find(render(values), "PrometheusRule", "modelramp")["spec"]["groups"] for r in g["rules"]}
+
+
+def github_anchor(heading: str) -> str:
+    """The anchor GitHub gives a Markdown heading: lower case, punctuation dropped, spaces as dashes."""
+    return "".join(c for c in heading.strip().lower() if c.isalnum() or c in " -_").replace(" ", "-")
+
+
+def test_every_alert_links_its_runbook_section_in_k8s_readme():
+    anchors = {github_anchor(line.lstrip("#")) for line in README.read_text().splitlines() if line.startswith("#")}
+    for group in yaml.safe_load(RULES.read_text())["groups"]:
+        for rule in group["rules"]:
+            url = rule["annotations"]["runbook_url"]
+            assert url == f"{RUNBOOK_BASE}#{rule['alert'].lower()}", rule["alert"]
+            assert url.split("#")[1] in anchors, f"k8s/README.md has no runbook section for {rule['alert']}"
+    # Each runbook says what the alert means, what to check and what to do.
+    text = README.read_text()
+    for alert in ALERTS:
+        section = text.split(f"### {alert}\n", 1)[1].split("\n### ", 1)[0]
+        for part in ("**Means**", "**Check**", "**Do**"):
+            assert part in section, f"{alert}: no {part} in its runbook"
+
+
+def test_runbook_base_url_comes_from_the_values():
+    rules = rules_of({"monitoring": {"prometheusRule": {"runbookBaseUrl": "https://wiki.example.com/modelramp/runbooks"}}})
+    assert {r["annotations"]["runbook_url"] for r in rules.values()} == \
+        {f"https://wiki.example.com/modelramp/runbooks#{a.lower()}" for a in ALERTS}
+
+
+@pytest.mark.parametrize("values", [{}, *map(option_values, OPTION_SETS)], ids=["defaults", *(p.stem for p in OPTION_SETS)])
+def test_availability_alerts_are_the_named_queries_of_experiments_promql(values):
+    pr = {"routersDownFor": "5m", "controllerHoldFor": "30m", "controllerAbsentFor": "30m", "routerJob": "",
+          **values.get("monitoring", {}).get("prometheusRule", {})}
+    if pr.get("enabled") is False:
+        pytest.skip("the option set switches the PrometheusRule off")
+    groups = {g["name"]: g["rules"] for g in find(render(values), "PrometheusRule", "modelramp")["spec"]["groups"]}
+    rules = {r["alert"]: r for r in groups["modelramp.availability"]}
+    assert set(rules) == AVAILABILITY_ALERTS
+    job = pr["routerJob"] or "modelramp-router"  # the router Service's name: the Prometheus Operator's job label
+    experiment = values.get("experiment", {}).get("name", "churn-v2-vs-legacy")
+    assert rules["ModelrampRoutersAbsent"]["expr"] == routers_absent(job)
+    assert rules["ModelrampRoutersDown"]["expr"] == routers_down(job)
+    assert rules["ModelrampControllerFailing"]["expr"] == promql.render("alert_controller_holding")
+    assert rules["ModelrampControllerNotReporting"]["expr"] == promql.render("alert_controller_absent", experiment=experiment)
+    assert rules["ModelrampRoutersAbsent"]["for"] == rules["ModelrampRoutersDown"]["for"] == pr["routersDownFor"]
+    assert rules["ModelrampControllerFailing"]["for"] == pr["controllerHoldFor"]
+    assert rules["ModelrampControllerNotReporting"]["for"] == pr["controllerAbsentFor"]
+    assert {a: r["labels"]["severity"] for a, r in rules.items()} == {
+        "ModelrampRoutersAbsent": "critical", "ModelrampRoutersDown": "warning",
+        "ModelrampControllerFailing": "warning", "ModelrampControllerNotReporting": "warning"}
+
+
+def test_routers_service_is_the_job_the_absent_alert_selects():
+    objs = render()
+    service = find(objs, "Service", "modelramp-router")
+    monitor = find(objs, "ServiceMonitor", "modelramp-router")
+    assert "jobLabel" not in monitor["spec"], "a jobLabel would change the job the alerts select"
+    assert f'job="{service["metadata"]["name"]}"' in rules_of({})["ModelrampRoutersAbsent"]["expr"]
+
+
+def test_availability_alert_values_reach_the_rules():
+    rules = rules_of({"experiment": {"name": "upsell-v3"},
+                      "monitoring": {"prometheusRule": {"routerJob": "shop/routers", "routersDownFor": "2m",
+                                                        "controllerHoldFor": "1h", "controllerAbsentFor": "2h"}}})
+    assert rules["ModelrampRoutersAbsent"]["expr"] == 'absent(up{job="shop/routers"} == 1)'
+    assert rules["ModelrampRoutersDown"]["for"] == "2m" and "for 2m:" in rules["ModelrampRoutersDown"]["annotations"]["description"]
+    assert rules["ModelrampControllerFailing"]["for"] == "1h"
+    assert rules["ModelrampControllerNotReporting"]["expr"] == 'absent(modelramp_decision_timestamp_seconds{experiment="upsell-v3"})'
+    assert "for 2h:" in rules["ModelrampControllerNotReporting"]["annotations"]["description"]
+
+
+@pytest.mark.parametrize("prometheus_rule, key, what", [({"runbookBaseUrl": "k8s/README.md"}, "runbookBaseUrl", "pattern"),
+                                                       ({"runbookBaseUrl": "https://x.example/r#top"}, "runbookBaseUrl", "pattern"),
+                                                       ({"routersDownFor": "5"}, "routersDownFor", "pattern"),
+                                                       ({"controllerHoldFor": "1 hour"}, "controllerHoldFor", "pattern")])
+def test_the_schema_refuses_bad_availability_alert_values(prometheus_rule, key, what):
+    with Chart.load(CHART) as chart, pytest.raises(helm_python.HelmValuesError) as err:
+        chart.render({"monitoring": {"prometheusRule": prometheus_rule}}, name="modelramp", namespace="shop")
+    assert f"at '/monitoring/prometheusRule/{key}'" in str(err.value) and what in str(err.value), str(err.value)
+
+
+def test_controller_alerts_only_with_the_charts_controller():
+    rules = rules_of({"rampController": {"enabled": False}})
+    assert set(rules) == ALERTS - {"ModelrampControllerFailing", "ModelrampControllerNotReporting"}

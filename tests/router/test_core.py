@@ -168,6 +168,22 @@ def test_shadow_drops_beyond_its_bound():
     assert sample(router, "modelramp_shadow_requests_total", experiment="churn-test", result="ok") == 2
 
 
+def test_no_shadow_calls_while_the_models_breaker_is_open():
+    router = make_router(0.0, shadow={"enabled": True, "share": 1.0})
+    breaker = router.state.breaker
+    breaker._trip("test: the model server is failing", reopen=False)
+    assert breaker.open
+
+    async def go():
+        for i in range(5):
+            assert (await router.predict("churn", f"u{i}", decoder(), "http")).arm == "legacy"
+        await asyncio.gather(*router._tasks)
+
+    run(go())
+    assert router.state.backends["model"].calls == []
+    assert sample(router, "modelramp_shadow_requests_total", experiment="churn-test", result="ok") == 0
+
+
 def test_feature_sink_receives_sampled_requests_and_cannot_fail_them():
     sink = RecordingFeatureSink()
 

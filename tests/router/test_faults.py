@@ -18,8 +18,8 @@ PREDICT = "/v1/models/churn:predict"
 def test_model_server_killed_and_restarted_mid_load_recovers_and_loses_nothing(models_dir, legacy_server, tmp_path):
     own = start_model_server(models_dir, tmp_path)
     ports = (own.grpc_port, own.rest_port)
-    # The breaker is off here: this test is about the fallback and the recovery of the channel, not
-    # about the guardrail (which, by design, keeps the arm off until the configuration changes).
+    # The breaker is off here: this test is about the fallback and the recovery of the channel; the
+    # breaker's own recovery (half-open probes) is tests/router/test_backend_faults.py's.
     router = start_router(tmp_path, experiment(legacy_server.url, own.grpc_target, 0.5,
                                                fallback={"policy": "legacy", "circuit_breaker": {"enabled": False}}))
     request_ids: list[str] = []

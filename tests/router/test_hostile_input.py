@@ -8,6 +8,7 @@ served: `/metrics` stays 200 and small, the model arm's breaker stays closed, ot
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import grpc
 import httpx
@@ -248,3 +249,26 @@ def test_grpc_strings_that_are_not_utf8_get_one_answer_on_both_arms(router, valu
     assert not any(code == "INTERNAL" for _, code in codes_by_arm(samples))
     for lab, _ in samples["modelramp_feature_values_total"]:
         lab["bin"].encode("utf-8")
+
+
+def _peak_rss_mb(router) -> float:
+    status = Path(f"/proc/{router.process.proc.pid}/status").read_text()
+    return int(next(line for line in status.splitlines() if line.startswith("VmHWM:")).split()[1]) / 1024
+
+
+def test_a_tiny_grpc_request_declaring_50m_floats_is_refused_before_allocating(router):
+    """One float_val fills a shape in TF's format: 19 inputs of 50 M floats were ~4 GB to decode."""
+    peak = _peak_rss_mb(router)
+    inputs = grpc_inputs()
+    request = build_predict_request("churn", inputs)
+    tensor = request.inputs["total_day_minutes"]
+    tensor.ClearField("tensor_content")
+    tensor.float_val.append(1.0)
+    tensor.tensor_shape.dim[0].size = 50_000_000
+    assert request.ByteSize() < 2000
+    with pytest.raises(grpc.RpcError) as err:
+        _grpc_predict(router, request, "huge-shape")
+    assert _peak_rss_mb(router) - peak < 50, "the router allocated the declared tensor"
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "larger than the limit" in err.value.details(), err.value.details()
+    assert served_well(router, 3, "after-huge-shape")

@@ -157,8 +157,10 @@ def test_outcomes_forged_tampered_expired(make_router):
         other = "legacy" if arm == "model" else "model"
         assert client.post("/v1/outcomes", json={"request_id": rid.replace(f".{arm}.", f".{other}."), "success": True}).status_code == 403
         assert client.post("/v1/outcomes", json={"request_id": Signer(b"attacker").issue("churn-it", "model"), "success": True}).status_code == 403
-        assert client.post("/v1/outcomes", json={"request_id": "churn-it.model.0.1.x.y", "success": True}).status_code == 403
-        fresh = Signer(SIGNING_KEY.encode()).issue("churn-it", "model", now=0)  # the right key, long expired
+        assert client.post("/v1/outcomes", json={"request_id": "churn-it.model.0.1.t.x.y", "success": True}).status_code == 403
+        replica = Signer(SIGNING_KEY.encode())  # the right key, experiment and salt
+        replica.follow(lambda: ("churn-it", "it-salt"))
+        fresh = replica.issue("churn-it", "model", now=0)  # long expired
         r = client.post("/v1/outcomes", json={"request_id": fresh, "success": True})
         assert r.status_code == 403 and "expired" in r.json()["error"]
         # and our own id expires too: poll until the window has passed

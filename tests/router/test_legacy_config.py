@@ -145,7 +145,7 @@ def test_a_reload_whose_secret_cannot_be_read_is_rejected_and_the_config_in_forc
     secret.write_text("k-1")
     path = tmp_path / "exp.yaml"
     path.write_text(dump_config(parse_config(with_legacy(headers={"X-Api-Key": {"file": str(secret)}}))))
-    source = ConfigFile(path)
+    source = ConfigFile(path, settle_seconds=0)  # one look per file: the reload itself is test_reload's
     router = Router(source.load(), signer=Signer(b"k"))
     assert not source.check(router)
     before = router.state

@@ -33,10 +33,11 @@ def test_id_is_the_documented_hmac():
     key = b"replica-shared-key"
     rid = Signer(key).issue("churn", "legacy", now=1_700_000_000.0, bucket=17)
     payload, _, signature = rid.rpartition(".")
-    experiment, arm, bucket, issued_ms, nonce = payload.split(".")
+    experiment, arm, bucket, issued_ms, salt_tag, nonce = payload.split(".")
     assert (experiment, arm, bucket, issued_ms, len(nonce)) == ("churn", "legacy", "17", "1700000000000", 12)
-    expected = base64.urlsafe_b64encode(hmac.new(key, payload.encode(), hashlib.sha256).digest()[:16]).rstrip(b"=").decode()
-    assert signature == expected
+    b64 = lambda raw: base64.urlsafe_b64encode(raw).rstrip(b"=").decode()  # noqa: E731
+    assert salt_tag == b64(hmac.new(key, b"salt\0", hashlib.sha256).digest()[:6])  # a signer that follows no salt: ""
+    assert signature == b64(hmac.new(key, payload.encode(), hashlib.sha256).digest()[:16])
 
 
 @pytest.mark.parametrize("tamper", [
@@ -69,10 +70,10 @@ def test_bucket_is_signed_and_returned():
     assert signer.verify(signer.issue("exp", "model")).bucket == 0
 
 
-def test_old_five_field_ids_are_malformed_not_crashes():
-    """An id of the format before buckets (still correctly signed) is InvalidArgument, not a server error."""
+@pytest.mark.parametrize("payload", ["exp.model.1000000.0123456789ab", "exp.model.0.1000000.0123456789ab"])
+def test_old_five_and_six_field_ids_are_malformed_not_crashes(payload):
+    """Ids of the formats before buckets and before the salt tag (still correctly signed) are InvalidArgument, not a server error."""
     key = b"k" * 32
-    payload = "exp.model.1000000.0123456789ab"
     old = payload + "." + base64.urlsafe_b64encode(hmac.new(key, payload.encode(), hashlib.sha256).digest()[:16]).rstrip(b"=").decode()
     with pytest.raises(InvalidArgument, match="not a modelramp request id"):
         Signer(key).verify(old)
@@ -219,3 +220,36 @@ def test_count_outcomes_is_count_outcome_n_times():
 
     assert samples(one) == samples(many)
     assert counted(many, "model", "success") == 3
+
+
+def test_a_large_report_lets_other_work_run_while_it_is_verified():
+    """Predict shares the event loop: 8,000 outcomes are verified in turns, not in one go."""
+    signer = Signer(b"k")
+    signer.follow(lambda: ("e", "salt"))
+    intake = OutcomeIntake(signer, RouterMetrics(), MemoryLedger())
+    items = [{"request_id": signer.issue("e", "model", bucket=i % 64), "success": True} for i in range(8000)]
+    ticks, at_ledger = [0], []
+    record = intake.ledger.record
+
+    async def recording(outcomes, on_inserted):
+        at_ledger.append(ticks[0])  # how often the other task ran before the batch reached the ledger
+        return await record(outcomes, on_inserted=on_inserted)
+
+    intake.ledger.record = recording  # type: ignore[method-assign]
+
+    async def other_work() -> None:
+        while True:
+            ticks[0] += 1
+            await asyncio.sleep(0)
+
+    async def go():
+        task = asyncio.get_running_loop().create_task(other_work())
+        await asyncio.sleep(0)
+        started = ticks[0]
+        result = await intake.report(items)
+        task.cancel()
+        return started, result
+
+    started, result = asyncio.run(go())
+    assert result.accepted == 8000
+    assert at_ledger[0] - started >= 8000 // 500 - 1, "verification held the loop for the whole batch"

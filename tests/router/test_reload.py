@@ -1,4 +1,7 @@
-"""Config reload: file changes applied without restart, invalid files rejected (last good stays), address overrides."""
+"""Config reload: file changes applied without restart, invalid files rejected (last good stays), address overrides.
+
+These look at each file once (`settle_seconds=0`); waiting for a file changed in place to settle is
+tests/router/test_reload_robust.py's."""
 
 from __future__ import annotations
 
@@ -22,7 +25,7 @@ def write(path, doc) -> None:
 def test_file_change_is_applied_and_bad_file_rejected(tmp_path, caplog):
     path = tmp_path / "exp.yaml"
     write(path, config_dict(0.01))
-    source = ConfigFile(path)
+    source = ConfigFile(path, settle_seconds=0)
     router = Router(source.load(), signer=Signer(b"k"), backend_factory=fake_factory)
     assert not source.check(router), "unchanged file: nothing to do"
 
@@ -43,14 +46,16 @@ def test_file_change_is_applied_and_bad_file_rejected(tmp_path, caplog):
     assert router.metrics.registry.get_sample_value("modelramp_config_reloads_total", {"source": "file", "result": "rejected"}) == 3
 
 
-def test_put_weights_then_file_wins_on_its_next_change(tmp_path):
+def test_put_weights_writes_the_file_then_the_file_wins_on_its_next_change(tmp_path):
     path = tmp_path / "exp.yaml"
     write(path, config_dict(0.01))
-    source = ConfigFile(path)
+    source = ConfigFile(path, settle_seconds=0)
     router = Router(source.load(), signer=Signer(b"k"), backend_factory=fake_factory)
-    put_weights(router, "churn-test", {"weights": {"model": 0.2}})
+    put_weights(router, "churn-test", {"weights": {"model": 0.2}}, source)
     assert router.state.weights == {"legacy": 0.8, "model": 0.2}
-    assert not source.check(router), "the file did not change, the API's weights stay"
+    assert yaml.safe_load(path.read_text())["arms"]["model"]["weight"] == 0.2, "written through the file (tests/router/test_weights_api.py)"
+    source.check(router)
+    assert router.state.weights["model"] == 0.2, "the file holds the API's weights: its next look keeps them"
     write(path, config_dict(0.5))
     assert source.check(router) and router.state.weights["model"] == 0.5
 
@@ -58,7 +63,7 @@ def test_put_weights_then_file_wins_on_its_next_change(tmp_path):
 def test_address_overrides_survive_reloads(tmp_path):
     path = tmp_path / "exp.yaml"
     write(path, config_dict(0.01))
-    source = ConfigFile(path, lambda c: with_addresses(c, "http://127.0.0.1:1234", "127.0.0.1:4321"))
+    source = ConfigFile(path, lambda c: with_addresses(c, "http://127.0.0.1:1234", "127.0.0.1:4321"), settle_seconds=0)
     cfg = source.load()
     assert cfg.arms["legacy"].backend.url == "http://127.0.0.1:1234"
     assert cfg.arms["model"].backend.target == "127.0.0.1:4321"
@@ -75,7 +80,7 @@ def test_a_new_outcome_ttl_reaches_the_ledger_at_once(tmp_path):
 
     path = tmp_path / "exp.yaml"
     write(path, config_dict(0.01, router={"outcome_ttl_seconds": 3600}))
-    source = ConfigFile(path)
+    source = ConfigFile(path, settle_seconds=0)
     router = Router(source.load(), signer=Signer(b"k"), backend_factory=fake_factory)
     router.outcomes = OutcomeIntake(router.signer, router.metrics, MemoryLedger(ttl_seconds=3600))
     write(path, config_dict(0.01, router={"outcome_ttl_seconds": 86_400}))

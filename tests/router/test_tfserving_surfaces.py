@@ -31,7 +31,7 @@ from tensorflow_serving.apis import (
 from serving.tfserving.tensors import to_tensor_proto
 from tests.conftest import MODEL_NAME
 from tests.router.stack import ROW, TOKEN, RouterProcess, experiment, grpc_inputs, start_router
-from tests.support.processes import free_port
+from tests.support.processes import free_port, wait_until
 
 SERVING, NOT_SERVING = health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING
 SERVICES = {"tensorflow.serving.PredictionService", "tensorflow.serving.ModelService", "grpc.health.v1.Health",
@@ -86,7 +86,7 @@ def test_reflection_lists_services_and_describes_them_without_proto_files(router
 
 
 def test_health_follows_readiness_and_flips_back(router: RouterProcess, model_server, legacy_server):
-    """NOT_SERVING exactly while /readyz answers 503 (the model's signature unknown, the legacy system down), SERVING again after."""
+    """NOT_SERVING exactly while /readyz answers 503 (the model's signature unknown, or neither backend answering), SERVING again after."""
     dead = f"127.0.0.1:{free_port()}"  # nobody listens there
     healthy = experiment(legacy_server.url, model_server.grpc_target, 0.5, router={"max_body_bytes": 4096})
     with grpc.insecure_channel(router.grpc_target) as channel:
@@ -102,7 +102,13 @@ def test_health_follows_readiness_and_flips_back(router: RouterProcess, model_se
             check("no.such.Service")
         assert unknown.value.code() == grpc.StatusCode.NOT_FOUND
         # The router applies each file within its watch interval; the Watch stream reports each change.
-        for broken in (experiment(legacy_server.url, dead, 0.5), experiment(f"http://{dead}", model_server.grpc_target, 0.5)):
+        # The legacy system alone down is no reason: the model arm is still answered (router.core.Router.readiness).
+        applied = router.metric("modelramp_config_reloads_total", result="applied")
+        router.write_config(experiment(f"http://{dead}", model_server.grpc_target, 0.5))
+        wait_until(lambda: router.metric("modelramp_config_reloads_total", result="applied") > applied, timeout=30,
+                   what="the legacy-down file applied")
+        assert check() == SERVING and httpx.get(f"{router.url}/readyz", timeout=5).status_code == 200
+        for broken in (experiment(legacy_server.url, dead, 0.5), experiment(f"http://{dead}", dead, 0.5)):
             router.write_config(broken)
             assert next(watch).status == NOT_SERVING
             assert check() == NOT_SERVING and httpx.get(f"{router.url}/readyz", timeout=5).status_code == 503

@@ -10,6 +10,8 @@ for the official `kubernetes` Python client to talk to it unchanged (pointed at 
   applies the patch, bumps `metadata.resourceVersion`, and answers 409 Conflict when the patch
   carries a `metadata.resourceVersion` that is no longer current, as the real server does;
   other patch types get 415;
+- `POST  /api/v1/namespaces/{ns}/configmaps`: creates the object in the body (its namespace must be
+  the path's), answering 201, or 409 AlreadyExists when one of that name exists, as the real server does;
 - a bearer token, when configured, is required (401 otherwise).
 
 It is not a Kubernetes: no watch, no admission, no validation beyond what this test needs.
@@ -27,6 +29,7 @@ from typing import Any
 from tests.support.processes import free_port
 
 _PATH = re.compile(r"^/api/v1/namespaces/(?P<ns>[^/]+)/configmaps/(?P<name>[^/?]+)(\?.*)?$")
+_COLLECTION = re.compile(r"^/api/v1/namespaces/(?P<ns>[^/]+)/configmaps/?(\?.*)?$")
 PATCH_TYPES = ("application/merge-patch+json", "application/strategic-merge-patch+json")
 
 
@@ -64,13 +67,18 @@ class KubeStandin:
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self._thread.start()
 
-    def put_configmap(self, namespace: str, name: str, data: dict[str, str]) -> dict[str, Any]:
-        """Create or replace a ConfigMap directly (test set-up, or another writer racing us)."""
+    def put_configmap(self, namespace: str, name: str, data: dict[str, str], labels: dict[str, str] | None = None,
+                      annotations: dict[str, str] | None = None) -> dict[str, Any]:
+        """Create or replace a ConfigMap directly (test set-up, a `helm upgrade` writing its objects, another writer racing us)."""
         with self._lock:
-            obj = {"apiVersion": "v1", "kind": "ConfigMap", "data": dict(data),
+            obj: dict[str, Any] = {"apiVersion": "v1", "kind": "ConfigMap", "data": dict(data),
                    "metadata": {"name": name, "namespace": namespace, "uid": f"uid-{namespace}-{name}",
                                 "resourceVersion": self._next_version(),
                                 "creationTimestamp": "2026-11-23T09:00:00Z"}}
+            if labels:
+                obj["metadata"]["labels"] = dict(labels)
+            if annotations:
+                obj["metadata"]["annotations"] = dict(annotations)
             self.configmaps[(namespace, name)] = obj
             return obj
 
@@ -98,12 +106,17 @@ class KubeStandin:
                 self.end_headers()
                 self.wfile.write(data)
 
-            def _route(self) -> tuple[str, str] | None:
+            def _authorized(self) -> bool:
                 standin.requests.append({"method": self.command, "path": self.path,
                                          "content_type": self.headers.get("Content-Type"),
                                          "authorization": self.headers.get("Authorization")})
                 if standin.token and self.headers.get("Authorization") != f"Bearer {standin.token}":
                     self._send(401, _status(401, "Unauthorized", "Unauthorized"))
+                    return False
+                return True
+
+            def _route(self) -> tuple[str, str] | None:
+                if not self._authorized():
                     return None
                 match = _PATH.match(self.path)
                 if not match:
@@ -121,6 +134,32 @@ class KubeStandin:
                     self._send(404, _status(404, "NotFound", f'configmaps "{key[1]}" not found'))
                 else:
                     self._send(200, obj)
+
+            def do_POST(self) -> None:
+                if not self._authorized():
+                    return
+                match = _COLLECTION.match(self.path)
+                if not match:
+                    self._send(404, _status(404, "NotFound", f"the server could not find the requested resource {self.path}"))
+                    return
+                try:
+                    obj = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
+                    name = obj["metadata"]["name"]
+                except (ValueError, KeyError, TypeError):
+                    self._send(400, _status(400, "BadRequest", "body is not a ConfigMap with metadata.name"))
+                    return
+                if obj["metadata"].get("namespace", match["ns"]) != match["ns"]:
+                    self._send(400, _status(400, "BadRequest",
+                                            "the namespace of the provided object does not match the namespace sent on the request"))
+                    return
+                with standin._lock:
+                    if (match["ns"], name) in standin.configmaps:
+                        self._send(409, _status(409, "AlreadyExists", f'configmaps "{name}" already exists'))
+                        return
+                    obj["metadata"].update({"namespace": match["ns"], "uid": f"uid-{match['ns']}-{name}",
+                                            "resourceVersion": standin._next_version(), "creationTimestamp": "2026-11-23T09:00:00Z"})
+                    standin.configmaps[(match["ns"], name)] = obj
+                self._send(201, obj)
 
             def do_PATCH(self) -> None:
                 key = self._route()

@@ -152,7 +152,9 @@ class Pushgateway:
         self.url = f"http://127.0.0.1:{self.port}"
         self.dir = Path(tempfile.mkdtemp(prefix="modelramp-pushgateway-"))
         self._log = open(self.dir / "pushgateway.log", "wb")
-        self.proc = subprocess.Popen([binary, f"--web.listen-address=127.0.0.1:{self.port}"],
+        # --persistence.file= (empty): in memory only. Debian's default file would hand every run
+        # what earlier runs pushed.
+        self.proc = subprocess.Popen([binary, f"--web.listen-address=127.0.0.1:{self.port}", "--persistence.file="],
                                      stdout=self._log, stderr=subprocess.STDOUT)
         self.client = httpx.Client(base_url=self.url, timeout=5.0)
         try:

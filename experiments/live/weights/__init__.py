@@ -21,12 +21,16 @@ __all__ = [
 
 
 def make_weight_store(config_path: str | Path | None = None, configmap: str | None = None,
-                      dry_run: bool = False) -> WeightStore:
-    """The ConfigMap `NAMESPACE/NAME` if given, else the config file; wrapped read-only for a dry run."""
+                      dry_run: bool = False, weights_path: str | Path | None = None) -> WeightStore:
+    """The ConfigMap `NAMESPACE/NAME` if given, else the config file (its weights in `weights_path` if given); read-only for a dry run.
+
+    A ConfigMap's weights live where its `modelramp.io/weights-configmap` annotation says (the chart's
+    `<release>-weights`), see `experiments.live.weights.configmap`.
+    """
     if configmap:
         store: WeightStore = ConfigMapWeightStore(*parse_target(configmap))
     elif config_path:
-        store = FileWeightStore(config_path)
+        store = FileWeightStore(config_path, weights_path)
     else:
         raise ValueError("a weight store needs --config FILE or --configmap NAMESPACE/NAME")
     return NopWeightStore(store) if dry_run else store

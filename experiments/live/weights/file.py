@@ -1,4 +1,4 @@
-"""Weights in the experiment YAML file the local router watches, rewritten atomically."""
+"""Weights in the experiment YAML file the local router watches, rewritten atomically (or in a weights file beside it)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import yaml
 from experiments.config import ExperimentConfig, dump_config, load_config
 from experiments.live.weights.base import WeightStore, WeightStoreError, check_expected
 from router.config import ConfigError
+from router.weights_file import parse_weights, weights_of, write_atomically
 
 
 class FileWeightStore(WeightStore):
@@ -19,17 +20,38 @@ class FileWeightStore(WeightStore):
 
     The router therefore never reads half a file. The file is rewritten from the parsed config, so
     comments in it are not kept; the fields and their values are.
+
+    With `weights_path` (the file a router is given as `--weights`), the experiment file is only
+    read and the weights go to that weights document (`router/weights_file.py`), which overrides
+    the experiment file's weights while it names its experiment and salt, as the router reads it.
     """
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, weights_path: str | Path | None = None):
         self.path = Path(path)
-        self.description = f"file {self.path}"
+        self.weights_path = Path(weights_path) if weights_path is not None else None
+        self.description = f"file {self.path}" + (f", weights in {self.weights_path}" if self.weights_path else "")
 
     def load(self) -> ExperimentConfig:
         try:
-            return load_config(self.path)
+            config = load_config(self.path)
         except ConfigError as err:
             raise WeightStoreError(str(err)) from None
+        if self.weights_path is None:
+            return config
+        try:
+            doc = parse_weights(self.weights_path.read_bytes(), str(self.weights_path))
+        except FileNotFoundError:
+            return config  # no weights written yet: the experiment file's are the starting point
+        except OSError as err:
+            raise WeightStoreError(f"cannot read {self.weights_path}: {err.strerror}") from None
+        except ConfigError as err:
+            raise WeightStoreError(str(err)) from None
+        if doc.mismatch(config) is not None:
+            return config  # for another experiment or salt: the router ignores it too
+        try:
+            return config.with_weights(dict(doc.weights))
+        except ConfigError as err:
+            raise WeightStoreError(f"{self.weights_path}: {err}") from None
 
     def apply(self, weights: Mapping[str, float], expected: Mapping[str, float] | None = None) -> ExperimentConfig:
         current = self.load()
@@ -38,6 +60,12 @@ class FileWeightStore(WeightStore):
             updated = current.with_weights(dict(weights))
         except ConfigError as err:
             raise WeightStoreError(f"refusing to write weights {dict(weights)}: {err}") from None
+        if self.weights_path is not None:
+            try:
+                write_atomically(self.weights_path, weights_of(updated).dump())
+            except OSError as err:
+                raise WeightStoreError(f"cannot write {self.weights_path}: {err.strerror}") from None
+            return updated
         text = dump_config(updated)
         if self._wrapped():
             text = yaml.safe_dump({"experiment": yaml.safe_load(text)}, sort_keys=False)

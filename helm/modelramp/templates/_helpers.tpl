@@ -45,11 +45,116 @@ helm.sh/chart: {{ printf "%s-%s" $ctx.Chart.Name $ctx.Chart.Version | replace "+
 {{- end }}
 {{- end }}
 
+{{/*
+An image reference, as bitnami's common.images.image: <registry>/<repository>@<digest> when a digest is
+set, else <registry>/<repository>:<tag>. The registry is global.imageRegistry (a parent chart's mirror),
+else the image's `registry`, else the one the repository names, read as Docker reads a reference (a
+first path component with a dot or a colon, or localhost, as ghcr.io in ghcr.io/modelramp/modelramp);
+none: Docker Hub. Call with (list $ <image values> <repository> <tag> <digest>).
+*/}}
+{{- define "modelramp.imageRef" -}}
+{{- $root := index . 0 -}}
+{{- $img := index . 1 -}}
+{{- $path := index . 2 -}}
+{{- $tag := index . 3 | toString -}}
+{{- $digest := index . 4 | default "" | toString -}}
+{{- $named := "" -}}
+{{- $parts := splitList "/" $path -}}
+{{- $first := first $parts -}}
+{{- if and (gt (len $parts) 1) (or (contains "." $first) (contains ":" $first) (eq $first "localhost")) -}}
+{{- $named = $first -}}
+{{- $path = rest $parts | join "/" -}}
+{{- end -}}
+{{- $registry := coalesce (dig "imageRegistry" "" (default dict $root.Values.global | deepCopy)) $img.registry $named -}}
+{{- $name := $path -}}
+{{- if $registry }}{{ $name = printf "%s/%s" (trimSuffix "/" $registry) $path }}{{ end -}}
+{{- if $digest }}{{ printf "%s@%s" $name $digest }}{{ else }}{{ printf "%s:%s" $name $tag }}{{ end -}}
+{{- end }}
+
 {{/* A modelramp image: (list . "router") for the router and the legacy system, (list . "controller") for the
-ramp controller; <image.repository>-<target>:<image.tag or appVersion>, as scripts/build_images.sh names them. */}}
+ramp controller; [<image.registry>/]<image.repository>-<target>, then @<image.digest.<target>> or
+:<image.tag or appVersion>, as scripts/build_images.sh names them. */}}
 {{- define "modelramp.image" -}}
 {{- $root := index . 0 -}}
-{{- printf "%s-%s:%s" $root.Values.image.repository (index . 1) (default $root.Chart.AppVersion $root.Values.image.tag) }}
+{{- $target := index . 1 -}}
+{{- $img := $root.Values.image -}}
+{{- $digest := index (default dict $img.digest) $target | default "" -}}
+{{- include "modelramp.imageRef" (list $root $img (printf "%s-%s" $img.repository $target) (default $root.Chart.AppVersion $img.tag) $digest) }}
+{{- end }}
+
+{{/* The pull Secrets of every pod: global.imagePullSecrets then imagePullSecrets, names or {name: ...}, once each. */}}
+{{- define "modelramp.imagePullSecrets" -}}
+{{- $names := list -}}
+{{- $global := dig "imagePullSecrets" (list) (default dict .Values.global | deepCopy) -}}
+{{- range (concat $global (default (list) .Values.imagePullSecrets)) -}}
+{{- if kindIs "string" . }}{{ $names = append $names . }}{{ else }}{{ $names = append $names .name }}{{ end -}}
+{{- end -}}
+{{- range uniq $names }}
+- name: {{ . }}
+{{- end }}
+{{- end }}
+
+{{/*
+A pod template's labels: the component's own (which win), then <component>.podLabels, then the
+top-level podLabels. Call with (list $ "router" <component podLabels>).
+*/}}
+{{- define "modelramp.podLabels" -}}
+{{- $ctx := index . 0 -}}
+{{- $own := include "modelramp.labels" (list $ctx (index . 1)) -}}
+{{- $ownMap := fromYaml $own -}}
+{{- $extra := merge (deepCopy (index . 2 | default dict)) (deepCopy (default dict $ctx.Values.podLabels)) -}}
+{{ $own }}
+{{- range $k, $v := $extra }}
+{{- if not (hasKey $ownMap $k) }}
+{{ $k }}: {{ $v | toString | quote }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+A pod template's annotations as YAML, or "": the chart's own (which win), then <component>.podAnnotations,
+then the top-level podAnnotations. Call with (list $ <component podAnnotations> <the chart's own, a dict>).
+*/}}
+{{- define "modelramp.podAnnotations" -}}
+{{- $ctx := index . 0 -}}
+{{- $all := merge (deepCopy (index . 2 | default dict)) (deepCopy (index . 1 | default dict)) (deepCopy (default dict $ctx.Values.podAnnotations)) -}}
+{{- with $all }}{{ toYaml . }}{{ end -}}
+{{- end }}
+
+{{/* priorityClassName of a component's pods: its own, else the top-level one, else none. Call with (list $ <component value>). */}}
+{{- define "modelramp.priorityClassName" -}}
+{{- $ctx := index . 0 -}}
+{{- default $ctx.Values.priorityClassName (index . 1) | default "" -}}
+{{- end }}
+
+{{/*
+topologySpreadConstraints of a component's pods as a YAML list, or "": its own list, else the top-level
+one; a constraint without labelSelector gets the component's selector labels, so one default spreads
+each component by itself. Call with (list $ "router" <component list>).
+*/}}
+{{- define "modelramp.topologySpreadConstraints" -}}
+{{- $ctx := index . 0 -}}
+{{- $component := index . 1 -}}
+{{- $given := index . 2 | default $ctx.Values.topologySpreadConstraints | default (list) -}}
+{{- $out := list -}}
+{{- range $given -}}
+{{- $c := deepCopy . -}}
+{{- if not (hasKey $c "labelSelector") -}}
+{{- $_ := set $c "labelSelector" (dict "matchLabels" (fromYaml (include "modelramp.selectorLabels" (list $ctx $component)))) -}}
+{{- end -}}
+{{- $out = append $out $c -}}
+{{- end -}}
+{{- with $out }}{{ toYaml . }}{{ end -}}
+{{- end }}
+
+{{/*
+The ServiceAccount a component's pods run as: with serviceAccount.create, its name or "<fullname>-<component>";
+without, its name or "default" (the namespace's). Call with (list $ "router" <component serviceAccount>).
+*/}}
+{{- define "modelramp.serviceAccountName" -}}
+{{- $ctx := index . 0 -}}
+{{- $sa := index . 2 -}}
+{{- if $sa.create }}{{ default (include "modelramp.componentName" (list $ctx (index . 1))) $sa.name }}{{ else }}{{ default "default" $sa.name }}{{ end -}}
 {{- end }}
 
 {{- define "modelramp.experimentConfigMap" -}}
@@ -73,11 +178,13 @@ ramp controller; <image.repository>-<target>:<image.tag or appVersion>, as scrip
 {{- end }}
 {{- end }}
 
-{{/* Where the router reaches TF Serving: gRPC host:port or REST base URL. */}}
+{{/* Where the router reaches TF Serving: gRPC over the headless Service (every pod's address, so the
+router's round_robin channel spreads calls over the pods; a ClusterIP would pin each router to one
+pod per connection), or the REST base URL (HTTP/1.1 connections spread through the ClusterIP). */}}
 {{- define "modelramp.modelTarget" -}}
 {{- $tfs := include "modelramp.componentName" (list . "tfserving") }}
 {{- if eq .Values.experiment.modelBackend.protocol "grpc" }}
-{{- if .Values.tfserving.enabled }}{{ printf "%s:%d" $tfs (int .Values.tfserving.grpcPort) }}{{ else }}{{ required "experiment.modelBackend.externalTarget is required when tfserving.enabled is false" .Values.experiment.modelBackend.externalTarget }}{{ end }}
+{{- if .Values.tfserving.enabled }}{{ printf "dns:///%s-headless:%d" $tfs (int .Values.tfserving.grpcPort) }}{{ else }}{{ required "experiment.modelBackend.externalTarget is required when tfserving.enabled is false" .Values.experiment.modelBackend.externalTarget }}{{ end }}
 {{- else }}
 {{- if .Values.tfserving.enabled }}{{ printf "http://%s:%d" $tfs (int .Values.tfserving.restPort) }}{{ else }}{{ required "experiment.modelBackend.externalTarget is required when tfserving.enabled is false" .Values.experiment.modelBackend.externalTarget }}{{ end }}
 {{- end }}
@@ -129,4 +236,48 @@ audit database's when it is PostgreSQL (the ledger keeps its own tables there), 
 
 {{- define "modelramp.outcomeLedgerKey" -}}
 {{- if .Values.router.outcomeLedger.existingSecret }}{{ .Values.router.outcomeLedger.key }}{{ else }}{{ .Values.rampController.audit.postgres.key }}{{ end }}
+{{- end }}
+
+{{- /* Progressive delivery (progressiveDelivery.*): which tool, if any, rolls out the TF Serving pods,
+and the checks that keep the values coherent. "" (none), "argo-rollouts" or "flagger". */ -}}
+{{- define "modelramp.progressiveDelivery" -}}
+{{- $pd := .Values.progressiveDelivery -}}
+{{- $managedBy := .Values.tfserving.managedBy -}}
+{{- if and $pd.argoRollouts.enabled $pd.flagger.enabled -}}
+{{- fail "progressiveDelivery: enable argoRollouts or flagger, not both (each rolls out the TF Serving pods)" -}}
+{{- end -}}
+{{- if and (or $pd.argoRollouts.enabled $pd.flagger.enabled) (not .Values.tfserving.enabled) -}}
+{{- fail "progressiveDelivery.argoRollouts and progressiveDelivery.flagger roll out the chart's TF Serving: they need tfserving.enabled" -}}
+{{- end -}}
+{{- if and $pd.argoRollouts.enabled (ne $managedBy "argo-rollouts") -}}
+{{- fail "progressiveDelivery.argoRollouts.enabled needs tfserving.managedBy \"argo-rollouts\" (the Rollout runs the TF Serving pods; the Deployment is only its template)" -}}
+{{- end -}}
+{{- if and (eq $managedBy "argo-rollouts") (not $pd.argoRollouts.enabled) -}}
+{{- fail "tfserving.managedBy \"argo-rollouts\" needs progressiveDelivery.argoRollouts.enabled (or a Rollout of your own: then keep managedBy \"helm\" and scale the Deployment yourself)" -}}
+{{- end -}}
+{{- if and $pd.flagger.enabled (ne .Values.experiment.modelBackend.protocol "grpc") -}}
+{{- fail "progressiveDelivery.flagger needs experiment.modelBackend.protocol \"grpc\": the model arm must dial the headless Service narrowed to the version under experiment" -}}
+{{- end -}}
+{{- if $pd.flagger.enabled -}}
+{{- range $key := list "app" "modelramp.io/model-version" -}}
+{{- if or (hasKey (default dict $.Values.podLabels) $key) (hasKey (default dict $.Values.tfserving.podLabels) $key) -}}
+{{- fail (printf "progressiveDelivery.flagger sets the TF Serving pods' label %q itself: remove it from podLabels and tfserving.podLabels" $key) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- if $pd.argoRollouts.enabled }}argo-rollouts{{ else if $pd.flagger.enabled }}flagger{{ end -}}
+{{- end }}
+
+{{- /* The model version under Flagger's experiment: progressiveDelivery.flagger.modelVersion, else the model image's tag. */ -}}
+{{- define "modelramp.flaggerModelVersion" -}}
+{{- $v := default (toString .Values.tfserving.model.image.tag) (toString .Values.progressiveDelivery.flagger.modelVersion) -}}
+{{- if not (regexMatch "^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$" $v) -}}
+{{- fail (printf "progressiveDelivery.flagger.modelVersion: %q is not a label value; set it (the model image tag is used when empty)" $v) -}}
+{{- end -}}
+{{- $v -}}
+{{- end }}
+
+{{- /* The analysis service's in-cluster URL: Argo Rollouts' and Flagger's controllers call it from their own namespaces. */ -}}
+{{- define "modelramp.analysisUrl" -}}
+{{- printf "http://%s.%s.svc:%d" (include "modelramp.componentName" (list . "analysis")) .Release.Namespace (int .Values.progressiveDelivery.analysis.port) -}}
 {{- end }}

@@ -42,6 +42,7 @@ Item = dict[str, object]
 def outcomes(n: int, seed: int) -> tuple[list[Item], Counter[tuple[str, int, bool]]]:
     """n signed outcomes (random arm, bucket and result) and what they should count to, per (arm, bucket, success)."""
     rng, signer = random.Random(seed), Signer(SIGNING_KEY.encode())
+    signer.follow(lambda: ("churn-it", "it-salt"))  # a replica of the routers' experiment, with their key and salt
     items, expected = [], Counter[tuple[str, int, bool]]()
     for _ in range(n):
         arm, bucket, success = rng.choice(("legacy", "model")), rng.randrange(64), rng.random() < 0.7
