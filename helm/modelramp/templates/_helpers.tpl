@@ -255,6 +255,12 @@ and the checks that keep the values coherent. "" (none), "argo-rollouts" or "fla
 {{- if and (eq $managedBy "argo-rollouts") (not $pd.argoRollouts.enabled) -}}
 {{- fail "tfserving.managedBy \"argo-rollouts\" needs progressiveDelivery.argoRollouts.enabled (or a Rollout of your own: then keep managedBy \"helm\" and scale the Deployment yourself)" -}}
 {{- end -}}
+{{- if and $pd.flagger.enabled (ne $managedBy "flagger") -}}
+{{- fail "progressiveDelivery.flagger.enabled needs tfserving.managedBy \"flagger\" (Flagger scales the TF Serving pods; the Deployment renders no replicas and an HPA pins them)" -}}
+{{- end -}}
+{{- if and (eq $managedBy "flagger") (not $pd.flagger.enabled) -}}
+{{- fail "tfserving.managedBy \"flagger\" needs progressiveDelivery.flagger.enabled (or a Canary of your own: then keep managedBy \"helm\")" -}}
+{{- end -}}
 {{- if and $pd.flagger.enabled (ne .Values.experiment.modelBackend.protocol "grpc") -}}
 {{- fail "progressiveDelivery.flagger needs experiment.modelBackend.protocol \"grpc\": the model arm must dial the headless Service narrowed to the version under experiment" -}}
 {{- end -}}

@@ -63,7 +63,7 @@ HISTORIES = REPO / "tests" / "data" / "histories"
 CRD_DATA = REPO / "tests" / "deploy" / "data"
 CASES = ("ramp", "ship", "hold", "rollback", "blocked_srm")
 ARGO_VALUES = {"tfserving": {"managedBy": "argo-rollouts"}, "progressiveDelivery": {"argoRollouts": {"enabled": True}}}
-FLAGGER_VALUES = {"progressiveDelivery": {"flagger": {"enabled": True}}}
+FLAGGER_VALUES = {"tfserving": {"managedBy": "flagger"}, "progressiveDelivery": {"flagger": {"enabled": True}}}
 TOOLS: dict[str, dict] = {"helm": {}, "argo": ARGO_VALUES, "flagger": FLAGGER_VALUES}
 # The default release and namespace, and another of each (names must follow them everywhere).
 RELEASES = [pytest.param("modelramp", "modelramp", id="modelramp"), pytest.param("churn-prod", "ml-serving", id="churn-prod")]
@@ -188,10 +188,12 @@ def test_the_components_are_the_charts_current_rendering():
     ({"progressiveDelivery": {"argoRollouts": {"enabled": True}}}, 'needs tfserving.managedBy "argo-rollouts"'),
     ({"tfserving": {"managedBy": "argo-rollouts"}}, "needs progressiveDelivery.argoRollouts.enabled"),
     ({**ARGO_VALUES, "progressiveDelivery": {"argoRollouts": {"enabled": True}, "flagger": {"enabled": True}}}, "not both"),
-    ({"progressiveDelivery": {"flagger": {"enabled": True}}, "experiment": {"modelBackend": {"protocol": "rest"}}},
-     'needs experiment.modelBackend.protocol "grpc"'),
-    ({"progressiveDelivery": {"flagger": {"enabled": True, "modelVersion": "sha256:abc"}}}, "is not a label value"),
-    ({**FLAGGER_VALUES, "tfserving": {"podLabels": {"app": "mine"}}}, 'sets the TF Serving pods\' label "app" itself'),
+    ({"progressiveDelivery": {"flagger": {"enabled": True}}}, 'needs tfserving.managedBy "flagger"'),
+    ({"tfserving": {"managedBy": "flagger"}}, "needs progressiveDelivery.flagger.enabled"),
+    ({**FLAGGER_VALUES, "experiment": {"modelBackend": {"protocol": "rest"}}}, 'needs experiment.modelBackend.protocol "grpc"'),
+    ({**FLAGGER_VALUES, "progressiveDelivery": {"flagger": {"enabled": True, "modelVersion": "sha256:abc"}}}, "is not a label value"),
+    ({**FLAGGER_VALUES, "tfserving": {"managedBy": "flagger", "podLabels": {"app": "mine"}}},
+     'sets the TF Serving pods\' label "app" itself'),
     ({**FLAGGER_VALUES, "podLabels": {"modelramp.io/model-version": "1"}}, 'label "modelramp.io/model-version" itself'),
 ])
 def test_values_that_cannot_work_fail_the_render_naming_them(values, message):
@@ -519,7 +521,7 @@ def _flagger_primary_labels(labels: dict[str, str], label: str, value: str) -> d
 
 
 NEW_OBJECTS = {"argo": {"Rollout": "tfserving-rollout", "AnalysisTemplate": "decision"},
-               "flagger": {"Canary": "tfserving"}}
+               "flagger": {"Canary": "tfserving", "HorizontalPodAutoscaler": "tfserving"}}
 
 
 @pytest.mark.parametrize("tool", ["argo", "flagger"])
