@@ -174,6 +174,7 @@ def run_demo(settings: DemoSettings, console: Console | None = None) -> dict:
         summary["clients"] = {"requests": users.stats.requests, "errors": users.stats.client_errors,
                               "skipped": users.stats.skipped, "outcome_errors": users.stats.outcome_errors,
                               "last_error": users.stats.last_error,
+                              "max_loop_lag_ms": round(users.stats.max_loop_lag_ms, 1),
                               "arms": {a: vars(t) for a, t in users.stats.arms.items()}}
     history = parse_history(store.history_document(config.name), allow_resets=True)
     (out / "history.json").write_text(json.dumps(store.history_document(config.name), indent=2) + "\n")
