@@ -5,7 +5,7 @@
 
 Starts `modelramp legacy`, `modelramp serve-model` and one `modelramp router` (model weight 1%
 unless `--model-weight` says otherwise, so nearly every request is forwarded to the legacy
-system, the production case at stage 1) on
+system, the production case at stage 1; model arm over gRPC unless `--model-transport rest`) on
 free loopback ports, then drives the SAME open-loop load (constant arrival rate, one new
 request every 1/rps seconds whatever the answers do, so slow answers cannot hide as fewer
 requests) with the same rows at the legacy system and through the router, in alternating
@@ -161,11 +161,15 @@ def router_args(config: Path) -> tuple[list[str], str, int]:
     return args, f"http://127.0.0.1:{http_port}/v1/models/churn:predict", http_port
 
 
-def start_stack(models: Path, workdir: Path, model_weight: float = 0.01) -> tuple[list[Process], str, str, int]:
+def start_stack(models: Path, workdir: Path, model_weight: float = 0.01,
+                model_transport: str = "grpc") -> tuple[list[Process], str, str, int]:
+    """Legacy system, model server and one router; its model arm over TF Serving's gRPC (`tfserving_grpc`) or REST API."""
     legacy_port, model_port, rest_port = (free_port() for _ in range(3))
+    model_backend = ({"kind": "tfserving_grpc", "target": f"127.0.0.1:{model_port}", "model_name": "churn"} if model_transport == "grpc"
+                     else {"kind": "tfserving_rest", "url": f"http://127.0.0.1:{rest_port}", "model_name": "churn"})
     config = {"name": "bench", "salt": "bench", "model_name": "churn", "arms": {
         "legacy": {"weight": 1 - model_weight, "backend": {"kind": "legacy_http", "url": f"http://127.0.0.1:{legacy_port}"}},
-        "model": {"weight": model_weight, "backend": {"kind": "tfserving_grpc", "target": f"127.0.0.1:{model_port}", "model_name": "churn"}}}}
+        "model": {"weight": model_weight, "backend": model_backend}}}
     (workdir / "bench.yaml").write_text(yaml.safe_dump(config))
     legacy = Process(["legacy", "--host", "127.0.0.1", "--port", str(legacy_port)], workdir / "legacy.log")
     model = Process(["serve-model", "--host", "127.0.0.1", "--port", str(model_port), "--rest_api_port", str(rest_port),
@@ -312,7 +316,7 @@ async def bench(args: argparse.Namespace) -> dict:
     with contextlib.ExitStack() as stack:
         tree, commit = stack.enter_context(checkout(args.baseline_rev)) if args.baseline_rev else (None, None)
         after = tree_state()  # as the routers start: they import their code then
-        procs, direct_url, router_url, router_pid = start_stack(args.models, workdir, args.model_weight)
+        procs, direct_url, router_url, router_pid = start_stack(args.models, workdir, args.model_weight, args.model_transport)
         for p in procs:
             stack.callback(p.stop)
         forwarder, forwarder_url = start_forwarder(direct_url, workdir)
@@ -434,6 +438,8 @@ def main() -> int:
     parser.add_argument("--rps", type=float, default=500.0, help="open-loop arrival rate (default 500)")
     parser.add_argument("--seconds", type=float, default=20.0, help="measured time per path, split into rounds (default 20)")
     parser.add_argument("--rounds", type=int, default=4, help="alternating direct/router rounds (default 4)")
+    parser.add_argument("--model-transport", choices=("grpc", "rest"), default="grpc",
+                        help="the model arm over TF Serving's gRPC (tfserving_grpc, default) or REST API (tfserving_rest)")
     parser.add_argument("--model-weight", type=float, default=0.01,
                         help="the model arm's share (default 0.01, stage 1; the CPU figures cover both arms' requests)")
     parser.add_argument("--cpu-rps", type=lambda v: [float(x) for x in v.split(",") if x], default=[1000.0],

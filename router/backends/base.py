@@ -230,6 +230,8 @@ class NonFiniteOutput(BadResponse):
 
 def check_finite(prediction: Prediction) -> None:
     """Raise NonFiniteOutput if a numeric output holds NaN or an infinity."""
+    if isinstance(prediction.outputs, ColumnOutputs):
+        return  # `from_numbers` admits finite numbers only, and building the arrays to check them again costs numpy
     for name, array in prediction.outputs.items():
         if array.dtype.kind in "fc" and not np.isfinite(array).all():
             bad = int(array.size - np.isfinite(array).sum())

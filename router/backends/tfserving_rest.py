@@ -2,12 +2,19 @@
 
 It speaks through the same keep-alive HTTP/1.1 client as the legacy backend (`router.backends.http1`),
 so the router has one HTTP client on its request path.
+
+A REST client's row-format request (`PredictCall.rows`, already checked against the signature) is
+sent on as TF Serving's row format, and the `predictions` that come back become the answer's
+columns as JSON numbers (`ColumnOutputs`), as a legacy answer does: no numpy on either side unless
+something asks for arrays. Anything else (gRPC clients' tensors, columnar bodies, outputs that are
+not one finite number per row) takes the array path, TF Serving's columnar format.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote
 
@@ -17,6 +24,7 @@ from google.protobuf import json_format
 from router.backends.base import (
     Backend,
     BadResponse,
+    ColumnOutputs,
     ModelMetadata,
     PredictCall,
     Prediction,
@@ -24,7 +32,8 @@ from router.backends.base import (
 )
 from router.backends.http1 import Http1Pool
 from router.config import TfServingRestSpec
-from router.signature import Signature
+from router.rest import json_codec
+from router.signature import Signature, TensorSpec
 from serving.tfserving import errors, protos
 from serving.tfserving.rest_format import format_predict_response
 from serving.tfserving.tensors import NUMPY_BY_DTYPE
@@ -62,7 +71,7 @@ class TfServingRestBackend(Backend):
         except OSError as err:  # refused, reset, closed (ConnectionError is an OSError)
             raise errors.Unavailable(f"model server (REST) unreachable: {err}") from None
         try:
-            answer = json.loads(payload)
+            answer = json_codec.loads(payload)
         except ValueError:
             raise BadResponse(f"model server (REST) answered HTTP {status} with a body that is not JSON") from None
         if status != 200:
@@ -72,6 +81,8 @@ class TfServingRestBackend(Backend):
         return answer
 
     async def predict(self, call: PredictCall, timeout: float) -> Prediction:
+        if call.rows is not None and call.outputs:
+            return await self._predict_rows(call, call.rows, call.outputs, timeout)
         # Columnar format: one list per input, so one JSON array per feature instead of per row.
         columns = format_predict_response(dict(call.inputs), row_format=False)["outputs"]
         if not isinstance(columns, dict):
@@ -91,6 +102,31 @@ class TfServingRestBackend(Backend):
                                for name, value in outputs.items()})
         except (TypeError, ValueError) as err:
             raise BadResponse(f"model server (REST) outputs do not fit the signature: {err}") from None
+
+    async def _predict_rows(self, call: PredictCall, rows: list[Any], specs: Mapping[str, TensorSpec], timeout: float) -> Prediction:
+        body = json_codec.dumps({"signature_name": self.config.signature_name, "instances": rows})
+        answer = await self._request("POST", f"{self._base}:predict", min(timeout, self.timeout), body)
+        predictions = answer.get("predictions")
+        if not isinstance(predictions, list) or len(predictions) != len(rows):
+            raise BadResponse(f"model server (REST) must answer {len(rows)} prediction(s) under 'predictions'")
+        names = list(specs)
+        if len(names) == 1:  # TF Serving's row format: a value per row for a single output ...
+            columns = {names[0]: predictions}
+        else:  # ... an object of outputs per row for several
+            try:
+                columns = {name: [p[name] for p in predictions] for name in names}
+            except (KeyError, TypeError):
+                raise BadResponse(f"model server (REST) predictions are not objects of the outputs {names}") from None
+        dtypes = {name: NUMPY_BY_DTYPE.get(spec.dtype) for name, spec in specs.items()}
+        floats = {name: dtype for name, dtype in dtypes.items() if dtype is not None and dtype.kind == "f"}
+        if len(floats) == len(dtypes):
+            fast = ColumnOutputs.from_numbers(columns, floats)  # one finite number per row and output: no numpy
+            if fast is not None:
+                return Prediction(fast)
+        try:
+            return Prediction({name: np.asarray(values, dtype=dtypes[name]) for name, values in columns.items()})
+        except (TypeError, ValueError) as err:
+            raise BadResponse(f"model server (REST) predictions do not fit the signature: {err}") from None
 
     async def metadata(self, timeout: float) -> ModelMetadata:
         answer = await self._request("GET", f"{self._base}/metadata", timeout)

@@ -304,6 +304,13 @@ def test_model_arm_over_tf_serving_rest(tmp_path, model_server, legacy_server):
             assert r.status_code == 200 and r.headers["X-Modelramp-Arm"] == "model"
             predictions = r.json()["predictions"]
             assert len(predictions) == 2 and 0.0 <= predictions[0] <= 1.0 and predictions[0] not in (0.0, 1.0)
+            # Rows go on as rows and the scores come back as the model server wrote them (no numpy between).
+            other = {**ROW, "total_day_minutes": 310.5, "state": "NY"}
+            for body in ({"instances": [ROW, other]}, {"instances": [{**ROW, "total_intl_minutes": float("nan")}]},
+                         {"inputs": {k: [v, other[k]] for k, v in ROW.items()}}):
+                via = client.post(PREDICT, content=json.dumps(body), headers={"X-Unit-Id": "rest-1", "Content-Type": "application/json"})
+                direct = httpx.post(f"{model_server.rest_url}{PREDICT}", content=json.dumps(body), timeout=10)
+                assert (via.status_code, via.headers["X-Modelramp-Arm"], via.json()) == (200, "model", direct.json()), body
             columnar = client.post(PREDICT, json={"inputs": {k: [v] for k, v in ROW.items()}}).json()
             assert list(columnar) == ["outputs"]
         assert router.metric("modelramp_fallbacks_total") == 0
