@@ -2,6 +2,7 @@
 
     python loadtests/bench_router.py --models models [--rps 500] [--seconds 20] [--json out.json]
     python loadtests/bench_router.py --models models --baseline-rev 5e0b210 [--json out.json]
+    python loadtests/bench_router.py --models models --baseline-rev c22270d^ --after-rev c22270d   # one commit's share
 
 Starts `modelramp legacy`, `modelramp serve-model` and one `modelramp router` (model weight 1%
 unless `--model-weight` says otherwise, so nearly every request is forwarded to the legacy
@@ -206,14 +207,14 @@ def tree_state() -> tuple[str, list[str]]:
     return git("rev-parse", "HEAD").strip(), [line[3:] for line in git("status", "--porcelain", "--untracked-files=no").splitlines()]
 
 
-def start_baseline_router(tree: Path, workdir: Path) -> tuple[Child, str]:
+def start_baseline_router(tree: Path, workdir: Path, role: str = "baseline") -> tuple[Child, str]:
     """A router run from the checkout `tree` (its code, this interpreter) on the stack's experiment file; (it, its predict URL)."""
     args, url, http_port = router_args(workdir / "bench.yaml")
-    log = workdir / "baseline-router.log"
+    log = workdir / f"{role}-router.log"
     env = {**SIGNING_KEY, "PYTHONPATH": str(tree), "MODELRAMP_OUTCOME_LEDGER": f"sqlite:///{log.with_suffix('.outcomes.db')}"}
-    router = Child("baseline router", args, env, log_path=log, cwd=tree)
+    router = Child(f"{role} router", args, env, log_path=log, cwd=tree)
     try:
-        wait_until(lambda: ready(f"http://127.0.0.1:{http_port}/readyz"), 120, f"baseline router ready (see {log})", router.proc)
+        wait_until(lambda: ready(f"http://127.0.0.1:{http_port}/readyz"), 120, f"{role} router ready (see {log})", router.proc)
     except BaseException:
         router.stop()
         raise
@@ -315,10 +316,15 @@ async def bench(args: argparse.Namespace) -> dict:
     workdir = Path(tempfile.mkdtemp(prefix="bench-router-"))
     with contextlib.ExitStack() as stack:
         tree, commit = stack.enter_context(checkout(args.baseline_rev)) if args.baseline_rev else (None, None)
-        after = tree_state()  # as the routers start: they import their code then
+        after_tree, after_commit = stack.enter_context(checkout(args.after_rev)) if args.after_rev else (None, None)
+        after = tree_state() if after_tree is None else (after_commit, [])  # as the routers start: they import their code then
         procs, direct_url, router_url, router_pid = start_stack(args.models, workdir, args.model_weight, args.model_transport)
         for p in procs:
             stack.callback(p.stop)
+        if after_tree is not None:  # "after" is that revision's router; this tree's, started with the stack, stays idle
+            after_router, router_url = start_baseline_router(after_tree, workdir, "after")
+            stack.callback(after_router.stop)
+            router_pid = after_router.proc.pid
         forwarder, forwarder_url = start_forwarder(direct_url, workdir)
         stack.callback(forwarder.wait, 10)
         stack.callback(forwarder.terminate)
@@ -331,6 +337,7 @@ async def bench(args: argparse.Namespace) -> dict:
     if tree is not None:
         result["baseline_rev"], result["baseline_commit"] = args.baseline_rev, commit
         result["after_commit"], result["after_uncommitted"] = after
+        result["after_rev"] = args.after_rev
     return result
 
 
@@ -409,8 +416,9 @@ def print_before_after(result: dict) -> None:
         print(f"{label:32s}{''.join(cells)}")
 
     uncommitted = ", ".join(result["after_uncommitted"]) or "none"
-    print(f"\nbefore = {result['baseline_rev']} ({result['baseline_commit'][:10]}), after = this tree "
-          f"({result['after_commit'][:10]}; uncommitted changes: {uncommitted}), in the same rounds")
+    named = (f"{result['after_rev']} ({result['after_commit'][:10]})" if result.get("after_rev")
+             else f"this tree ({result['after_commit'][:10]}; uncommitted changes: {uncommitted})")
+    print(f"\nbefore = {result['baseline_rev']} ({result['baseline_commit'][:10]}), after = {named}, in the same rounds")
     print(f"{'':32s}{'before':>14s}{'after':>14s}{'after/before':>14s}{'after-before':>14s}")
     for q in (50, 90, 99):
         row(f"router p{q} ms", after["router"][f"p{q}_ms"], before["router"][f"p{q}_ms"], ratio[f"router_p{q}_ms"])
@@ -445,10 +453,14 @@ def main() -> int:
     parser.add_argument("--cpu-rps", type=lambda v: [float(x) for x in v.split(",") if x], default=[1000.0],
                         help="other rates (comma-separated) at which to measure CPU per request as well (default 1000; '' for none)")
     parser.add_argument("--saturate", type=int, default=32, help="closed-loop clients for the throughput phase; 0 skips it")
+    parser.add_argument("--after-rev", default=None, metavar="REV",
+                        help="with --baseline-rev: 'after' is a router from a worktree of REV instead of this tree (to bisect)")
     parser.add_argument("--baseline-rev", default=None, metavar="REV",
                         help="also run a router from git revision REV (a temporary worktree) in the same rounds: before/after")
     parser.add_argument("--json", type=Path, default=None, help="also write the result here")
     args = parser.parse_args()
+    if args.after_rev and not args.baseline_rev:
+        parser.error("--after-rev compares against --baseline-rev: give both")
     result = asyncio.run(bench(args))
     d, r = result["direct"], result["router"]
     print(f"load: {args.rps:g} req/s open loop for {args.seconds:g}s per path in {args.rounds} alternating rounds, "

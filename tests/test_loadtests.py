@@ -59,6 +59,18 @@ def test_router_benchmark_measures_a_baseline_revision_beside_this_tree(tmp_path
     assert "bench-router-baseline-" not in worktrees  # the checkout is removed at the end
 
 
+def test_router_benchmark_compares_two_revisions_with_the_model_arm_over_rest(tmp_path, models_dir):
+    result = run_script("bench_router.py", "--models", str(models_dir), "--rps", "100", "--seconds", "1", "--rounds", "2",
+                        "--cpu-rps", "200", "--saturate", "0", "--baseline-rev", "HEAD~1", "--after-rev", "HEAD",
+                        "--model-transport", "rest", "--model-weight", "0.5", tmp_path=tmp_path)
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, check=True, capture_output=True, text=True).stdout.strip()
+    assert (result["after_rev"], result["after_commit"], result["after_uncommitted"]) == ("HEAD", head, [])
+    assert result["router"]["errors"] == 0 and result["baseline"]["router"]["errors"] == 0
+    assert result["model_arm"]["requests"] > 0 and result["baseline"]["model_arm"]["requests"] > 0  # REST model arm answered
+    worktrees = subprocess.run(["git", "worktree", "list"], cwd=REPO, check=True, capture_output=True, text=True).stdout
+    assert "bench-router-baseline-" not in worktrees
+
+
 def test_peers_benchmark_measures_nginx_haproxy_and_both_routers_at_each_share(tmp_path, models_dir):
     require_binary("nginx", "nginx")
     require_binary("haproxy", "haproxy")
