@@ -268,7 +268,13 @@ def test_model_slower_than_its_timeout_is_answered_by_legacy_then_held_off_then_
         waited = [a for a in clients.since(hung, "model") if a.at < opened]
         held_off = [a for a in clients.since(opened, "model") if a.at < resumed]
         assert waited and max(a.seconds for a in waited) >= 0.19, "before the breaker opens, each waits for the model's 200 ms timeout"
-        assert max(a.seconds for a in waited) < 0.6, "then legacy answers within the request deadline"
+        # The upper bound is the router's own clock (its duration histogram, every model-arm request of
+        # the test): a client thread's stopwatch also counts its wait for this process's GIL, over a second
+        # on a busy machine while the router's answers all stood under 500 ms.
+        answered = router.metric("modelramp_request_duration_seconds_count", arm="model")
+        within = router.metric("modelramp_request_duration_seconds_bucket", arm="model", le="0.5")
+        assert answered >= len(clients.since(0, "model")), "the router counted every answer the clients got"
+        assert within == answered, f"{answered - within:.0f} model-arm requests took over 500 ms in the router: legacy answers within the deadline"
         fast = sorted(a.seconds for a in held_off)[: int(len(held_off) * 0.9)]  # the probes wait the model's timeout
         assert fast[-1] < 0.06, f"{fast[-1] * 1000:.1f} ms at the 90th percentile with the breaker open"
         print(f"model hung: {len(waited)} model-arm answers from legacy after up to {max(a.seconds for a in waited) * 1000:.0f} ms "
