@@ -56,10 +56,11 @@ from experiments.stats.two_proportions import two_proportion_ztest
 Decision = Literal["hold", "ramp", "ship", "rollback", "blocked"]
 DECISIONS: tuple[Decision, ...] = ("hold", "ramp", "ship", "rollback", "blocked")
 #: Reason codes (the `code` field and the `modelramp_decision_reason` metric's label), one per rule;
-#: `controller_hold` is the ramp controller's own hold (source unreadable, router restart, lease lost).
+#: `controller_hold` is the ramp controller's own hold (source unreadable, router restart, lease lost);
+#: `warming_up` its hold while a new version's TF Serving pods start (experiments.live.warmup).
 REASON_CODES = ("no_looks", "counter_reset", "unknown_stage", "rolled_back", "guardrail", "harm", "missing_outcomes",
                 "sample_ratio_mismatch", "outcome_rate_mismatch", "stage_minimums", "no_estimate",
-                "non_inferiority_not_shown", "ramp", "ship", "controller_hold")
+                "non_inferiority_not_shown", "ramp", "ship", "controller_hold", "warming_up")
 #: A gap in outcomes per exposure between the arms worth catching (the outcome-rate check's tau).
 OUTCOME_RATE_GAP = 0.05
 ARM_ORDER = ("legacy", "model")

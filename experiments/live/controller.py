@@ -4,7 +4,13 @@ One `step()` is one look: hold the lease, read the source, extend the history ke
 database, call `analyze`, and write the new weights when the decision asks for it. Every step ends
 in exactly one audit row, applied or not. Anything doubtful (source unreachable, no counters yet, a
 router restart, the lease lost to another controller, weights changed under us, the analyzer
-failing) ends in `hold` with the reason, never in a ramp.
+failing, the model arm warming up) ends in `hold` with the reason, never in a ramp.
+
+The warm-up (`experiments.live.warmup`) is the analysis service's: while a new version's TF Serving
+pods start, every model-arm request falls back, and those fallbacks are the rollout's, not the
+model's; the controller holds until the model has answered, then analyses the history from there
+(or, past `WARMUP_LIMIT_SECONDS`, all of it, so a model arm that never answers is rolled back).
+That hold is exported with reason code `warming_up`, every other hold of its own as `controller_hold`.
 
 After every step the decision is exported as `modelramp_decision_*` gauges when the controller is
 given a `DecisionMetrics` and a `publish` callback (`experiments.live.decision_metrics`: a push to a
@@ -23,6 +29,7 @@ import os
 import socket
 import threading
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -32,6 +39,7 @@ from experiments.live.decision_metrics import DecisionMetrics
 from experiments.live.history import History, dump_history, parse_history
 from experiments.live.sources import Recorder, RecorderError, Source, SourceError
 from experiments.live.sources.base import utc_now
+from experiments.live.warmup import counted_history, warming_reason, warmup
 from experiments.live.weights import (
     NopWeightStore,
     WeightStore,
@@ -126,13 +134,23 @@ class Controller:
         look_doc = dump_history(History(self.experiment, (step.look,)))["looks"][0]
         self.store.append_look(self.experiment, now, look_doc, recorder.state())
         counts = look_doc["arms"]
+        warming, end = warmup(recorder.history)
         try:
-            analysis = analyze(recorder.history, config, now)
+            analysis = analyze(counted_history(recorder.history, warming, end), config, now)
         except Exception as err:
             log.exception("analysis failed")
             return self._hold(now, config, f"the analysis failed ({err.__class__.__name__}: {err})", counts)
+        warmup_end = recorder.history.looks[end].time.isoformat() if end is not None else None
+        if warming:
+            # A hold of the analysis' own (code warming_up), not a controller_hold: the controller is
+            # working, and ModelrampControllerFailing must not fire for a rollout that is starting.
+            reason = f"hold: {warming_reason(recorder.history, analysis.decision)}"
+            self._analysis = replace(analysis, decision="hold", reason=reason, code="warming_up", next_weights=None)
+            log.warning("%s: %s", self.experiment, reason)
+            stats = {**self._analysis.to_dict(), "analysis_decision": analysis.decision, "warmup_end": warmup_end}
+            return self._record(now, config, "hold", reason, counts, stats)
         self._analysis = analysis
-        stats = analysis.to_dict()
+        stats = {**analysis.to_dict(), "warmup_end": warmup_end}
         if step.resets:
             return self._hold(now, config, f"counters reset on {', '.join(step.resets)} (router restart); the counts "
                                            f"are folded in, holding this look (analysis said {analysis.decision})",

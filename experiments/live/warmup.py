@@ -3,12 +3,11 @@
 A new model version's pods start after its experiment does (a `helm upgrade` changes both; Argo
 Rollouts or Flagger then starts the pods), and until one is ready the routers' model arm has no
 endpoint: every model-arm request is answered by the fallback (legacy). Those fallbacks are the
-rollout's doing, not the model's, so the analysis service does not count them (the ramp controller,
-which writes the weights, still analyses the whole history: see k8s/progressive-delivery/README.md).
+rollout's doing, not the model's, so neither the ramp controller nor the analysis service counts them.
 
 The warm-up runs from the experiment's first look to the first look at which the model arm has
 answered at least once itself (cumulative exposures above fallbacks), when that look still carries
-fallbacks. While it runs the service decides nothing (it answers `wait`); after
+fallbacks. While it runs nothing is decided (the controller holds, the service answers `wait`); after
 it the analysis is of the history from that look on, every count rebased on it. An experiment whose
 model answered without a fallback before its first answer (the usual case) is analysed whole, and so
 is one whose warm-up lasts longer than `WARMUP_LIMIT_SECONDS`: a model arm that still only falls back

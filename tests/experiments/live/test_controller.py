@@ -12,8 +12,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from experiments.config import load_config
 from experiments.live import controller as controller_module
 from experiments.live.controller import Controller
+from experiments.live.decision_metrics import DecisionMetrics
 from experiments.live.sources import PrometheusSource, RouterMetricsSource
 from experiments.live.sources.base import Reading
+from experiments.live.warmup import WARMUP_LIMIT_SECONDS
 from experiments.live.weights import FileWeightStore, NopWeightStore
 from experiments.store import Store
 from tests.support.experiment import write_config
@@ -105,6 +107,56 @@ def test_rolls_back_a_worse_model(routers, config_path, store):
     record = make(routers, config_path, store).step()
     assert record.decision == "rollback" and record.applied
     assert "significantly worse" in record.reason
+    assert load_config(config_path).weights == {"legacy": 1.0, "model": 0.0}
+
+
+def _warming(router: RouterExporter, n: int = 20_000) -> None:
+    """A look of a rollout whose TF Serving pods are not ready: every model-arm request fell back."""
+    m = n // 100
+    router.serve(EXP, "legacy", n - m, successes=round((n - m) * 0.8), failures=(n - m) - round((n - m) * 0.8))
+    router.serve(EXP, "model", m, fallbacks=m)
+
+
+def test_holds_while_the_model_arm_warms_up_then_counts_from_its_first_answer(routers, config_path, store):
+    _warming(routers[0])
+    ctl = make(routers, config_path, store)
+    ctl.metrics = DecisionMetrics()
+    record = ctl.step()
+    # The whole history says rollback (every model-arm request fell back); these are the rollout's fallbacks.
+    assert record.decision == "hold" and not record.applied, record.reason
+    assert "warming up" in record.reason and "whole history said rollback" in record.reason
+    assert record.statistics["code"] == "warming_up" and record.statistics["analysis_decision"] == "rollback"
+    # The analysis' own hold, exported as such: not controller_hold, which ModelrampControllerFailing watches.
+    exported = _samples(ctl.metrics.exposition().decode())
+    assert exported[("modelramp_decision_reason", (("code", "warming_up"), ("experiment", EXP)))] == 1
+    assert exported[("modelramp_decision_reason", (("code", "controller_hold"), ("experiment", EXP)))] == 0
+    assert exported[("modelramp_decision", (("decision", "hold"), ("experiment", EXP)))] == 1
+    assert load_config(config_path).weights == {"legacy": 0.99, "model": 0.01}
+    assert record.statistics["warmup_end"] is None
+    # The pods are ready: the model answers (as well as legacy). Counted from this look on, no fallback.
+    traffic(routers[0], 0.01, 100_000)
+    record = ctl.step()
+    assert record.decision == "hold" and "started answering at this look" in record.reason, record.reason
+    first_answer = record.statistics["warmup_end"]
+    assert first_answer == record.time.isoformat()
+    traffic(routers[0], 0.01, 100_000)
+    record = ctl.step()
+    assert record.decision == "ramp" and record.applied, record.reason
+    assert record.statistics["warmup_end"] == first_answer
+    assert load_config(config_path).weights == {"legacy": 0.95, "model": 0.05}
+
+
+def test_a_model_arm_that_never_answers_is_rolled_back_after_the_warm_up_limit(routers, config_path, store):
+    clock = Clock()
+    decisions = []
+    while not decisions or decisions[-1] != "rollback":
+        _warming(routers[0], 2_000)
+        record = make(routers, config_path, store, clock=clock).step()
+        decisions.append(record.decision)
+        assert len(decisions) < 40, decisions
+    elapsed = clock.now - T0
+    assert set(decisions[:-1]) == {"hold"} and elapsed.total_seconds() > WARMUP_LIMIT_SECONDS, (decisions, elapsed)
+    assert record.applied and "fallback" in record.reason, record.reason
     assert load_config(config_path).weights == {"legacy": 1.0, "model": 0.0}
 
 
