@@ -167,6 +167,26 @@ def post_outcomes(url: str, rate: float, batch: int, stop: EventType, counts: An
                 stop.wait(delay)  # pacing the open loop, not synchronisation
 
 
+def _added(router: dict[str, list[float]], direct: dict[str, list[float]]) -> tuple[float, float]:
+    """The router's added latency at p50 and p99 in ms: its answers' quantile minus the direct calls'."""
+    router_all = [v for values in router.values() for v in values]
+    direct_all = [v for values in direct.values() for v in values]
+    return (_p(router_all, 0.5) - _p(direct_all, 0.5)) * 1e3, (_p(router_all, 0.99) - _p(direct_all, 0.99)) * 1e3
+
+
+def _spread(values: list[float]) -> tuple[float, float, float]:
+    return (statistics.median(values), min(values), max(values)) if values else (float("nan"),) * 3
+
+
+def _paired(per_round: dict[str, list[tuple[float, float]]]) -> tuple[list[tuple[float, float, float]], list[tuple[float, float, float]]]:
+    """Per quantile (p50, p99): (median, min, max) of with-minus-without in the same round, and of
+    without-minus-the-next-without, the difference that no outcome load made: what "unchanged" is measured against."""
+    without, loaded = per_round["without"], per_round["with"]
+    effect = [_spread([w[i] - wo[i] for w, wo in zip(loaded, without, strict=False)]) for i in (0, 1)]
+    noise = [_spread([b[i] - a[i] for a, b in itertools.pairwise(without)]) for i in (0, 1)]
+    return effect, noise
+
+
 def predict_bench(args: argparse.Namespace) -> int:
     """Router's added predict latency without and with outcome load, alternating rounds on one stack."""
     import json  # noqa: PLC0415
@@ -186,6 +206,7 @@ def predict_bench(args: argparse.Namespace) -> int:
     direct: dict[str, dict[str, list[float]]] = {"without": {}, "with": {}}
     cpu: dict[str, float] = {"without": 0.0, "with": 0.0}
     posted = {"accepted": 0, "reports": 0, "errors": 0, "seconds": 0.0}
+    per_round: dict[str, list[tuple[float, float]]] = {"without": [], "with": []}  # (added p50, added p99) in ms
     try:
         asyncio.run(open_loop(router_url, body, args.rps, 2.0, True))  # warm-up: connections, caches, the model
         for _ in range(args.rounds):
@@ -198,9 +219,15 @@ def predict_bench(args: argparse.Namespace) -> int:
                     poster.start()
                 started = time.perf_counter()
                 before = router.cpu_times()
-                asyncio.run(open_loop(direct_url, body, args.rps, args.seconds, False, direct[load]))
-                asyncio.run(open_loop(router_url, body, args.rps, args.seconds, True, lat[load]))
+                round_direct: dict[str, list[float]] = {}
+                round_router: dict[str, list[float]] = {}
+                asyncio.run(open_loop(direct_url, body, args.rps, args.seconds, False, round_direct))
+                asyncio.run(open_loop(router_url, body, args.rps, args.seconds, True, round_router))
                 after = router.cpu_times()
+                for into, got in ((direct[load], round_direct), (lat[load], round_router)):
+                    for arm, values in got.items():
+                        into.setdefault(arm, []).extend(values)
+                per_round[load].append(_added(round_router, round_direct))
                 cpu[load] += after.user - before.user + after.system - before.system
                 if poster is not None:
                     stop.set()
@@ -213,12 +240,7 @@ def predict_bench(args: argparse.Namespace) -> int:
         for p in procs:
             p.stop()
 
-    def added(load: str, q: float) -> float:
-        router_all = [v for values in lat[load].values() for v in values]
-        direct_all = [v for values in direct[load].values() for v in values]
-        return (_p(router_all, q) - _p(direct_all, q)) * 1e3
-
-    rows = {load: {"added_p50_ms": added(load, 0.5), "added_p99_ms": added(load, 0.99),
+    rows = {load: {"added_p50_ms": _added(lat[load], direct[load])[0], "added_p99_ms": _added(lat[load], direct[load])[1],
                    "router_p50_ms": _p([v for vs in lat[load].values() for v in vs], 0.5) * 1e3,
                    "router_p99_ms": _p([v for vs in lat[load].values() for v in vs], 0.99) * 1e3,
                    "requests": sum(len(v) for v in lat[load].values()), "router_cpu_s": cpu[load]} for load in ("without", "with")}
@@ -231,10 +253,16 @@ def predict_bench(args: argparse.Namespace) -> int:
     for load, r in rows.items():
         print(f"{load:<13} {r['added_p50_ms']:>12.3f} {r['added_p99_ms']:>12.3f} {r['router_p50_ms']:>10.3f} {r['router_p99_ms']:>10.3f} "
               f"{r['requests']:>9} {r['router_cpu_s']:>12.2f}")
+    effect, noise = _paired(per_round)
+    for i, name in enumerate(("p50", "p99")):
+        print(f"added {name}, with minus without, round by round: median {effect[i][0]:+.3f} ms (range {effect[i][1]:+.3f} to "
+              f"{effect[i][2]:+.3f}); one round without minus the next without (the noise): median {noise[i][0]:+.3f} ms "
+              f"(range {noise[i][1]:+.3f} to {noise[i][2]:+.3f})")
     save(args.json.with_name("ledger_predict.json") if args.json.name == "ledger.json" else args.json,
          {"python": platform.python_version(), "rps": args.rps, "seconds": args.seconds, "rounds": args.rounds,
           "outcome_rate_target": args.outcome_rate, "outcome_batch": args.outcome_batch, "outcomes_per_second": rate,
-          "outcome_report_errors": posted["errors"], "rows": rows})
+          "outcome_report_errors": posted["errors"], "rows": rows, "per_round_added_ms": per_round,
+          "paired_effect_ms": {"p50": effect[0], "p99": effect[1]}, "noise_ms": {"p50": noise[0], "p99": noise[1]}})
     return 0
 
 

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 
+from tests.router.ledger.pgserver import require_postgres
 from tests.support.binaries import require_binary
 from tests.support.processes import REPO
 
@@ -87,3 +88,21 @@ def test_peers_benchmark_measures_nginx_haproxy_and_both_routers_at_each_share(t
     # At 100% every path's every answer came from the model server (nginx, HAProxy and the routers say which arm answered).
     assert all(paths["model_share_answered"] == 1.0 for paths in result["shares"]["100"].values())
     assert all(paths["by_arm"].get("legacy", {}).get("requests", 0) > 0 for paths in result["shares"]["1"].values())
+
+
+def test_ledger_benchmark_inserts_into_sqlite_and_postgresql(tmp_path):
+    require_postgres()  # the benchmark starts its own throwaway server from these binaries
+    result = run_script("bench_ledger.py", "--seconds", "0.3", "--submitters", "1,4", "--batch-sizes", "1,10", tmp_path=tmp_path)
+    assert [(r["database"], r["batch_size"], r["submitters"]) for r in result["rows"]] == [
+        (db, b, s) for db in ("sqlite", "postgresql") for b in (1, 10) for s in (1, 4)]
+    assert all(r["outcomes_per_second"] > 0 and r["cpu_us_per_outcome"] > 0 for r in result["rows"]), result["rows"]
+
+
+def test_ledger_benchmark_measures_the_predict_path_without_and_with_outcome_load(tmp_path, models_dir):
+    result = run_script("bench_ledger.py", "--predict", "--models", str(models_dir), "--rps", "50", "--seconds", "1",
+                        "--rounds", "3", "--outcome-rate", "200", "--outcome-batch", "10", tmp_path=tmp_path)
+    assert result["outcome_report_errors"] == 0 and result["outcomes_per_second"] > 0
+    assert all(result["rows"][load]["requests"] == 150 for load in ("without", "with"))
+    assert all(len(result["per_round_added_ms"][load]) == 3 for load in ("without", "with"))
+    # Three rounds each way: three paired differences, and two between successive rounds without load.
+    assert all(len(v) == 3 for v in (*result["paired_effect_ms"].values(), *result["noise_ms"].values()))
