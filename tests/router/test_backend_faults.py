@@ -13,6 +13,7 @@ import signal
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -86,6 +87,35 @@ def experiment_state(router) -> dict:
 
 def breaker_state(router, arm: str = "model") -> str:
     return experiment_state(router)["circuit_breaker" if arm == "model" else "legacy_circuit_breaker"]["state"]
+
+
+@dataclass
+class Hang:
+    """When a backend was stopped, its arm's breaker opened, the backend resumed, and the breaker closed (time.monotonic)."""
+
+    hung: float
+    opened: float
+    resumed: float
+    closed: float
+
+
+def hang_then_resume(router, clients: Clients, pid: int, arm: str, while_open: Callable[[], None] = lambda: None) -> Hang:
+    """SIGSTOP the backend (connections accepted, nothing answered) until `arm`'s breaker is open and 100
+    of its requests were held off (`while_open` runs once it opened), then SIGCONT it and wait until the
+    breaker's probes close it again. The backend is resumed whatever fails."""
+    wait_until(lambda: clients.count(0, arm) >= 30, timeout=60, what=f"{arm}-arm traffic")
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        hung = time.monotonic()
+        wait_until(lambda: router.metric("modelramp_circuit_open", arm=arm) == 1, timeout=60, what=f"the {arm} arm's breaker open")
+        opened = time.monotonic()
+        while_open()
+        wait_until(lambda: clients.count(opened, arm) >= 100, timeout=60, what=f"{arm}-arm requests with the breaker open")
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    resumed = time.monotonic()
+    wait_until(lambda: breaker_state(router, arm) == "closed", timeout=60, what=f"the {arm} breaker closed by its probes")
+    return Hang(hung, opened, resumed, time.monotonic())
 
 
 def router_for(tmp_path, doc: dict, *backends):
@@ -174,23 +204,15 @@ def test_legacy_slower_than_its_timeout_is_held_off_then_probed_back(model_serve
     doc["arms"]["legacy"]["backend"]["timeout_ms"] = 300
     doc["fallback"] = {"legacy_circuit_breaker": {"open_seconds": 1, "max_open_seconds": 2}}
     router = router_for(tmp_path, doc, legacy)
-    stopped = False
     try:
         with Clients(router, doc) as clients:
-            wait_until(lambda: clients.count(0, "legacy") >= 30, timeout=60, what="legacy-arm traffic")
-            os.kill(legacy.process.proc.pid, signal.SIGSTOP)  # hung: connections are accepted, nothing is answered
-            stopped, hung = True, time.monotonic()
-            wait_until(lambda: router.metric("modelramp_circuit_open", arm="legacy") == 1, timeout=60, what="the legacy arm's breaker open")
-            opened = time.monotonic()
-            assert ready(router) == 200
-            wait_until(lambda: clients.count(opened, "legacy") >= 100, timeout=60, what="legacy-arm requests with the breaker open")
-            before_open = [a for a in clients.since(hung, "legacy") if a.at < opened]
-            os.kill(legacy.process.proc.pid, signal.SIGCONT)
-            stopped = False
-            resumed = time.monotonic()
-            wait_until(lambda: breaker_state(router, "legacy") == "closed", timeout=60, what="the legacy breaker closed by its probes")
-            closed = time.monotonic()
+            def still_ready() -> None:
+                assert ready(router) == 200
+
+            t = hang_then_resume(router, clients, legacy.process.proc.pid, "legacy", while_open=still_ready)
+            hung, opened, resumed, closed = t.hung, t.opened, t.resumed, t.closed
             wait_until(lambda: clients.count(closed, "legacy") >= 30, timeout=60, what="legacy-arm traffic after it came back")
+        before_open = [a for a in clients.since(hung, "legacy") if a.at < opened]
         timeouts = [a for a in before_open if a.status == 504]
         held_off = [a for a in clients.since(opened, "legacy") if a.at < resumed]
         assert timeouts and min(a.seconds for a in timeouts) >= 0.29, "before the breaker opens, each waits for the timeout"
@@ -203,8 +225,6 @@ def test_legacy_slower_than_its_timeout_is_held_off_then_probed_back(model_serve
         print(f"legacy hung: {len(timeouts)} timeouts of {min(a.seconds for a in timeouts) * 1000:.0f}+ ms before the breaker opened, "
               f"then {len(fast)} 503s with p99 {p99(fast) * 1000:.1f} ms; closed {closed - resumed:.1f} s after it resumed")
     finally:
-        if stopped:
-            os.kill(legacy.process.proc.pid, signal.SIGCONT)
         router.process.stop()
         legacy.process.stop()
 
@@ -247,20 +267,10 @@ def test_model_slower_than_its_timeout_is_answered_by_legacy_then_held_off_then_
     breaker = {"min_requests": 10, "open_seconds": 1, "max_open_seconds": 2}
     doc = experiment(legacy_server.url, own.grpc_target, 0.5, fallback={"circuit_breaker": breaker})
     router = router_for(tmp_path, doc, own)
-    stopped = False
     try:
         with Clients(router, doc) as clients:
-            wait_until(lambda: clients.count(0, "model") >= 30, timeout=60, what="model-arm traffic")
-            os.kill(own.process.proc.pid, signal.SIGSTOP)  # hung: its connection stays, no answer comes
-            stopped, hung = True, time.monotonic()
-            wait_until(lambda: router.metric("modelramp_circuit_open", arm="model") == 1, timeout=60, what="the model arm's breaker open")
-            opened = time.monotonic()
-            wait_until(lambda: clients.count(opened, "model") >= 100, timeout=60, what="model-arm requests with the breaker open")
-            os.kill(own.process.proc.pid, signal.SIGCONT)
-            stopped = False
-            resumed = time.monotonic()
-            wait_until(lambda: breaker_state(router) == "closed", timeout=60, what="the model breaker closed by its probes")
-            closed = time.monotonic()
+            t = hang_then_resume(router, clients, own.process.proc.pid, "model")
+            hung, opened, resumed, closed = t.hung, t.opened, t.resumed, t.closed
             fallbacks = router.metric("modelramp_fallbacks_total", arm="model")
             wait_until(lambda: clients.count(closed, "model") >= 30, timeout=60, what="model-arm traffic after it came back")
             assert router.metric("modelramp_fallbacks_total", arm="model") == fallbacks, "answered by the model again"
@@ -280,8 +290,6 @@ def test_model_slower_than_its_timeout_is_answered_by_legacy_then_held_off_then_
         print(f"model hung: {len(waited)} model-arm answers from legacy after up to {max(a.seconds for a in waited) * 1000:.0f} ms "
               f"before the breaker opened, then {len(held_off)} with p90 {fast[-1] * 1000:.1f} ms; closed {closed - resumed:.1f} s after it resumed")
     finally:
-        if stopped:
-            os.kill(own.process.proc.pid, signal.SIGCONT)
         router.process.stop()
         own.process.stop()
 

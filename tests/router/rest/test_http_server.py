@@ -33,6 +33,19 @@ async def read_response(reader: asyncio.StreamReader) -> tuple[int, dict[bytes, 
     return status, headers, body
 
 
+
+async def closed_by_the_server(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    assert await asyncio.wait_for(reader.read(), 5) == b""
+    writer.close()
+
+
+async def still_serving(port: int) -> None:
+    """A new connection's predict is answered: the server goes on serving others."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(predict())
+    assert (await read_response(reader))[0] == 200
+    writer.close()
+
 def run(test, max_body_bytes: int = 4096):
     """Run `test(port, server)` against a server over a router with in-test backends."""
     async def go():
@@ -90,12 +103,8 @@ def test_body_over_the_limit_is_413_unread_and_closed():
             status, headers, body = await read_response(reader)
             assert status == 413 and "larger than the limit of 4096 bytes" in json.loads(body)["error"]
             assert headers[b"connection"] == b"close"
-            assert await asyncio.wait_for(reader.read(), 5) == b""
-            writer.close()
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        writer.write(predict())
-        assert (await read_response(reader))[0] == 200
-        writer.close()
+            await closed_by_the_server(reader, writer)
+        await still_serving(port)
 
     run(test)
 
@@ -113,8 +122,7 @@ def test_expect_100_continue_and_http_1_0_close():
         writer.write(predict(version=b"HTTP/1.0"))
         status, headers, _ = await read_response(reader)
         assert status == 200 and headers[b"connection"] == b"close"
-        assert await asyncio.wait_for(reader.read(), 5) == b""  # closed by the server
-        writer.close()
+        await closed_by_the_server(reader, writer)
 
     run(test)
 
@@ -126,13 +134,8 @@ def test_malformed_request_is_400_and_closed(garbage):
         writer.write(garbage)
         status, headers, body = await read_response(reader)
         assert status == 400 and headers[b"connection"] == b"close" and "malformed HTTP request" in json.loads(body)["error"]
-        assert await asyncio.wait_for(reader.read(), 5) == b""
-        writer.close()
-        # The server goes on serving others.
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        writer.write(predict())
-        assert (await read_response(reader))[0] == 200
-        writer.close()
+        await closed_by_the_server(reader, writer)
+        await still_serving(port)
 
     run(test)
 
@@ -150,8 +153,7 @@ def test_stop_lets_a_request_in_flight_finish():
         gate.set()
         assert (await read_response(reader))[0] == 200
         await stopping
-        assert await asyncio.wait_for(reader.read(), 5) == b""
-        writer.close()
+        await closed_by_the_server(reader, writer)
 
     run(test)
 
