@@ -22,7 +22,7 @@ from experiments.config import parse_config
 from router.skew.sink import load_baseline
 from router.skew.sketches import PREDICTION, sketches_from_baseline
 from tests.deploy.manifests import CHART, find, option_values, render
-from tests.support.processes import Process, free_port, wait_until
+from tests.support.processes import Process, free_port, wait_ready
 
 MOUNT = "/etc/modelramp-baseline"
 ARG = ["--baseline", f"{MOUNT}/baseline.json"]
@@ -178,12 +178,7 @@ def start_rendered_router(objs: list[dict], tmp: Path) -> tuple[Process, str]:
                     "--legacy-url", f"http://127.0.0.1:{free_port()}", "--model-target", f"127.0.0.1:{free_port()}"],
                    tmp / "router.log", env={"MODELRAMP_SIGNING_KEY": "chart-baseline-test-key"})
     url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until(lambda: httpx.get(f"{url}/healthz", timeout=2).status_code == 200, timeout=60, what="router up", proc=proc.proc)
-    except Exception:
-        print(proc.log())
-        proc.stop()
-        raise
+    wait_ready(proc, f"{url}/healthz", "router up")
     return proc, url
 
 

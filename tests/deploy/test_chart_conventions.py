@@ -25,7 +25,7 @@ from helm_python import Chart
 from experiments.config import parse_config
 from k8s import render_base
 from tests.deploy.manifests import CHART, find, option_values, pod_specs, render, security_violations, validate
-from tests.support.processes import Process, free_port, wait_until
+from tests.support.processes import Process, free_port, wait_ready
 
 Obj = dict
 COMPONENTS = ("router", "tfserving", "legacy", "ramp-controller")
@@ -407,12 +407,7 @@ def _start_router(objs: list[Obj], tmp: Path, legacy_url: str, model_target: str
                     "--legacy-url", legacy_url, "--model-target", model_target],
                    tmp / "router.log", env={"MODELRAMP_SIGNING_KEY": "chart-conventions-test-key"})
     url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until(lambda: httpx.get(f"{url}/healthz", timeout=2).status_code == 200, timeout=60, what="router up", proc=proc.proc)
-    except Exception:
-        print(proc.log())
-        proc.stop()
-        raise
+    wait_ready(proc, f"{url}/healthz", "router up")
     return proc, url
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import httpx
 import yaml
 
-from tests.support.processes import Process, free_port, wait_until
+from tests.support.processes import Process, free_port, wait_ready
 
 SIGNING_KEY = "integration-test-key"
 TOKEN = "integration-test-token"
@@ -77,12 +77,7 @@ def start_router(tmp_path: Path, doc: dict, ports: tuple[int, int] | None = None
                     "--grpc-port", str(grpc_port), "--watch-interval", "0.1", "--outcome-ledger", ledger],
                    tmp_path / f"router-{http_port}.log", env={"MODELRAMP_SIGNING_KEY": SIGNING_KEY, "MODELRAMP_WEIGHTS_TOKEN": TOKEN})
     router = RouterProcess(proc, http_port, grpc_port, config_path, ledger)
-    try:
-        wait_until(lambda: httpx.get(f"{router.url}{ready_path}", timeout=2).status_code == 200, timeout=60, what="router ready", proc=proc.proc)
-    except Exception:
-        print(proc.log())
-        proc.stop()
-        raise
+    wait_ready(proc, f"{router.url}{ready_path}", "router ready")
     return router
 
 

@@ -50,3 +50,15 @@ class Process(Child):
             # default file (the repository), which every test's routers would otherwise share.
             env = {**(env or {}), "MODELRAMP_OUTCOME_LEDGER": f"sqlite:///{log_path.resolve().with_suffix('.outcomes.db')}"}
         super().__init__(args[0] if args else "modelramp", args, env, log_path=log_path, cwd=REPO)
+
+
+def wait_ready(proc: Process, url: str, what: str, timeout: float = 60.0) -> None:
+    """Wait until GET `url` answers 200; if it never does, print the process's log, stop it and raise."""
+    import httpx
+
+    try:
+        wait_until(lambda: httpx.get(url, timeout=2).status_code == 200, timeout=timeout, what=what, proc=proc.proc)
+    except Exception:
+        print(proc.log())
+        proc.stop()
+        raise
