@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -118,12 +119,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true", help="exit 1 if a committed file differs")
     args = parser.parse_args(argv)
     files = build()
-    if args.check:
-        stale = [p for p, text in files.items() if not p.exists() or p.read_text() != text]
-        extra = sorted(set((K8S / "base").glob("*.yaml")) - set(files))
-        for p in stale + extra:
-            print(f"stale: {p.relative_to(K8S.parent)} (run python k8s/render_base.py)", file=sys.stderr)
-        return 1 if stale or extra else 0
+    return write_or_check(files, args.check, "python k8s/render_base.py", extra=set((K8S / "base").glob("*.yaml")) - set(files))
+
+
+def write_or_check(files: dict[Path, str], check: bool, command: str, extra: Iterable[Path] = ()) -> int:
+    """Write the generated `files`; with `check`, write nothing and name each committed file that differs
+    (and each of `extra`, files that should not be there), with the `command` that makes them anew: 1 if any."""
+    if check:
+        stale = [p for p, text in files.items() if not p.exists() or p.read_text() != text] + sorted(extra)
+        for p in stale:
+            print(f"stale: {p.relative_to(K8S.parent)} (run {command})", file=sys.stderr)
+        return 1 if stale else 0
     for path, text in files.items():
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)

@@ -53,7 +53,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # sibling benchmark mo
 
 import psutil
 import yaml
-from bench_router import SIGNING_KEY, open_loop, percentile, ready, router_args, start_stack
+from bench_router import SIGNING_KEY, once, open_loop, percentile, ready, router_args, start_stack
 from results_file import save
 
 from experiments.local.stack import Child
@@ -174,12 +174,7 @@ def start_proxy(name: str, folder: Path, up: Upstreams, share: float) -> tuple[C
         conf.write_text(haproxy_cfg(port, up, share))
         args = ["-f", str(conf), "-db"]
     child = Child(name, args, log_path=folder / f"{name}.log", executable=binary(name))
-    try:
-        wait_until(lambda: port_open(port), 30, f"{name} listening (see {folder})", child.proc)
-    except BaseException:
-        child.stop()
-        raise
-    return child, f"http://127.0.0.1:{port}{MODEL_PATH}"
+    return once(child, lambda: port_open(port), 30, f"{name} listening (see {folder})"), f"http://127.0.0.1:{port}{MODEL_PATH}"
 
 
 def start_router(kind: str, folder: Path, up: Upstreams, share: float) -> tuple[Child, str]:
@@ -193,12 +188,7 @@ def start_router(kind: str, folder: Path, up: Upstreams, share: float) -> tuple[
     (folder / "bench.yaml").write_text(yaml.safe_dump(config))
     args, url, http_port = router_args(folder / "bench.yaml")
     router = Process(args, folder / "router.log", env=SIGNING_KEY)
-    try:
-        wait_until(lambda: ready(f"http://127.0.0.1:{http_port}/readyz"), 120, f"router ({kind}) ready (see {folder})", router.proc)
-    except BaseException:
-        router.stop()
-        raise
-    return router, url
+    return once(router, lambda: ready(f"http://127.0.0.1:{http_port}/readyz"), 120, f"router ({kind}) ready (see {folder})"), url
 
 
 def pct(values: list[float], q: float) -> float:

@@ -54,7 +54,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -213,12 +213,17 @@ def start_baseline_router(tree: Path, workdir: Path, role: str = "baseline") -> 
     log = workdir / f"{role}-router.log"
     env = {**SIGNING_KEY, "PYTHONPATH": str(tree), "MODELRAMP_OUTCOME_LEDGER": f"sqlite:///{log.with_suffix('.outcomes.db')}"}
     router = Child(f"{role} router", args, env, log_path=log, cwd=tree)
+    return once(router, lambda: ready(f"http://127.0.0.1:{http_port}/readyz"), 120, f"{role} router ready (see {log})"), url
+
+
+def once(child: Child, predicate: Callable[[], bool], timeout: float, what: str) -> Child:
+    """`child` once `predicate` holds; if it never does (or the child exits), the child is stopped and the error raised."""
     try:
-        wait_until(lambda: ready(f"http://127.0.0.1:{http_port}/readyz"), 120, f"{role} router ready (see {log})", router.proc)
+        wait_until(predicate, timeout, what, child.proc)
     except BaseException:
-        router.stop()
+        child.stop()
         raise
-    return router, url
+    return child
 
 
 def start_forwarder(direct_url: str, workdir: Path) -> tuple[subprocess.Popen, str]:

@@ -54,16 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Render k8s/progressive-delivery's objects from the chart.")
     parser.add_argument("--check", action="store_true", help="exit 1 if a committed file differs")
     args = parser.parse_args(argv)
-    files = build()
-    if args.check:
-        stale = [p for p, text in files.items() if not p.exists() or p.read_text() != text]
-        for p in stale:
-            print(f"stale: {p.relative_to(HERE.parents[1])} (run python k8s/progressive-delivery/render.py)", file=sys.stderr)
-        return 1 if stale else 0
-    for path, text in files.items():
-        path.write_text(text)
-        print(path.relative_to(HERE.parents[1]))
-    return 0
+    return render_base.write_or_check(build(), args.check, "python k8s/progressive-delivery/render.py")
 
 
 if __name__ == "__main__":

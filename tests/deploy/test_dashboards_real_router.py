@@ -148,21 +148,6 @@ def panel_exprs(title: str) -> list[str]:
     return exprs
 
 
-def settle(live_stack, expr: str, done) -> list[dict]:
-    """Poll Prometheus (it scrapes the decision exporter every 100 ms) until the result satisfies `done`."""
-    last: list[list[dict]] = [[]]
-
-    def check() -> bool:
-        last[0] = live_stack.prometheus.query(expr)
-        return done(last[0])
-
-    try:
-        wait_until(check, timeout=30, what=expr)
-    except TimeoutError:
-        pytest.fail(f"no settled result for\n{expr}\nlast: {last[0]}")
-    return last[0]
-
-
 def labels(result: list[dict], label: str) -> list[str]:
     return sorted(s["metric"].get(label, "") for s in result)
 
@@ -178,9 +163,9 @@ def test_decision_panels_and_alerts_show_the_analyzers_decision(live_stack, hist
     live_stack.decide(analysis)
     try:
         [current] = panel_exprs("Current decision")
-        assert labels(settle(live_stack, current, lambda r: labels(r, "decision") == [decision]), "decision") == [decision]
+        assert labels(live_stack.prometheus.settle(current, lambda r: labels(r, "decision") == [decision]), "decision") == [decision]
         [reason] = panel_exprs("Decision reason")
-        settle(live_stack, reason, lambda r: labels(r, "code") == [code])
+        live_stack.prometheus.settle(reason, lambda r: labels(r, "code") == [code])
         # The alerts read the same gauges: rollback and SRM fire on these decisions and only on them.
         fired = {name: bool(live_stack.prometheus.query(rules[name])) for name in ("ModelrampRolledBack", "ModelrampSampleRatioMismatch")}
         assert fired == {"ModelrampRolledBack": decision == "rollback", "ModelrampSampleRatioMismatch": code == "sample_ratio_mismatch"}
@@ -204,13 +189,13 @@ def test_decision_statistics_panels_show_the_exported_numbers(live_stack):
               "non_inferiority_lower": diff.non_inferiority_lower_bound}
     difference, zero = panel_exprs(dashboards.DIFFERENCE_TITLE)
     assert [float(s["value"][1]) for s in live_stack.prometheus.query(zero)] == [0]
-    result = settle(live_stack, difference, lambda r: len(r) == len(wanted))
+    result = live_stack.prometheus.settle(difference, lambda r: len(r) == len(wanted))
     assert {s["metric"]["bound"]: float(s["value"][1]) for s in result} == pytest.approx(wanted)
     assert wanted["ci_lower"] < wanted["estimate"] < wanted["ci_upper"]
 
     def values(title: str) -> list[float]:
         # A scrape that lands while DecisionMetrics.update replaces the gauges misses them (stale until the next, 100 ms later).
-        return [float(settle(live_stack, e, bool)[0]["value"][1]) for e in panel_exprs(title)]
+        return [float(live_stack.prometheus.settle(e, bool)[0]["value"][1]) for e in panel_exprs(title)]
 
     stage = analysis.stage
     assert values("Stage") == [stage.percent, stage.index]
@@ -237,7 +222,7 @@ def test_rejected_reload_and_outcome_panels_count_the_routers_rejections(rejecti
     # Rejected files within the panel's range (1m here): the fixture's may be older by now.
     reject_config(live_stack)
     reject_config(live_stack)
-    result = settle(live_stack, reloads, lambda r: bool(r))
+    result = live_stack.prometheus.settle(reloads, lambda r: bool(r))
     assert labels(result, "source") == ["file"] and float(result[0]["value"][1]) >= 0.9, result
     [in_range] = board_exprs("modelramp-serving", "Rejected outcomes in the time range")
     [per_second] = board_exprs("modelramp-serving", dashboards.REJECTED_OUTCOMES_TITLE)
@@ -280,7 +265,7 @@ def test_restart_safe_totals_match_the_raw_counters_growth(live_stack):
     """The exposures panel (increase over the range) grows with the traffic, as the raw counters do between two instants."""
     [exposures] = board_exprs("modelramp-experiment", "Exposures per arm")
     live_stack.serving_traffic()
-    result = settle(live_stack, exposures, lambda r: labels(r, "arm") == ["legacy", "model"])
+    result = live_stack.prometheus.settle(exposures, lambda r: labels(r, "arm") == ["legacy", "model"])
     assert all(float(s["value"][1]) > 0 for s in result)
 
 
@@ -290,13 +275,13 @@ def test_availability_alerts_on_the_real_routers(live_stack):
     absent, down = (RULES[name]["expr"].replace('job="modelramp-router"', f'job="{JOB}"')
                     for name in ("ModelrampRoutersAbsent", "ModelrampRoutersDown"))
     assert f'job="{JOB}"' in absent and f'job="{JOB}"' in down
-    settle_on(server, absent, lambda r: r == [])
+    server.settle(absent, lambda r: r == [])
     assert server.query(down) == []
     nobody = absent.replace(f'job="{JOB}"', 'job="no-such-router"')
     assert [float(s["value"][1]) for s in server.query(nobody)] == [1]
     # The decision exporter publishes the serving experiment's gauges: not "not reporting"; another experiment is.
     not_reporting = RULES["ModelrampControllerNotReporting"]["expr"]
-    settle_on(server, not_reporting.replace('experiment="churn-v2-vs-legacy"', f'experiment="{SERVING_EXPERIMENT}"'), lambda r: r == [])
+    server.settle(not_reporting.replace('experiment="churn-v2-vs-legacy"', f'experiment="{SERVING_EXPERIMENT}"'), lambda r: r == [])
     assert server.query(not_reporting)  # churn-v2-vs-legacy has no decision here
 
 
@@ -336,7 +321,7 @@ def test_controller_alerts_and_decision_panels_follow_a_real_controller(live_sta
     assert server.query(not_reporting), "no controller has pushed yet"
     # A controller that cannot read Prometheus holds on its own, and says so: the failing alert's expression fires.
     run_controller(live_stack, gateway, tmp, f"http://127.0.0.1:{free_port()}", "blind")
-    result = settle_on(server, failing, lambda r: labels(r, "experiment") == [SERVING_EXPERIMENT])
+    result = server.settle(failing, lambda r: labels(r, "experiment") == [SERVING_EXPERIMENT])
     assert result
     assert server.query(not_reporting) == []
     [reason] = [substitute(e) for t, e in dashboards.panel_queries(json.loads(dashboards.render("modelramp-experiment")))
@@ -346,24 +331,10 @@ def test_controller_alerts_and_decision_panels_follow_a_real_controller(live_sta
     # every decision panel shows the gauges it pushed.
     live_stack.serving_traffic()
     run_controller(live_stack, gateway, tmp, live_stack.prometheus.url, "seeing")
-    settle_on(server, failing, lambda r: r == [])
+    server.settle(failing, lambda r: r == [])
     board = json.loads(dashboards.render("modelramp-experiment"))
     decision_titles = {t for t, e in dashboards.panel_queries(board) if "modelramp_decision" in e}
     for title, expr in dashboards.panel_queries(board):
         if title in decision_titles:
-            settle_on(server, substitute(expr), finite)
+            server.settle(substitute(expr), finite)
     assert labels(server.query(reason), "code") != ["controller_hold"]
-
-
-def settle_on(server: PrometheusServer, expr: str, done) -> list[dict]:
-    last: list[list[dict]] = [[]]
-
-    def check() -> bool:
-        last[0] = server.query(expr)
-        return done(last[0])
-
-    try:
-        wait_until(check, timeout=30, what=expr)
-    except TimeoutError:
-        pytest.fail(f"no settled result for\n{expr}\nlast: {last[0]}")
-    return last[0]

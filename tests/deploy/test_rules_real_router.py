@@ -14,7 +14,6 @@ import yaml
 
 from tests.deploy.live import MODEL, RENAMED, SCALED, SKEW_SETTINGS, SPARED
 from tests.deploy.manifests import K8S
-from tests.support.processes import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -27,18 +26,7 @@ def features(result: list[dict]) -> set[str]:
 
 def settled(live_stack, expr: str, done) -> list[dict]:
     """Drive skewed traffic until the expression's result satisfies `done`; returns that result."""
-    last: list[list[dict]] = [[]]
-
-    def check() -> bool:
-        live_stack.skew_traffic()
-        last[0] = live_stack.prometheus.query(expr)
-        return done(last[0])
-
-    try:
-        wait_until(check, timeout=90, what=expr)
-    except TimeoutError:
-        pytest.fail(f"no settled result for\n{expr}\nlast: {last[0]}")
-    return last[0]
+    return live_stack.prometheus.settle(expr, done, timeout=90, each=live_stack.skew_traffic)
 
 
 def test_drift_alert_follows_the_routers_verdict_and_per_feature_limits(live_stack):

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 import yaml
 from prometheus_client import (
     CollectorRegistry,
@@ -126,6 +127,23 @@ class PrometheusServer:
     def wait_for(self, expr: str, predicate: Callable[[list[dict[str, Any]]], bool], what: str) -> None:
         """Poll an instant query until `predicate(result)` holds (a scrape has landed)."""
         wait_until(lambda: predicate(self.query(expr)), timeout=30, what=what, proc=self.proc)
+
+    def settle(self, expr: str, done: Callable[[list[dict[str, Any]]], bool], timeout: float = 30.0,
+               each: Callable[[], object] = lambda: None) -> list[dict[str, Any]]:
+        """Poll an instant query (calling `each` before every poll, e.g. to send traffic) until
+        `done(result)` holds; returns that result, or fails the test showing the last one."""
+        last: list[list[dict[str, Any]]] = [[]]
+
+        def check() -> bool:
+            each()
+            last[0] = self.query(expr)
+            return done(last[0])
+
+        try:
+            wait_until(check, timeout=timeout, what=expr)
+        except TimeoutError:
+            pytest.fail(f"no settled result for\n{expr}\nlast: {last[0]}")
+        return last[0]
 
     def log(self) -> str:
         return (self.dir / "prometheus.log").read_text(errors="replace")
