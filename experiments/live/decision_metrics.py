@@ -80,36 +80,43 @@ class DecisionMetrics:
                                 self.buckets, self.timestamp)
 
     def update(self, analysis: Analysis) -> None:
-        """Set every gauge of `analysis.experiment` from the analysis (statistics it lacks are removed, not left stale)."""
+        """Set every gauge of `analysis.experiment` from the analysis (statistics it lacks are removed, not left stale).
+
+        Each series is overwritten in place and only those the new analysis lacks are removed
+        afterwards: a scrape that lands during an update (a Prometheus pair scraping `analyze
+        --serve`, or the exporter's own thread) sees every series that both analyses have.
+        """
         x = analysis.experiment
         for d in DECISIONS:
             self.decision.labels(x, d).set(1.0 if analysis.decision == d else 0.0)
         for code in REASON_CODES:
             self.reason.labels(x, code).set(1.0 if analysis.code == code else 0.0)
-        for gauge in self._per_experiment:
-            _drop(gauge, x)
-        for bound in BOUNDS:
-            _drop(self.difference, x, bound)
+        values: dict[Gauge, float] = {self.buckets: analysis.buckets}
         if analysis.time is not None:
-            self.timestamp.labels(x).set(analysis.time.timestamp())
-        self.buckets.labels(x).set(analysis.buckets)
+            values[self.timestamp] = analysis.time.timestamp()
         if analysis.stage is not None:
             s = analysis.stage
-            self.stage_percent.labels(x).set(s.percent)
-            self.stage_index.labels(x).set(s.index)
-            self.stage_duration.labels(x).set(s.duration_seconds)
-            self.stage_min_duration.labels(x).set(s.min_duration_seconds)
-            self.model_exposures.labels(x).set(s.model_exposures)
-            self.min_samples.labels(x).set(s.min_samples)
+            values.update({self.stage_percent: s.percent, self.stage_index: s.index, self.stage_duration: s.duration_seconds,
+                           self.stage_min_duration: s.min_duration_seconds, self.model_exposures: s.model_exposures,
+                           self.min_samples: s.min_samples})
+        if analysis.srm is not None:
+            values.update({self.srm_p_value: analysis.srm.p_value, self.outcome_rate_p_value: analysis.srm.outcome_rate_p_value})
+        bounds: dict[str, float] = {}
         if analysis.difference is not None:
             diff = analysis.difference
-            values = (diff.estimate, diff.ci[0], diff.ci[1], diff.harm_upper_bound, diff.non_inferiority_lower_bound)
-            for bound, value in zip(BOUNDS, values, strict=True):
-                if math.isfinite(value):  # an unbounded side is absent, not +Inf, so panels keep their scale
-                    self.difference.labels(x, bound).set(value)
-        if analysis.srm is not None:
-            self.srm_p_value.labels(x).set(analysis.srm.p_value)
-            self.outcome_rate_p_value.labels(x).set(analysis.srm.outcome_rate_p_value)
+            found = (diff.estimate, diff.ci[0], diff.ci[1], diff.harm_upper_bound, diff.non_inferiority_lower_bound)
+            # An unbounded side is absent, not +Inf, so panels keep their scale.
+            bounds = {bound: value for bound, value in zip(BOUNDS, found, strict=True) if math.isfinite(value)}
+        for gauge, value in values.items():
+            gauge.labels(x).set(value)
+        for bound, value in bounds.items():
+            self.difference.labels(x, bound).set(value)
+        for gauge in self._per_experiment:
+            if gauge not in values:
+                _drop(gauge, x)
+        for bound in BOUNDS:
+            if bound not in bounds:
+                _drop(self.difference, x, bound)
         for g in analysis.guardrails:
             self.guardrail.labels(x, g.name).set(1.0 if g.breached else 0.0)
 

@@ -194,7 +194,7 @@ def test_decision_statistics_panels_show_the_exported_numbers(live_stack):
     assert wanted["ci_lower"] < wanted["estimate"] < wanted["ci_upper"]
 
     def values(title: str) -> list[float]:
-        # A scrape that lands while DecisionMetrics.update replaces the gauges misses them (stale until the next, 100 ms later).
+        # The decision just exported reaches Prometheus at its next scrape of the exporter (every 100 ms).
         return [float(live_stack.prometheus.settle(e, bool)[0]["value"][1]) for e in panel_exprs(title)]
 
     stage = analysis.stage
