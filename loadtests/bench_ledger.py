@@ -240,7 +240,8 @@ def predict_bench(args: argparse.Namespace) -> int:
         for p in procs:
             p.stop()
 
-    rows = {load: {"added_p50_ms": _added(lat[load], direct[load])[0], "added_p99_ms": _added(lat[load], direct[load])[1],
+    added = {load: _added(lat[load], direct[load]) for load in ("without", "with")}
+    rows = {load: {"added_p50_ms": added[load][0], "added_p99_ms": added[load][1],
                    "router_p50_ms": _p([v for vs in lat[load].values() for v in vs], 0.5) * 1e3,
                    "router_p99_ms": _p([v for vs in lat[load].values() for v in vs], 0.99) * 1e3,
                    "requests": sum(len(v) for v in lat[load].values()), "router_cpu_s": cpu[load]} for load in ("without", "with")}
