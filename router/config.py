@@ -28,6 +28,8 @@ from pydantic import (
     model_validator,
 )
 
+from router.grpc_target import FORMS, parse_target
+
 # The legacy backend's section, in a module of its own, re-exported (`router.config.LegacyHttpSpec`).
 from router.legacy_spec import HeaderFileSpec as HeaderFileSpec
 from router.legacy_spec import LegacyHealthSpec as LegacyHealthSpec
@@ -68,12 +70,18 @@ class TfServingGrpcSpec(_Strict):
     """TF Serving (or `modelramp serve-model`) over gRPC PredictionService/Predict."""
 
     kind: Literal["tfserving_grpc"] = "tfserving_grpc"
-    target: str = Field("127.0.0.1:8500", description="host:port of the gRPC endpoint.")
+    target: str = Field("127.0.0.1:8500", description=f"The gRPC endpoint: {FORMS}.")
     model_name: str = Field(..., description="Model name as TF Serving knows it.")
     version: int | None = Field(None, ge=0, description="Pin a version; default: the server's latest.")
     version_label: str | None = Field(None, description="Pin a version label instead of a number.")
     signature_name: str = "serving_default"
     timeout_ms: float = Field(200.0, gt=0, description="Per-request deadline.")
+
+    @field_validator("target")
+    @classmethod
+    def _target(cls, value: str) -> str:
+        parse_target(value)  # its ValueError names the forms
+        return value
 
 
 class TfServingRestSpec(_Strict):

@@ -1,18 +1,21 @@
-"""TF Serving (or `modelramp serve-model`) over gRPC PredictionService, without TensorFlow."""
+"""TF Serving (or `modelramp serve-model`) over gRPC PredictionService and ModelService, without TensorFlow.
+
+The calls go through `router.backends.grpc_unary` (the protocol on asyncio, not grpc.aio: its
+module docstring says why); the messages are TF Serving's own protos (`serving.tfserving.protos`).
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from router.backends.base import Backend, ModelMetadata, PredictCall, Prediction, forwarded
+from google.protobuf.message import DecodeError
+
+from router.backends.base import Backend, BadResponse, ModelMetadata, PredictCall, Prediction, forwarded
+from router.backends.grpc_unary import UnaryGrpcClient
 from router.config import TfServingGrpcSpec
 from router.signature import Signature
 from serving.tfserving import protos
-from serving.tfserving.grpc_client import (
-    AsyncPredictionClient,
-    parse_predict_response,
-    parse_signature_defs,
-)
+from serving.tfserving.grpc_client import parse_predict_response, parse_signature_defs
 from serving.tfserving.tensors import rows_into_tensor_protos, to_tensor_proto
 
 
@@ -33,14 +36,14 @@ class TfServingGrpcBackend(Backend):
     def __init__(self, config: TfServingGrpcSpec, max_in_flight: int = 256):
         self.config = config
         self.timeout = config.timeout_ms / 1000.0
-        self._client: AsyncPredictionClient | None = None
-        self._max_in_flight = max_in_flight
+        self._client = UnaryGrpcClient(config.target, max_in_flight=max_in_flight)  # connects on its first call
 
-    def client(self) -> AsyncPredictionClient:
-        # Created lazily: grpc.aio channels belong to the running event loop.
-        if self._client is None:
-            self._client = AsyncPredictionClient(self.config.target, timeout=self.timeout, retries=1, max_in_flight=self._max_in_flight)
-        return self._client
+    async def _call(self, method: str, request: Any, response_type: Any, timeout: float) -> Any:
+        data = await self._client.call(method, request.SerializeToString(), timeout, forwarded())
+        try:
+            return response_type.FromString(data)
+        except DecodeError:
+            raise BadResponse(f"model server's answer to {method} is not a {response_type.DESCRIPTOR.name}") from None
 
     def _spec(self, spec: Any) -> None:
         c = self.config
@@ -55,7 +58,7 @@ class TfServingGrpcBackend(Backend):
             for name, array in call.inputs.items():
                 request.inputs[name].CopyFrom(to_tensor_proto(array, protos.TensorProto))
         request.output_filter.extend(call.output_filter)
-        response = await self.client().predict_raw(request, timeout=min(timeout, self.timeout), metadata=forwarded() or None)
+        response = await self._call(protos.PREDICT_METHOD, request, protos.PredictResponse, min(timeout, self.timeout))
         version = response.model_spec.version.value if response.model_spec.HasField("version") else None
         return Prediction(parse_predict_response(response), version)
 
@@ -63,7 +66,7 @@ class TfServingGrpcBackend(Backend):
         request = protos.GetModelMetadataRequest()
         _fill_spec(request.model_spec, self.config.model_name, self.config.version, self.config.version_label)
         request.metadata_field.append("signature_def")
-        raw = await self.client().get_model_metadata_raw(request, timeout=timeout)
+        raw = await self._call(protos.GET_MODEL_METADATA_METHOD, request, protos.GetModelMetadataResponse, timeout)
         version = raw.model_spec.version.value if raw.model_spec.HasField("version") else None
         signature = Signature.from_metadata(parse_signature_defs(raw), self.config.signature_name, version)
         return ModelMetadata(signature, raw)
@@ -72,9 +75,7 @@ class TfServingGrpcBackend(Backend):
         # The client's version or label, not the pinned one: TF Serving answers for what was asked.
         request = protos.GetModelStatusRequest()
         _fill_spec(request.model_spec, self.config.model_name, version, label)
-        return await self.client().get_model_status_raw(request, timeout=timeout, metadata=forwarded() or None)
+        return await self._call(protos.GET_MODEL_STATUS_METHOD, request, protos.GetModelStatusResponse, timeout)
 
     async def close(self) -> None:
-        if self._client is not None:
-            await self._client.close()
-            self._client = None
+        self._client.close()
