@@ -15,8 +15,9 @@ blocks a server sends, and only what a unary call of the router needs:
   `RESOLVE_EVERY_S` and whenever a connection fails, so pods that come and go are followed;
 - flow control both ways: the router announces windows large enough for any answer it accepts
   (`max_message_bytes`) and sends a large request in frames as the server's windows allow;
-- a deadline per call, sent as `grpc-timeout` and kept by a timer that resets the stream;
-  a connection that received nothing during a whole deadline is dropped (a peer gone silent);
+- a deadline per call, sent as `grpc-timeout` and kept by a timer that resets the stream; when
+  the server sent nothing at all during a call's whole deadline it gets a PING, and a connection
+  without an answer to it within `PING_TIMEOUT_S` is dropped (a peer gone, not a slow model);
 - GOAWAY (a server shutting down): calls it did not take fail as UNAVAILABLE, never processed,
   and new calls go to a new connection; UNAVAILABLE is retried once within the deadline.
 
@@ -52,6 +53,7 @@ MAX_WINDOW = 2**31 - 1
 FRAME_LIMIT = 16_384  # the largest frame we accept (HTTP/2's default; we never announce more)
 RESOLVE_EVERY_S = 30.0
 RESOLVE_TIMEOUT_S = CONNECT_TIMEOUT_S = 5.0
+PING_TIMEOUT_S = 1.0
 CONNECT_BACKOFF_S = 1.0  # an address that refused a connection is skipped this long
 RETRY_BACKOFF_S = 0.05
 # HTTP status of a response that is not gRPC -> the status it means (the gRPC HTTP/2 protocol's table).
@@ -129,6 +131,8 @@ class _Connection(asyncio.Protocol):
         self.header_block = b""
         self.going_away = False
         self.closed = False
+        self.probing = False  # a PING is out, asking a silent server whether it is still there
+        self.settled: asyncio.Future[None] = asyncio.get_running_loop().create_future()  # the server's first SETTINGS arrived
         self.last_frame_at = 0.0
 
     # -- asyncio.Protocol ---------------------------------------------------------------------
@@ -144,6 +148,8 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        if not self.settled.done():
+            self.settled.set_exception(ConnectionError("closed before the server's HTTP/2 SETTINGS"))
         self.client.lost(self)
         self._fail_all(f"connection to the model server {self.address[0]}:{self.address[1]} lost")
 
@@ -191,6 +197,8 @@ class _Connection(asyncio.Protocol):
             if not flags & _ACK:
                 self._settings(payload)
                 self.transport.write(_frame(_SETTINGS, _ACK, 0, b""))
+                if not self.settled.done():
+                    self.settled.set_result(None)
         elif kind == _PING:
             if not flags & _ACK:
                 self.transport.write(_frame(_PING, _ACK, 0, payload))
@@ -344,10 +352,20 @@ class _Connection(asyncio.Protocol):
         return stream
 
     def expire(self, stream_id: int, timeout: float) -> None:
-        """The call's deadline passed: cancel it, and drop the connection if it went silent meanwhile."""
+        """The call's deadline passed: cancel it; if the server sent nothing meanwhile, ask whether it is still there."""
         stream = self.cancel(stream_id, errors.DeadlineExceeded(f"model server did not answer within {timeout:.3f}s"))
-        if stream is not None and self.last_frame_at < stream.sent_at and not self.closed:
-            self._abort(f"model server {self.address[0]}:{self.address[1]} sent nothing for {timeout:.3f}s")
+        if stream is not None and self.last_frame_at < stream.sent_at and not self.closed and not self.probing:
+            # A slow model is no reason to drop a connection other calls are using; a peer that
+            # does not even answer a PING (a node gone, a black-holed route) is.
+            self.probing = True
+            sent = time.monotonic()
+            self.transport.write(_frame(_PING, 0, 0, b"modelrmp"))
+            asyncio.get_running_loop().call_later(PING_TIMEOUT_S, self._probe_expired, sent)
+
+    def _probe_expired(self, sent: float) -> None:
+        self.probing = False
+        if self.last_frame_at < sent and not self.closed:
+            self._abort(f"model server {self.address[0]}:{self.address[1]} did not answer a PING within {PING_TIMEOUT_S:g}s")
 
     def _finish(self, stream_id: int, *, trailers: list[tuple[bytes, bytes]] | None = None,
                 error: errors.UserFacingError | None = None) -> None:
@@ -372,6 +390,8 @@ class _Connection(asyncio.Protocol):
 
     def _abort(self, reason: str) -> None:
         self.closed = True
+        if not self.settled.done():
+            self.settled.set_exception(ConnectionError(reason))
         self._fail_all(reason)
         self.transport.abort()
 
@@ -409,7 +429,7 @@ class UnaryGrpcClient:
         self._resolving: asyncio.Task[None] | None = None
         self._connections: dict[tuple[str, int], list[_Connection]] = {}
         self._connecting: dict[tuple[str, int], asyncio.Task[_Connection]] = {}  # one connection attempt per address at a time
-        self._backoff: dict[tuple[str, int], float] = {}  # address -> until when it is skipped
+        self._backoff: dict[tuple[str, int], tuple[float, str]] = {}  # address -> (until when it is skipped, why)
         self._next = 0  # round-robin position
         self._max = max_in_flight
         self._busy = 0
@@ -481,30 +501,31 @@ class UnaryGrpcClient:
                 await self._resolve(loop, deadline)
             elif self._resolving is None:  # in the background: the addresses we have serve meanwhile
                 self._resolving = loop.create_task(self._resolve(loop, now + RESOLVE_TIMEOUT_S))
-        addresses = self._addresses
-        count = len(addresses)
         failure = "its name resolved to no address"
-        for i in range(count):
-            address = addresses[(self._next + i) % count]
-            for conn in self._connections.get(address, ()):
-                if conn.usable:
-                    self._next = (self._next + i + 1) % count
-                    return conn
-            if self._backoff.get(address, 0.0) > now:
-                failure = f"{address[0]}:{address[1]} refused a connection less than {CONNECT_BACKOFF_S:g}s ago"
-                continue
+        while time.monotonic() < deadline:
+            addresses = self._addresses
+            count = len(addresses)
+            for i in range(count):
+                address = addresses[(self._next + i) % count]
+                for conn in self._connections.get(address, ()):
+                    if conn.usable:
+                        self._next = (self._next + i + 1) % count
+                        return conn
+                backoff = self._backoff.get(address)
+                if backoff is not None and backoff[0] > time.monotonic():
+                    failure = backoff[1]
+                    continue
+                break  # this address is next and has no connection to spare: connect to it
+            else:
+                raise errors.Unavailable(f"model server unreachable: {failure}")
             attempt = self._connecting.get(address)
             if attempt is None:  # calls arriving while it connects wait for the same connection
                 attempt = self._connecting[address] = loop.create_task(self._connect(loop, address))
                 attempt.add_done_callback(self._connect_done)
-            try:
-                conn = await asyncio.wait_for(asyncio.shield(attempt), max(deadline - time.monotonic(), 0.001))
-            except (OSError, asyncio.TimeoutError, TimeoutError) as err:
-                failure = f"cannot connect to {address[0]}:{address[1]}: {str(err) or 'timed out'}"
-                continue
-            self._next = (self._next + i + 1) % count
-            return conn
-        raise errors.Unavailable(f"model server unreachable: {failure}")
+            with contextlib.suppress(OSError, asyncio.TimeoutError, TimeoutError):  # recorded in _backoff by _connect
+                await asyncio.wait_for(asyncio.shield(attempt), max(deadline - time.monotonic(), 0.001))
+            # Look again: the new connection is usable unless the calls that waited with this one filled it.
+        raise errors.DeadlineExceeded("no connection to the model server within the deadline")
 
     def _connect_done(self, attempt: asyncio.Task[_Connection]) -> None:
         for address, task in list(self._connecting.items()):
@@ -514,12 +535,25 @@ class UnaryGrpcClient:
             attempt.exception()  # retrieved here: every caller waiting for it may have timed out already
 
     async def _connect(self, loop: asyncio.AbstractEventLoop, address: tuple[str, int]) -> _Connection:
+        """A new connection once the server's SETTINGS arrived: its stream limit and windows are known before it is used."""
+        made: list[_Connection] = []
+
+        async def connect() -> _Connection:
+            _, conn = await loop.create_connection(lambda: _Connection(self, address), *address)
+            made.append(conn)
+            await conn.settled
+            return conn
+
         try:
-            _, conn = await asyncio.wait_for(loop.create_connection(lambda: _Connection(self, address), *address), CONNECT_TIMEOUT_S)
-        except (OSError, asyncio.TimeoutError, TimeoutError):
-            self._backoff[address] = time.monotonic() + CONNECT_BACKOFF_S
+            conn = await asyncio.wait_for(connect(), CONNECT_TIMEOUT_S)
+        except (OSError, asyncio.TimeoutError, TimeoutError) as err:
+            for conn in made:
+                conn.transport.abort()
+            reason = f"cannot connect to {address[0]}:{address[1]}: {str(err) or 'no HTTP/2 SETTINGS within the time allowed'}"
+            self._backoff[address] = (time.monotonic() + CONNECT_BACKOFF_S, reason)
             self._resolved_at = -RESOLVE_EVERY_S  # the addresses may have changed: resolve again on the next call
             raise
+        self._backoff.pop(address, None)
         self._connections.setdefault(address, []).append(conn)
         return conn
 
