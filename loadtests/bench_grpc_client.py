@@ -36,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # sibling benchmark mo
 from bench_router import ready
 from results_file import save
 
+from serving.tfserving.errors import UserFacingError
 from tests.router.stack import ROW
 from tests.support.processes import Process, free_port, port_open, wait_until
 
@@ -52,7 +53,7 @@ def predict_request() -> object:
     return build_predict_request("churn", inputs)
 
 
-def make_call(kind: str, grpc_port: int, rest_port: int):  # noqa: ANN201 - an async callable of no arguments
+def make_call(kind: str, grpc_port: int, rest_port: int):
     from serving.tfserving import protos  # noqa: PLC0415
 
     request = predict_request()
@@ -101,7 +102,7 @@ async def client(kind: str, grpc_port: int, rest_port: int, rps: float, seconds:
         start = time.perf_counter()
         try:
             await call()
-        except Exception:
+        except (UserFacingError, RuntimeError, OSError, asyncio.TimeoutError):
             errors += 1
             return
         latencies.append(time.perf_counter() - start)

@@ -6,17 +6,44 @@ module docstring says why); the messages are TF Serving's own protos (`serving.t
 
 from __future__ import annotations
 
+import array
+from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
 from google.protobuf.message import DecodeError
 
-from router.backends.base import Backend, BadResponse, ModelMetadata, PredictCall, Prediction, forwarded
+from router.backends.base import Backend, BadResponse, ColumnOutputs, ModelMetadata, PredictCall, Prediction, forwarded
 from router.backends.grpc_unary import UnaryGrpcClient
 from router.config import TfServingGrpcSpec
-from router.signature import Signature
+from router.signature import Signature, TensorSpec
 from serving.tfserving import protos
 from serving.tfserving.grpc_client import parse_predict_response, parse_signature_defs
-from serving.tfserving.tensors import rows_into_tensor_protos, to_tensor_proto
+from serving.tfserving.predict_wire import RowsRequestEncoder
+from serving.tfserving.tensors import DT_FLOAT, to_tensor_proto
+
+_FLOAT32 = np.dtype(np.float32)
+
+
+def _output_filter(names: Sequence[str]) -> bytes:
+    request = protos.PredictRequest()
+    request.output_filter.extend(names)
+    return bytes(request.SerializeToString())
+
+
+def _float_columns(outputs: Any) -> dict[str, list[float]] | None:
+    """Each output as a list of numbers when every one is a rank-1 DT_FLOAT tensor in `tensor_content` (one score
+    per row, the common case), else None (the numpy path decides, with its errors)."""
+    columns = {}
+    for name, tensor in outputs.items():
+        content = tensor.tensor_content
+        dims = tensor.tensor_shape.dim
+        if tensor.dtype != DT_FLOAT or len(dims) != 1 or len(content) != 4 * dims[0].size:
+            return None
+        values = array.array("f")
+        values.frombytes(content)
+        columns[name] = values.tolist()
+    return columns
 
 
 # `spec`: a ModelSpec message, whose class serving.tfserving.protos builds at import time (no static type).
@@ -38,8 +65,15 @@ class TfServingGrpcBackend(Backend):
         self.timeout = config.timeout_ms / 1000.0
         self._client = UnaryGrpcClient(config.target, max_in_flight=max_in_flight)  # connects on its first call
 
+        head = protos.PredictRequest()
+        self._spec(head.model_spec)
+        self._head = head.SerializeToString()  # the model spec field, the same in every request
+        self._encoder: RowsRequestEncoder | None = None
+        self._encoder_specs: Mapping[str, TensorSpec] | None = None  # the signature inputs it was built for
+
     async def _call(self, method: str, request: Any, response_type: Any, timeout: float) -> Any:
-        data = await self._client.call(method, request.SerializeToString(), timeout, forwarded())
+        data = await self._client.call(method, request if isinstance(request, bytes) else request.SerializeToString(),
+                                       timeout, forwarded())
         try:
             return response_type.FromString(data)
         except DecodeError:
@@ -49,17 +83,30 @@ class TfServingGrpcBackend(Backend):
         c = self.config
         _fill_spec(spec, c.model_name, c.version, c.version_label, c.signature_name)
 
-    async def predict(self, call: PredictCall, timeout: float) -> Prediction:
+    def _request(self, call: PredictCall) -> bytes | Any:
+        """The PredictRequest: REST rows checked against the signature as bytes (no numpy, no messages), else a message."""
+        if call.rows is not None and call.input_specs is not None:
+            if self._encoder is None or self._encoder_specs is not call.input_specs:
+                self._encoder = RowsRequestEncoder(self._head, {name: spec.dtype for name, spec in call.input_specs.items()})
+                self._encoder_specs = call.input_specs
+            encoded = self._encoder.encode(call.rows)
+            if encoded is not None:
+                return encoded if not call.output_filter else encoded + _output_filter(call.output_filter)
         request = protos.PredictRequest()
         self._spec(request.model_spec)
-        # REST rows checked against the signature go into the protos directly (no numpy arrays).
-        if call.rows is None or call.input_specs is None or not rows_into_tensor_protos(
-                request.inputs, call.rows, {name: spec.dtype for name, spec in call.input_specs.items()}):
-            for name, array in call.inputs.items():
-                request.inputs[name].CopyFrom(to_tensor_proto(array, protos.TensorProto))
+        for name, values in call.inputs.items():
+            request.inputs[name].CopyFrom(to_tensor_proto(values, protos.TensorProto))
         request.output_filter.extend(call.output_filter)
-        response = await self._call(protos.PREDICT_METHOD, request, protos.PredictResponse, min(timeout, self.timeout))
+        return request
+
+    async def predict(self, call: PredictCall, timeout: float) -> Prediction:
+        response = await self._call(protos.PREDICT_METHOD, self._request(call), protos.PredictResponse, min(timeout, self.timeout))
         version = response.model_spec.version.value if response.model_spec.HasField("version") else None
+        columns = _float_columns(response.outputs)
+        if columns is not None:
+            fast = ColumnOutputs.from_numbers(columns, dict.fromkeys(columns, _FLOAT32))  # finite float32 scores: no numpy
+            if fast is not None:
+                return Prediction(fast, version)
         return Prediction(parse_predict_response(response), version)
 
     async def metadata(self, timeout: float) -> ModelMetadata:

@@ -8,9 +8,7 @@ input as TF Serving accepts them, including a single value broadcast to the whol
 
 from __future__ import annotations
 
-import array
 import math
-from collections.abc import Mapping
 
 import numpy as np
 
@@ -60,29 +58,6 @@ def to_tensor_proto(value, proto_cls, dtype: int | None = None):
     else:
         proto.tensor_content = np.ascontiguousarray(array, dtype=NUMPY_BY_DTYPE[dtype]).tobytes()
     return proto
-
-
-def rows_into_tensor_protos(tensors, rows: list[dict], dtypes: Mapping[str, int]) -> bool:
-    """Write row-format JSON values into `tensors[name]` (a request's `inputs` map), one rank-1 tensor per input.
-
-    The same TensorProtos as `to_tensor_proto` writes for the numpy column of each input, byte for
-    byte, without building the arrays: the router's model arm sends every request this way, and
-    numpy's per-array overhead was most of its encoding cost. Only DT_FLOAT and DT_STRING inputs,
-    the common case (`array('f')` rounds doubles to float32 as numpy does); returns False and
-    writes nothing when an input has another dtype, and the caller takes the numpy path.
-    """
-    if any(dtype != DT_FLOAT and dtype != DT_STRING for dtype in dtypes.values()):
-        return False
-    batch = len(rows)
-    for name, dtype in dtypes.items():
-        tensor = tensors[name]
-        tensor.dtype = dtype
-        tensor.tensor_shape.dim.add().size = batch
-        if dtype == DT_STRING:
-            tensor.string_val.extend([row[name].encode() for row in rows])
-        else:
-            tensor.tensor_content = array.array("f", [row[name] for row in rows]).tobytes()
-    return True
 
 
 def from_tensor_proto(proto, max_bytes: int | None = None) -> np.ndarray:
