@@ -269,6 +269,8 @@ def test_a_server_that_does_not_speak_http2_is_an_error_not_a_hang():
             await reader.read(100)
             writer.write(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n")
             await writer.drain()
+            writer.close()
+            await writer.wait_closed()
 
         server = await asyncio.start_server(http1_answer, "127.0.0.1", 0)
         port = server.sockets[0].getsockname()[1]
