@@ -30,6 +30,15 @@ def test_grpc_stack_benchmark_measures_both_stacks_and_the_floor(tmp_path):
     assert all(row["n"] == 100 and row["p50_ms"] > 0 for row in result.values())
 
 
+def test_grpc_client_benchmark_measures_every_client_against_a_real_model_server(tmp_path, models_dir):
+    result = run_script("bench_grpc_client.py", "--models", str(models_dir), "--rps", "50", "--seconds", "1", "--rounds", "1",
+                        tmp_path=tmp_path)
+    assert set(result["figures"]) == {"grpc_aio", "grpc_unary", "rest_http1", "idle_wakes"}
+    for kind, row in result["figures"].items():
+        assert row["errors"] == 0 and row["calls"] == 50 and row["cpu_us_per_call"] > 0, kind
+    assert result["figures"]["rest_http1"]["cpu_ratio_to_rest_http1"] == 1.0
+
+
 def test_router_benchmark_measures_router_and_bare_forwarder_at_each_rate(tmp_path, models_dir):
     result = run_script("bench_router.py", "--models", str(models_dir), "--rps", "100", "--seconds", "2", "--rounds", "1",
                         "--cpu-rps", "200", "--saturate", "0", tmp_path=tmp_path)
