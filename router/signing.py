@@ -31,6 +31,7 @@ configuration); a signer that follows nothing checks neither and issues ids unde
 from __future__ import annotations
 
 import base64
+import binascii
 import hmac
 import os
 import random
@@ -91,8 +92,42 @@ class RequestId:
     signature: bytes  # unique per id: the deduplication key
 
 
+_URLSAFE = bytes.maketrans(b"+/", b"-_")
+# HMAC's inner and outer key pads (RFC 2104) as translation tables: key XOR 0x36, key XOR 0x5c.
+_IPAD = bytes(x ^ 0x36 for x in range(256))
+_OPAD = bytes(x ^ 0x5C for x in range(256))
+_BLOCK = 64  # SHA-256's block size in bytes
+
+
 def _b64(raw: bytes) -> str:
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+    """base64url without padding (what `base64.urlsafe_b64encode` gives, without its two Python frames)."""
+    return binascii.b2a_base64(raw, newline=False).translate(_URLSAFE).rstrip(b"=").decode()
+
+
+class _Hmac:
+    """HMAC-SHA256 under one key, as `hmac.new(key, msg, sha256).digest()` computes it.
+
+    The two keyed hash states are kept and copied per message: two C calls each, where a copy of
+    an `hmac.HMAC` runs four Python methods. On a router woken for each request, every frame is
+    more to bring back into the caches (router/_sha256.py); tests/router/test_outcomes.py checks
+    the digests against `hmac` for short, block-sized and longer keys.
+    """
+
+    __slots__ = ("_inner", "_outer")
+
+    def __init__(self, key: bytes) -> None:
+        if len(key) > _BLOCK:
+            key = sha256(key).digest()
+        key = key.ljust(_BLOCK, b"\0")
+        self._inner = sha256(key.translate(_IPAD))
+        self._outer = sha256(key.translate(_OPAD))
+
+    def digest(self, message: bytes) -> bytes:
+        inner = self._inner.copy()
+        inner.update(message)
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        return outer.digest()
 
 
 def load_key(key_file: str | Path | None = None, env: dict[str, str] | None = None) -> bytes | None:
@@ -112,9 +147,9 @@ class Signer:
     def __init__(self, key: bytes | None = None, ttl_seconds: float = 86_400.0):
         # A random key works for one replica only; the CLI warns when it falls back to one.
         self._key = key or secrets.token_bytes(32)
-        # Keyed once; each id copies it (half the cost of hmac.digest, which sets up the key anew),
-        # on CPython's SHA-256 rather than OpenSSL's (router/_sha256.py says why).
-        self._mac = hmac.new(self._key, digestmod=sha256)
+        # Keyed once, each id copying the keyed states (hmac.digest sets up the key anew every
+        # time), on CPython's SHA-256 rather than OpenSSL's (router/_sha256.py says why).
+        self._mac = _Hmac(self._key)
         self.ttl_seconds = ttl_seconds
         # The nonce only keeps ids apart (the HMAC is what makes them unforgeable), so it need not
         # be secret: a generator seeded from os.urandom, not a getrandom() system call per request.
@@ -138,17 +173,13 @@ class Signer:
         """The id field naming `salt`: keyed, so it says nothing about the salt without the key."""
         tag = self._tags.get(salt)
         if tag is None:
-            mac = self._mac.copy()
-            mac.update(b"salt\0" + salt.encode())
-            tag = self._tags[salt] = _b64(mac.digest()[:_SALT_TAG_BYTES])
+            tag = self._tags[salt] = _b64(self._mac.digest(b"salt\0" + salt.encode())[:_SALT_TAG_BYTES])
             if len(self._tags) > 64:  # salts change rarely; never let a long-lived process grow this
                 self._tags = {salt: tag}
         return tag
 
     def _sign(self, payload: str) -> bytes:
-        mac = self._mac.copy()
-        mac.update(payload.encode())
-        return mac.digest()[:_SIG_BYTES]
+        return self._mac.digest(payload.encode())[:_SIG_BYTES]
 
     def issue(self, experiment: str, arm: str, now: float | None = None, bucket: int = 0) -> str:
         """A fresh signed id for one answered request of a unit in analysis bucket `bucket`."""

@@ -134,7 +134,7 @@ class ColumnOutputs(Mapping[str, np.ndarray]):
         """None unless every value is a finite JSON number (the array path then decides, with its errors)."""
         converted: dict[str, list[float]] = {}
         for name, values in columns.items():
-            as_float32 = dtypes[name] == np.float32
+            as_float32 = dtypes[name].char == "f"  # an attribute, not `== np.float32` (a dtype made from the type per call)
             limit = _FLOAT32_MAX if as_float32 else math.inf
             try:
                 if any(type(v) not in (int, float) or not abs(v) <= limit for v in values):  # NaN fails too

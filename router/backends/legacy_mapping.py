@@ -33,11 +33,22 @@ def _show(value: object) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
+_ALL_FLOAT: list[tuple[_Specs | None, bool]] = [(None, False)]  # the specs last asked about, as a cell
+
+
+def _all_float(specs: _Specs) -> bool:
+    """Every output a float? Asked once per specs object (one per signature on the default path)."""
+    last, answer = _ALL_FLOAT[0]
+    if last is not specs:
+        answer = all(dtype is not None and dtype.kind == "f" for dtype in specs.values())
+        _ALL_FLOAT[0] = (specs, answer)
+    return answer
+
+
 def _arrays(columns: dict[str, list[Any]], specs: _Specs, where: Mapping[str, str] | None) -> Outputs:
     """The columns as outputs: the numpy-free path for finite float outputs, else one array per output."""
-    float_dtypes = {name: dtype for name, dtype in specs.items() if dtype is not None and dtype.kind == "f"}
-    if len(float_dtypes) == len(specs):
-        fast = ColumnOutputs.from_numbers(columns, float_dtypes)  # the common case, without numpy
+    if _all_float(specs):
+        fast = ColumnOutputs.from_numbers(columns, specs)  # type: ignore[arg-type]  # the common case, without numpy; no None in specs
         if fast is not None:
             return fast
     arrays = {}
@@ -51,13 +62,25 @@ def _arrays(columns: dict[str, list[Any]], specs: _Specs, where: Mapping[str, st
     return arrays
 
 
+_SIGNATURE_SPECS: list[tuple[Mapping[str, TensorSpec] | None, _Specs]] = [(None, {})]  # the last signature's, as a cell
+
+
+def _signature_specs(outputs: Mapping[str, TensorSpec]) -> _Specs:
+    """The outputs' numpy dtypes, worked out once per signature (the mapping's identity), not per answer."""
+    last, specs = _SIGNATURE_SPECS[0]
+    if last is not outputs:
+        specs = {name: NUMPY_BY_DTYPE.get(spec.dtype) for name, spec in outputs.items()}
+        _SIGNATURE_SPECS[0] = (outputs, specs)
+    return specs
+
+
 def default_outputs(answer: object, call: PredictCall, batch: int) -> Outputs:
     """modelramp's format, `{"predictions": [{output: value}]}`, as the model's named outputs (same names and dtypes)."""
-    predictions = answer.get("predictions") if isinstance(answer, dict) else None
-    if not isinstance(predictions, list) or len(predictions) != batch or not all(isinstance(p, dict) for p in predictions):
+    predictions = answer.get("predictions") if type(answer) is dict else None
+    if type(predictions) is not list or len(predictions) != batch or not all(type(p) is dict for p in predictions):
         raise UnmappedAnswer(f"legacy system must answer {batch} prediction object(s) under 'predictions'")
     if call.outputs is not None:
-        specs: _Specs = {name: NUMPY_BY_DTYPE.get(spec.dtype) for name, spec in call.outputs.items()}
+        specs: _Specs = _signature_specs(call.outputs)
     else:  # signature not known yet: pass on the numeric fields
         specs = {k: None for k, v in predictions[0].items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
     if call.output_filter:

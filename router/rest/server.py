@@ -139,6 +139,7 @@ class _Connection(asyncio.Protocol):
         self.header_bytes = 0
         self.unparsed_header_bytes = 0
         self.header_count = 0
+        self.limits: HttpLimitsSpec = server.router.state.config.router.http  # the current request's (on_message_begin)
         self.stopped = False  # nothing more is parsed: after a refusal or a request with Connection: close
         self.lingering_since: float | None = None
 
@@ -232,6 +233,7 @@ class _Connection(asyncio.Protocol):
     # httptools callbacks -------------------------------------------------------------------------
 
     def on_message_begin(self) -> None:
+        self.limits = self.server.router.state.config.router.http
         self.request = _Request()
         self.size = 0
         self.phase, self.phase_started = _HEADERS, self.loop.time()
@@ -243,7 +245,7 @@ class _Connection(asyncio.Protocol):
         self._check_header_size()
 
     def _check_header_size(self, size: int | None = None) -> None:
-        limits = self.server.router.state.config.router.http
+        limits = self.limits
         if (self.header_bytes if size is None else size) > limits.max_header_bytes:
             self._refuse(431, f"the request line and headers are larger than {limits.max_header_bytes} bytes "
                               "(router.http.max_header_bytes)")
@@ -255,7 +257,9 @@ class _Connection(asyncio.Protocol):
     def on_header(self, name: bytes, value: bytes) -> None:
         self.header_count += 1
         self.header_bytes += len(name) + len(value) + 4
-        self._check_header_size()
+        limits = self.limits  # one request's limits: this runs for every header of every request
+        if self.header_bytes > limits.max_header_bytes or self.header_count > limits.max_headers:
+            self._check_header_size()
         name = name.lower()
         self.request.headers.append((name, value))
         if name == b"x-unit-id":

@@ -40,6 +40,17 @@ def test_id_is_the_documented_hmac():
     assert signature == b64(hmac.new(key, payload.encode(), hashlib.sha256).digest()[:16])
 
 
+@pytest.mark.parametrize("length", [1, 32, 63, 64, 65, 200])
+def test_signature_is_hmac_sha256_for_every_key_length(length):
+    """The signer's own HMAC (two keyed states, router.signing._Hmac) against `hmac`: short, block-sized, hashed keys."""
+    key = bytes(range(7, 7 + length))
+    signer = Signer(key)
+    payload = "exp.model.3.1700000000000.AAAAAAAA.0123456789ab"
+    assert signer._sign(payload) == hmac.new(key, payload.encode(), hashlib.sha256).digest()[:16]
+    assert signer.salt_tag("s") == base64.urlsafe_b64encode(
+        hmac.new(key, b"salt\0s", hashlib.sha256).digest()[:6]).rstrip(b"=").decode()
+
+
 @pytest.mark.parametrize("tamper", [
     lambda r: r.replace(".model.", ".legacy."),          # claim the other arm
     lambda r: r.replace("exp.", "other.", 1),            # another experiment
