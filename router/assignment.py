@@ -31,8 +31,11 @@ _DRAWS = random.Random()  # draws for `assign` without a unit id when the caller
 
 def unit_position(salt: str, unit_id: str) -> float:
     """The unit's fixed position u in [0, 1) for this salt (see the module docstring)."""
-    digest = sha256(salt.encode() + b"\x00" + unit_id.encode()).digest()
-    return int.from_bytes(digest[:8], "big") / _SCALE
+    return _position(salt.encode() + b"\x00", unit_id)
+
+
+def _position(prefix: bytes, unit_id: str) -> float:
+    return int.from_bytes(sha256(prefix + unit_id.encode()).digest()[:8], "big") / _SCALE
 
 
 class Assigner:
@@ -42,10 +45,11 @@ class Assigner:
     each time; a new configuration makes a new Assigner.
     """
 
-    __slots__ = ("salt", "_bounds", "_last")
+    __slots__ = ("salt", "_prefix", "_bounds", "_last")
 
     def __init__(self, salt: str, weights: Mapping[str, float]) -> None:
         self.salt = salt
+        self._prefix = salt.encode() + b"\x00"
         bounds: list[tuple[float, str]] = []  # (cumulative weight, arm) for the arms with weight
         cumulative = 0.0
         for arm in ARM_ORDER:
@@ -60,7 +64,7 @@ class Assigner:
 
     def __call__(self, unit_id: str | None, rng: random.Random) -> str:
         """The arm of `unit_id`; without one (None or ""), of an independent draw from `rng`."""
-        return self.arm_at(unit_position(self.salt, unit_id) if unit_id else rng.random())
+        return self.arm_at(_position(self._prefix, unit_id) if unit_id else rng.random())
 
     def arm_at(self, position: float) -> str:
         """The arm whose cumulative-weight interval (in ARM_ORDER) contains `position` in [0, 1)."""

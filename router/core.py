@@ -45,7 +45,7 @@ from router.breaker import CircuitBreaker, CircuitOpen
 from router.buckets import analysis_bucket
 from router.config import RouterConfig
 from router.ledger import OutcomeLedger
-from router.metrics import RouterMetrics, status_code
+from router.metrics import PROTOCOLS, RouterMetrics, status_code
 from router.outcomes import OutcomeIntake
 from router.qa import pinned_units, qa_label
 from router.shadow import Shadow
@@ -59,6 +59,7 @@ log = logging.getLogger("router")
 MODEL: Final = "model"  # Final: a Literal type, so `config.arms[MODEL]` is the model arm's spec
 LEGACY: Final = "legacy"
 METADATA_REFRESH_S = 30.0
+_OK = {protocol: status_code(protocol, None) for protocol in PROTOCOLS}  # the `code` label of a success, per front
 
 
 @dataclass
@@ -212,13 +213,14 @@ class Router:
         try:
             if model_name != cfg.model_name:
                 raise errors.NotFound(f"unknown model {model_name!r}; this router serves {cfg.model_name!r}")
-            signature = self.signature
+            metadata = self.metadata
+            signature = metadata.signature if metadata is not None else None
             call = validate_request(decode(signature), signature, cfg.router.max_batch_size)
             budget = timeout if timeout is not None else cfg.router.request_timeout_ms / 1000.0
             prediction, served_by = await self._answer(state, arm, call, start + budget, experiment)
             served = Served(arm, self.signer.issue(experiment, arm, bucket=bucket), prediction, served_by, model_name,
                             call.signature_name or cfg.arms[MODEL].backend.signature_name)
-            if pinned is None:
+            if pinned is None and (self.sinks or cfg.shadow.enabled):  # the common case calls nothing more
                 self._after(state, arm, call, served)
             return served
         except errors.UserFacingError as err:
@@ -229,8 +231,10 @@ class Router:
             log.exception("unexpected error answering a predict request")
             raise errors.UserFacingError("internal error in the router") from None
         finally:
-            self.metrics.requests.record(experiment, arm, protocol, status_code(protocol, error), time.perf_counter() - start)
-            self.metrics.count_exposure(experiment, arm, bucket)  # every request, as modelramp_requests_total
+            metrics = self.metrics
+            metrics.requests.record(experiment, arm, protocol, status_code(protocol, error) if error is not None else _OK[protocol],
+                                    time.perf_counter() - start)
+            metrics.buckets.expose(experiment, arm, bucket)  # every request (count_exposure), as modelramp_requests_total
             if pinned is None:
                 state.counts[arm]["requests"] += 1
 

@@ -131,7 +131,38 @@ class Http1Pool:
                 await self._wait_for_connection(loop)
             self._busy += 1
             try:
-                return await self._request(loop, method, path, body, headers, answer_headers)
+                # Written out here, not in a coroutine of its own: each level of coroutines is
+                # suspended and resumed again on every request.
+                head = (f"{method} {self.prefix}{path} HTTP/1.1\r\nHost: ".encode() + self._host_header +
+                        b"\r\nContent-Type: application/json\r\n" + headers + b"Content-Length: " +
+                        str(len(body)).encode() + b"\r\n\r\n")
+                for attempt in (0, 1):
+                    conn = self._idle_connection()
+                    reused = conn is not None
+                    if conn is None:  # not a coroutine per call when, as nearly always, an idle connection waits
+                        _, conn = await loop.create_connection(self._protocol, self.host, self.port, ssl=self._ssl)
+                    conn.received = False
+                    if self._keep_headers:
+                        cast(_HeaderConnection, conn).sink = answer_headers
+                    conn.waiter = loop.create_future()
+                    conn.transport.write(head + body)
+                    try:
+                        status, payload, keep_alive = await conn.waiter
+                    except ConnectionError:
+                        conn.transport.close()
+                        # A kept-alive connection the server closed meanwhile: nothing was processed, try a new one.
+                        if reused and not conn.received and attempt == 0:
+                            continue
+                        raise
+                    except BaseException:
+                        conn.transport.close()  # cancelled or timed out mid-answer: the connection's state is unknown
+                        raise
+                    if keep_alive and not conn.closed:
+                        self._idle.append(conn)
+                    else:
+                        conn.transport.close()
+                    return status, payload
+                raise AssertionError("unreachable")
             finally:
                 self._busy -= 1
                 self._wake_next()
@@ -162,42 +193,12 @@ class Http1Pool:
                 waiter.set_result(None)
                 return
 
-    async def _request(self, loop: asyncio.AbstractEventLoop, method: str, path: str, body: bytes,
-                       headers: bytes = b"", answer_headers: dict[str, str] | None = None) -> tuple[int, bytes]:
-        head = (f"{method} {self.prefix}{path} HTTP/1.1\r\nHost: ".encode() + self._host_header +
-                b"\r\nContent-Type: application/json\r\n" + headers + b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n")
-        for attempt in (0, 1):
-            conn, reused = await self._connection(loop)
-            conn.received = False
-            if self._keep_headers:
-                cast(_HeaderConnection, conn).sink = answer_headers
-            conn.waiter = loop.create_future()
-            conn.transport.write(head + body)
-            try:
-                status, payload, keep_alive = await conn.waiter
-            except ConnectionError:
-                conn.transport.close()
-                # A kept-alive connection the server closed meanwhile: nothing was processed, try a new one.
-                if reused and not conn.received and attempt == 0:
-                    continue
-                raise
-            except BaseException:
-                conn.transport.close()  # cancelled or timed out mid-answer: the connection's state is unknown
-                raise
-            if keep_alive and not conn.closed:
-                self._idle.append(conn)
-            else:
-                conn.transport.close()
-            return status, payload
-        raise AssertionError("unreachable")
-
-    async def _connection(self, loop: asyncio.AbstractEventLoop) -> tuple[_Connection, bool]:
+    def _idle_connection(self) -> _Connection | None:
         while self._idle:
             conn = self._idle.pop()
             if not conn.closed:
-                return conn, True
-        _, conn = await loop.create_connection(self._protocol, self.host, self.port, ssl=self._ssl)
-        return conn, False
+                return conn
+        return None
 
     def close(self) -> None:
         for conn in self._idle:

@@ -38,6 +38,14 @@ def _column(array: np.ndarray) -> list[Any]:
     return values
 
 
+def _unanswered(err: asyncio.TimeoutError | OSError) -> errors.UserFacingError:
+    """The error for a call the pool could not complete: its deadline passed, or the system was not reachable."""
+    if isinstance(err, (asyncio.TimeoutError, TimeoutError)):  # one class since Python 3.11, two before
+        return errors.DeadlineExceeded("legacy system did not answer in time")
+    # Refused, reset, closed, TLS refused (ConnectionError and ssl.SSLError are OSErrors).
+    return errors.Unavailable(f"legacy system unreachable: {err}")
+
+
 class LegacyHttpBackend(Backend):
     kind = "legacy_http"
 
@@ -61,13 +69,6 @@ class LegacyHttpBackend(Backend):
             self._pool = Http1Pool(self.url, self._max_connections, self._ssl)
         return self._pool
 
-    async def _call(self, method: str, path: str, body: bytes, timeout: float, headers: bytes = b"") -> tuple[int, bytes]:
-        try:
-            return await self._client().request(method, path, body, timeout, headers)
-        except (asyncio.TimeoutError, TimeoutError):
-            raise errors.DeadlineExceeded("legacy system did not answer in time") from None
-        except OSError as err:  # refused, reset, closed, TLS refused (ConnectionError and ssl.SSLError are OSErrors)
-            raise errors.Unavailable(f"legacy system unreachable: {err}") from None
 
     async def predict(self, call: PredictCall, timeout: float) -> Prediction:
         rows = call.rows
@@ -79,7 +80,12 @@ class LegacyHttpBackend(Backend):
         extra = forwarded(self._forward)
         # Header values came from the client's request as parsed by httptools: no CR or LF in them.
         lines = b"".join(b"%s: %s\r\n" % (k.encode("latin-1"), v.encode("latin-1")) for k, v in extra) if extra else b""
-        status, payload = await self._call(self.method, self.path, body, min(timeout, self.timeout), self._static + lines)
+        # The pool awaited here, not through a wrapper coroutine: each level is resumed on every request.
+        try:
+            status, payload = await self._client().request(self.method, self.path, body, min(timeout, self.timeout),
+                                                           self._static + lines)
+        except (asyncio.TimeoutError, OSError) as err:
+            raise _unanswered(err) from None
         try:
             answer = json_codec.loads(payload)
         except ValueError:
@@ -96,8 +102,8 @@ class LegacyHttpBackend(Backend):
 
     async def ready(self, timeout: float) -> bool:
         try:
-            status, _ = await self._call("GET", self.health_path, b"", timeout, self._static)
-        except errors.UserFacingError:
+            status, _ = await self._client().request("GET", self.health_path, b"", timeout, self._static)
+        except (asyncio.TimeoutError, OSError):
             return False
         return status == self.health_status
 

@@ -93,8 +93,11 @@ async def answer_predict(router: Router, name: str, unit_id: str | None, body: b
     cfg = router.state.config
     decode = RestDecoder(body, cfg.router.max_body_bytes, cfg.arms["model"].backend.signature_name)
     try:
-        with forwarding(forward):
-            served: Served = await router.predict(name, unit_id, decode, "http")
+        if forward:
+            with forwarding(forward):
+                served: Served = await router.predict(name, unit_id, decode, "http")
+        else:  # most requests carry no trace header: no context manager's three calls on every request
+            served = await router.predict(name, unit_id, decode, "http")
     except errors.UserFacingError as err:
         headers = _echo(forward) if forward else {}
         if isinstance(err, CircuitOpen):  # held off by a breaker: when trying again can help
