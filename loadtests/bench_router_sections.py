@@ -70,6 +70,18 @@ class _PrometheusClientCounts:
         self.histogram.observe(key_and_seconds[-1])
 
 
+class _OpenSslHmac:
+    """A pre-keyed `hmac.HMAC` on OpenSSL's SHA-256, copied per message: the router's request-id HMAC before."""
+
+    def __init__(self, key: bytes) -> None:
+        self._mac = hmac.new(key, digestmod="sha256")
+
+    def digest(self, message: bytes) -> bytes:
+        mac = self._mac.copy()
+        mac.update(message)
+        return mac.digest()
+
+
 async def run(requests: int) -> dict:
     server, router_ = await in_process_router(model_weight=0.01)
     signature = router_.signature
@@ -78,7 +90,7 @@ async def run(requests: int) -> dict:
     legacy = router_.state.backends["legacy"]
     key = b"bench-key"
     openssl_signer = Signer(key)
-    openssl_signer._mac = hmac.new(key, digestmod="sha256")  # the pre-keyed HMAC on OpenSSL's SHA-256, as before
+    openssl_signer._mac = _OpenSslHmac(key)  # type: ignore[assignment]  # the same interface, as the router did before
     setups: dict[str, tuple[Callable[..., Any], Signer, _Counts]] = {
         "router": (cpython_sha256, Signer(key), router_.metrics.requests),
         "openssl_prometheus": (hashlib.sha256, openssl_signer, _PrometheusClientCounts(("bench", "legacy", "http", "200"))),

@@ -33,7 +33,7 @@ import contextlib
 import socket
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Sequence
 from typing import cast
 from urllib.parse import unquote
 
@@ -435,17 +435,22 @@ class UnaryGrpcClient:
         self._busy = 0
         self._waiting: deque[asyncio.Future[None]] = deque()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._heads: dict[str, bytes] = {}  # each method's request headers but the deadline (literals: no HPACK state)
 
-    async def call(self, method: str, request: bytes, timeout: float, metadata: Iterable[tuple[str, str]] = ()) -> bytes:
+    async def call(self, method: str, request: bytes, timeout: float, metadata: Sequence[tuple[str, str]] = ()) -> bytes:
         """The response message of `method` (`/package.Service/Method`) for `request`, both serialized."""
         loop = self._loop
         if loop is None:
             loop = self._loop = asyncio.get_running_loop()
         deadline = time.monotonic() + timeout
-        head = (b"\x83\x86\x04" + _hpack_int(len(method), 7) + method.encode()  # :method POST, :scheme http, :path
+        head = self._heads.get(method)
+        if head is None:
+            head = self._heads[method] = (
+                b"\x83\x86\x04" + _hpack_int(len(method), 7) + method.encode()  # :method POST, :scheme http, :path
                 + b"\x01" + _hpack_int(len(self.authority), 7) + self.authority  # :authority
-                + b"\x00\x0ccontent-type\x10application/grpc\x00\x02te\x08trailers"
-                + b"".join(_literal(name.encode(), value.encode()) for name, value in metadata))
+                + b"\x00\x0ccontent-type\x10application/grpc\x00\x02te\x08trailers")
+        if metadata:
+            head += b"".join(_literal(name.encode(), value.encode()) for name, value in metadata)
         for attempt in range(self.retries + 1):
             try:
                 return await self._once(loop, head, request, deadline)
@@ -459,11 +464,13 @@ class UnaryGrpcClient:
         if self._busy >= self._max:
             await self._wait_for_turn(loop, deadline)
         self._busy += 1
-        try:
-            conn = await self._connection(loop, deadline)
-        except BaseException:
-            self.released()
-            raise
+        conn = self._ready_connection()
+        if conn is None:  # resolution due, or no usable connection: the slow way (no coroutine per call otherwise)
+            try:
+                conn = await self._connection(loop, deadline)
+            except BaseException:
+                self.released()
+                raise
         remaining = max(deadline - time.monotonic(), 0.001)
         future: asyncio.Future[bytes] = loop.create_future()
         stream_id = conn.start(head + _literal(b"grpc-timeout", _timeout_header(remaining)), request, future)
@@ -493,6 +500,18 @@ class UnaryGrpcClient:
             if not waiter.done():
                 waiter.set_result(None)
                 return
+
+    def _ready_connection(self) -> _Connection | None:
+        """The next address's usable connection when no resolution is due and that address has one, else None."""
+        addresses = self._addresses
+        if not addresses or time.monotonic() - self._resolved_at > RESOLVE_EVERY_S:
+            return None
+        at = self._next % len(addresses)
+        for conn in self._connections.get(addresses[at], ()):
+            if conn.usable:
+                self._next = (at + 1) % len(addresses)
+                return conn
+        return None
 
     async def _connection(self, loop: asyncio.AbstractEventLoop, deadline: float) -> _Connection:
         now = time.monotonic()

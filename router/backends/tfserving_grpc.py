@@ -46,6 +46,13 @@ def _float_columns(outputs: Any) -> dict[str, list[float]] | None:
     return columns
 
 
+def _parsed(method: str, data: bytes, response_type: Any) -> Any:
+    try:
+        return response_type.FromString(data)
+    except DecodeError:
+        raise BadResponse(f"model server's answer to {method} is not a {response_type.DESCRIPTOR.name}") from None
+
+
 # `spec`: a ModelSpec message, whose class serving.tfserving.protos builds at import time (no static type).
 def _fill_spec(spec: Any, name: str, version: int | None, label: str | None, signature_name: str | None = None) -> None:
     spec.name = name
@@ -74,17 +81,14 @@ class TfServingGrpcBackend(Backend):
     async def _call(self, method: str, request: Any, response_type: Any, timeout: float) -> Any:
         data = await self._client.call(method, request if isinstance(request, bytes) else request.SerializeToString(),
                                        timeout, forwarded())
-        try:
-            return response_type.FromString(data)
-        except DecodeError:
-            raise BadResponse(f"model server's answer to {method} is not a {response_type.DESCRIPTOR.name}") from None
+        return _parsed(method, data, response_type)
 
     def _spec(self, spec: Any) -> None:
         c = self.config
         _fill_spec(spec, c.model_name, c.version, c.version_label, c.signature_name)
 
-    def _request(self, call: PredictCall) -> bytes | Any:
-        """The PredictRequest: REST rows checked against the signature as bytes (no numpy, no messages), else a message."""
+    def _request(self, call: PredictCall) -> bytes:
+        """The PredictRequest's bytes: written from REST rows checked against the signature (no numpy, no messages), else serialized."""
         if call.rows is not None and call.input_specs is not None:
             if self._encoder is None or self._encoder_specs is not call.input_specs:
                 self._encoder = RowsRequestEncoder(self._head, {name: spec.dtype for name, spec in call.input_specs.items()})
@@ -97,10 +101,12 @@ class TfServingGrpcBackend(Backend):
         for name, values in call.inputs.items():
             request.inputs[name].CopyFrom(to_tensor_proto(values, protos.TensorProto))
         request.output_filter.extend(call.output_filter)
-        return request
+        return bytes(request.SerializeToString())
 
     async def predict(self, call: PredictCall, timeout: float) -> Prediction:
-        response = await self._call(protos.PREDICT_METHOD, self._request(call), protos.PredictResponse, min(timeout, self.timeout))
+        # The client awaited here, not through `_call`: each coroutine level is resumed on every call.
+        data = await self._client.call(protos.PREDICT_METHOD, self._request(call), min(timeout, self.timeout), forwarded())
+        response = _parsed(protos.PREDICT_METHOD, data, protos.PredictResponse)
         version = response.model_spec.version.value if response.model_spec.HasField("version") else None
         columns = _float_columns(response.outputs)
         if columns is not None:
