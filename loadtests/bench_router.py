@@ -50,6 +50,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import math
 import subprocess
 import sys
 import tempfile
@@ -78,6 +79,9 @@ COMPARED = ("added_p50_ms", "added_p90_ms", "added_p99_ms", "cpu_s_per_1000", "c
 
 
 def percentile(values: list[float], q: float) -> float:
+    """The q-quantile (nearest rank); NaN for no values (the legacy arm's answers at `--model-weight 1`)."""
+    if not values:
+        return math.nan
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
