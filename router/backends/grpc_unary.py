@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import struct
 import time
 from collections import deque
 from collections.abc import Sequence
@@ -61,6 +62,10 @@ _HTTP_TO_GRPC = {400: grpc.StatusCode.INTERNAL, 401: grpc.StatusCode.UNAUTHENTIC
                  404: grpc.StatusCode.UNIMPLEMENTED, 429: grpc.StatusCode.UNAVAILABLE, 502: grpc.StatusCode.UNAVAILABLE,
                  503: grpc.StatusCode.UNAVAILABLE, 504: grpc.StatusCode.UNAVAILABLE}
 _CODES = {code.value[0]: code for code in grpc.StatusCode}
+
+
+# A frame's 9-byte head: length (24 bits, read as 8 + 16), type, flags, stream id (its top bit reserved).
+_FRAME_HEAD = struct.Struct(">BHBBI")
 
 
 def _frame(kind: int, flags: int, stream: int, payload: bytes) -> bytes:
@@ -114,12 +119,13 @@ class _Connection(asyncio.Protocol):
     def __init__(self, client: UnaryGrpcClient, address: tuple[str, int]) -> None:
         self.client = client
         self.address = address
-        self.buffer = bytearray()
+        self.rest = b""  # received bytes of a frame not yet complete (at most a frame: FRAME_LIMIT + 9)
         self.decoder = Decoder()
         # The header blocks of a server's answers repeat byte for byte once its table holds them;
         # a block that leaves the table as it was decodes the same next time (cleared when one does not).
         self.decoded: dict[bytes, list[tuple[bytes, bytes]]] = {}
         self.streams: dict[int, _Stream] = {}
+        self.held: set[int] = set()  # streams whose request DATA waits for flow-control window
         self.next_id = 1
         self.send_window = 65_535  # connection level, what the server lets us send
         self.initial_window = 65_535  # per stream, from the server's SETTINGS
@@ -157,25 +163,24 @@ class _Connection(asyncio.Protocol):
         if self.closed:
             return
         self.last_frame_at = time.monotonic()
-        buffer = self.buffer
-        buffer += data
-        at, end = 0, len(buffer)
+        if self.rest:  # a frame's start from the last read
+            data = self.rest + data
+        at, end = 0, len(data)
         try:
             while end - at >= 9:
-                length = int.from_bytes(buffer[at:at + 3], "big")
+                high, low, kind, flags, stream = _FRAME_HEAD.unpack_from(data, at)
+                length = high << 16 | low
                 if length > FRAME_LIMIT:
                     raise ConnectionError(f"frame of {length} bytes, larger than the {FRAME_LIMIT} announced")
                 if end - at < 9 + length:
                     break
-                kind, flags = buffer[at + 3], buffer[at + 4]
-                stream = int.from_bytes(buffer[at + 5:at + 9], "big") & 0x7FFF_FFFF
-                payload = bytes(buffer[at + 9:at + 9 + length])
+                payload = data[at + 9:at + 9 + length]
                 at += 9 + length
-                self._frame(kind, flags, stream, payload)
+                self._frame(kind, flags, stream & 0x7FFF_FFFF, payload)
         except (ConnectionError, HPACKError, ValueError, IndexError) as err:
             self._abort(f"model server broke the HTTP/2 protocol: {err}")
             return
-        del buffer[:at]
+        self.rest = data[at:] if at < end else b""
 
     # -- frames in --------------------------------------------------------------------------------
 
@@ -192,7 +197,8 @@ class _Connection(asyncio.Protocol):
                 self.send_window += increment
             elif (stream := self.streams.get(stream_id)) is not None:
                 stream.window += increment
-            self._flush()
+            if self.held:  # the server sends a window update per answer, nearly always with nothing held back
+                self._flush()
         elif kind == _SETTINGS:
             if not flags & _ACK:
                 self._settings(payload)
@@ -329,18 +335,22 @@ class _Connection(asyncio.Protocol):
         else:
             self.transport.write(b"".join(out))
             stream.pending = body
+            self.held.add(stream_id)
             self._flush()
         return stream_id
 
     def _flush(self) -> None:
         """Send what the windows now allow of requests waiting on flow control."""
-        for stream_id, stream in list(self.streams.items()):
+        for stream_id in sorted(self.held):  # in the order the calls started
+            stream = self.streams[stream_id]
             while stream.pending and self.send_window > 0 and stream.window > 0:
                 size = min(len(stream.pending), self.send_window, stream.window, self.max_frame)
                 chunk, stream.pending = stream.pending[:size], stream.pending[size:]
                 self.send_window -= size
                 stream.window -= size
                 self.transport.write(_frame(_DATA, 0 if stream.pending else _END_STREAM, stream_id, chunk))
+            if not stream.pending:
+                self.held.discard(stream_id)
 
     def cancel(self, stream_id: int, error: errors.UserFacingError) -> _Stream | None:
         """Give up a call: reset its stream (the server stops working on it) and fail it with `error`."""
@@ -372,6 +382,7 @@ class _Connection(asyncio.Protocol):
         stream = self.streams.pop(stream_id, None)
         if stream is None:
             return
+        self.held.discard(stream_id)
         if not stream.future.done():
             if error is None:
                 try:
