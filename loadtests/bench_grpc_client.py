@@ -33,7 +33,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # sibling benchmark modules
 
-from bench_router import ready
+from bench_router import paced, ready
 from results_file import save
 
 from serving.tfserving.errors import UserFacingError
@@ -93,7 +93,6 @@ async def client(kind: str, grpc_port: int, rest_port: int, rps: float, seconds:
     call = make_call(kind, grpc_port, rest_port)
     for _ in range(WARMUP_CALLS):
         await call()
-    loop = asyncio.get_running_loop()
     latencies: list[float] = []
     errors = 0
 
@@ -107,15 +106,8 @@ async def client(kind: str, grpc_port: int, rest_port: int, rps: float, seconds:
             return
         latencies.append(time.perf_counter() - start)
 
-    calls = max(1, int(rps * seconds))
-    tasks = []
-    begin, cpu = loop.time(), time.process_time()
-    for i in range(calls):
-        delay = begin + i / rps - loop.time()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        tasks.append(loop.create_task(timed()))
-    await asyncio.gather(*tasks)
+    cpu = time.process_time()
+    calls, _ = await paced(rps, max(1, int(rps * seconds)), lambda _: timed())
     spent = time.process_time() - cpu
     ordered = sorted(latencies) or [float("nan")]
     return {"calls": calls, "errors": errors, "cpu_us_per_call": spent / calls * 1e6,

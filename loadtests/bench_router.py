@@ -55,9 +55,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # sibling benchmark modules
@@ -113,17 +114,21 @@ async def open_loop(url: str, body: bytes, rps: float, seconds: float, unit_head
             else:
                 errors += 1
 
-        tasks = []
-        start = time.perf_counter()
-        n = int(rps * seconds)
-        for i in range(n):
-            delay = start + i / rps - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(one(i)))
-        await asyncio.gather(*tasks)
-        elapsed = time.perf_counter() - start
+        n, elapsed = await paced(rps, int(rps * seconds), one)
     return {"requests": n, "errors": errors, "achieved_rps": n / elapsed}
+
+
+async def paced(rps: float, calls: int, one: Callable[[int], Coroutine[Any, Any, None]]) -> tuple[int, float]:
+    """Start `one(i)` at i / rps seconds for i < calls, never waiting for answers (an open loop); (calls, seconds taken)."""
+    tasks: list[asyncio.Task[None]] = []
+    start = time.perf_counter()
+    for i in range(calls):
+        delay = start + i / rps - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(one(i)))
+    await asyncio.gather(*tasks)
+    return calls, time.perf_counter() - start
 
 
 def summary(latencies: list[float], parts: list[dict]) -> dict:
