@@ -9,12 +9,7 @@ and the legacy system's `/v1/predict`:
 
 - `direct`: no proxy; the load generator itself sends the share's requests to the model server's
   REST predict and the rest to the legacy system (two open loops at the two rates), the baseline
-  every "added" figure is measured against but router (gRPC)'s;
-- `direct (gRPC)`: the same, the share's requests over the model server's gRPC API (with the
-  router's own client, `router.backends.grpc_unary`): router (gRPC)'s baseline, because that
-  router reaches the model over gRPC, and the model server's gRPC front answers more slowly than
-  its REST front (`loadtests/bench_grpc_client.py`); against `direct` its "added" would count that
-  difference, which is the model server's and not the router's;
+  every "added" figure is measured against;
 - `nginx` (Debian's package, one process: `master_process off`): `split_clients` on
   `$request_id` (random per request), keep-alive upstreams;
 - `haproxy` (Debian's package, one process, one thread): `rand()` picks the backend,
@@ -28,7 +23,7 @@ each path for `--seconds` per path and share, split into `--rounds` rounds, the 
 turns (their order rotated every round), so that other load on the shared machine hits every path
 alike. Each round gives, per path, p50 and p99 over every answer (both arms: what a client sees)
 and the CPU-seconds the proxy's processes spent (user + kernel, from /proc via psutil, every
-process of the proxy). Reported per share and path: added p50 and p99 (the path's minus its
+process of the proxy). Reported per share and path: added p50 and p99 (the path's minus the
 direct path's in the same round, median over rounds), CPU-seconds per 1,000 requests (median over
 rounds) and its ratio to nginx's at the same share. The JSON also carries the figures pooled over
 all rounds and each arm's latencies apart.
@@ -58,7 +53,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # sibling benchmark mo
 
 import psutil
 import yaml
-from bench_router import SIGNING_KEY, once, open_loop, paced, percentile, ready, router_args, start_stack
+from bench_router import SIGNING_KEY, once, open_loop, percentile, ready, router_args, start_stack
 from results_file import save
 
 from experiments.local.stack import Child
@@ -68,7 +63,6 @@ from tests.support.processes import Process, free_port, port_open, wait_until
 MODEL_PATH = "/v1/models/churn:predict"
 LEGACY_PATH = "/v1/predict"
 ROUTERS = {"router (gRPC)": "tfserving_grpc", "router (REST)": "tfserving_rest"}
-GRPC_DIRECT = "direct (gRPC)"  # the client splitting by itself, the model share over the model server's gRPC API
 PEERS = ("nginx", "haproxy", *ROUTERS)
 
 
@@ -92,7 +86,6 @@ class Upstreams:
 
     legacy_port: int
     rest_port: int  # the model server's REST API
-    grpc_port: int  # the model server's gRPC API (what router (gRPC) calls)
     config: dict  # the experiment file start_stack wrote (its router's), the template of ours
 
     @property
@@ -224,22 +217,17 @@ class Route:
     """One way to the two systems, and what its rounds measured."""
 
     name: str
-    # (URL, share of the rate, the arm it reaches: None = the X-Modelramp-Arm header says); a grpc:// URL is the model
-    # server's gRPC API, called with `load`'s client
-    targets: list[tuple[str, float, str | None]]
+    targets: list[tuple[str, float, str | None]]  # (URL, share of the rate, the arm it reaches: None = the X-Modelramp-Arm header says)
     procs: list[psutil.Process]  # the proxy's processes, whose CPU counts (none for direct)
     unit_header: bool
-    baseline: str = "direct"  # the direct path its "added" figures are measured against
     rounds: list[dict] = field(default_factory=list)
     latencies: dict[str, list[float]] = field(default_factory=dict)  # every round's, by arm
 
-    async def measure_round(self, body: bytes, rps: float, seconds: float, load: GrpcLoad | None = None) -> dict:
+    async def measure_round(self, body: bytes, rps: float, seconds: float) -> dict:
         found: list[dict[str, list[float]]] = [{} for _ in self.targets]
         before, machine = cpu_seconds(self.procs), psutil.cpu_times()._asdict()
-        parts = await asyncio.gather(*(
-            (load.open_loop(rps * share, seconds, found[i]) if url.startswith("grpc://") and load is not None
-             else open_loop(url, body, rps * share, seconds, self.unit_header, found[i]))
-            for i, (url, share, _) in enumerate(self.targets) if rps * share * seconds >= 1))
+        parts = await asyncio.gather(*(open_loop(url, body, rps * share, seconds, self.unit_header, found[i])
+                                       for i, (url, share, _) in enumerate(self.targets) if rps * share * seconds >= 1))
         cpu = cpu_seconds(self.procs) - before
         busy = machine_busy(machine, psutil.cpu_times()._asdict())
         by_arm: dict[str, list[float]] = {}
@@ -283,46 +271,6 @@ class Route:
         return out
 
 
-class GrpcLoad:
-    """The load generator's own gRPC calls to the model server: `direct (gRPC)`'s model share.
-
-    With the client the router uses (`router.backends.grpc_unary`), one per benchmark, kept
-    across rounds so that no round pays for connecting; the request is the same row as the REST
-    body, as a serialized PredictRequest.
-    """
-
-    def __init__(self, grpc_port: int) -> None:
-        from bench_grpc_client import predict_request  # noqa: PLC0415 - numpy and the protos: the gRPC path only
-
-        from router.backends.grpc_unary import UnaryGrpcClient  # noqa: PLC0415
-
-        self.client = UnaryGrpcClient(f"127.0.0.1:{grpc_port}", retries=0)
-        self.request = predict_request().SerializeToString()  # type: ignore[attr-defined]  # a protobuf message
-
-    async def open_loop(self, rps: float, seconds: float, latencies: dict[str, list[float]]) -> dict:
-        """`bench_router.open_loop` for gRPC predict calls: latencies under "model", failed calls counted."""
-        from serving.tfserving.errors import UserFacingError  # noqa: PLC0415
-        from serving.tfserving.protos import PREDICT_METHOD  # noqa: PLC0415
-
-        errors = 0
-
-        async def one(_: int) -> None:
-            nonlocal errors
-            start = time.perf_counter()
-            try:
-                await self.client.call(PREDICT_METHOD, self.request, 5.0)
-            except UserFacingError:
-                errors += 1
-                return
-            latencies.setdefault("model", []).append(time.perf_counter() - start)
-
-        n, elapsed = await paced(rps, int(rps * seconds), one)
-        return {"requests": n, "errors": errors, "achieved_rps": n / elapsed}
-
-    def close(self) -> None:
-        self.client.close()
-
-
 @contextlib.contextmanager
 def backends(models: Path, workdir: Path) -> Iterator[Upstreams]:
     """The legacy system and the model server (bench_router's stack), stopped on exit."""
@@ -331,10 +279,9 @@ def backends(models: Path, workdir: Path) -> Iterator[Upstreams]:
         router, _, model = procs
         router.stop()  # the stack's own router: ours are started per share, with the share's weights and each model-arm kind
         rest_port = int(model.args[model.args.index("--rest_api_port") + 1])
-        grpc_port = int(model.args[model.args.index("--port") + 1])
         wait_until(lambda: ready(f"http://127.0.0.1:{rest_port}/v1/models/churn"), 60, "model server REST ready", model.proc)
         legacy_port = int(direct_url.split(":")[2].split("/")[0])
-        yield Upstreams(legacy_port, rest_port, grpc_port, yaml.safe_load((workdir / "bench.yaml").read_text()))
+        yield Upstreams(legacy_port, rest_port, yaml.safe_load((workdir / "bench.yaml").read_text()))
     finally:
         for p in procs:
             p.stop()
@@ -344,11 +291,7 @@ async def measure_share(args: argparse.Namespace, up: Upstreams, share: float, w
     body = json.dumps({"instances": [ROW]}).encode()  # the legacy API and TF Serving's REST predict share this body shape
     with contextlib.ExitStack() as stack:
         folder = workdir / f"share-{share:g}"
-        load = GrpcLoad(up.grpc_port)
-        stack.callback(load.close)
-        paths = [Route("direct", [(up.model_url, share / 100, "model"), (up.legacy_url, 1 - share / 100, "legacy")], [], False),
-                 Route(GRPC_DIRECT, [(f"grpc://127.0.0.1:{up.grpc_port}", share / 100, "model"),
-                                     (up.legacy_url, 1 - share / 100, "legacy")], [], False)]
+        paths = [Route("direct", [(up.model_url, share / 100, "model"), (up.legacy_url, 1 - share / 100, "legacy")], [], False)]
         for name in PEERS:
             if name in ROUTERS:
                 child, url = start_router(ROUTERS[name], folder / ROUTERS[name], up, share)
@@ -356,27 +299,26 @@ async def measure_share(args: argparse.Namespace, up: Upstreams, share: float, w
                 child, url = start_proxy(name, folder / name, up, share)
             stack.callback(child.stop)
             main = psutil.Process(child.proc.pid)
-            paths.append(Route(name, [(url, 1.0, None)], [main, *main.children(recursive=True)], True,
-                               baseline=GRPC_DIRECT if ROUTERS.get(name) == "tfserving_grpc" else "direct"))
+            paths.append(Route(name, [(url, 1.0, None)], [main, *main.children(recursive=True)], True))
         print(f"[{share:g}%] nginx, haproxy and two routers started ({time.strftime('%H:%M:%S')}); "
               f"warm-up, then {args.rounds} rounds of {args.seconds / args.rounds:g} s per path", flush=True)
-        for p in paths:  # warm-up: connections, caches; not counted (the rounds of a Route are what its figures take)
-            await p.measure_round(body, args.rps, args.warmup, load)
-            p.rounds.clear()
-            p.latencies.clear()
+        for p in paths:  # warm-up: connections, caches; not counted
+            await asyncio.gather(*(open_loop(url, body, args.rps * s, args.warmup, p.unit_header)
+                                   for url, s, _ in p.targets if args.rps * s * args.warmup >= 1))
         round_seconds = args.seconds / args.rounds
         for k in range(args.rounds):
             order = paths[k % len(paths):] + paths[:k % len(paths)]
-            rows = {p.name: await p.measure_round(body, args.rps, round_seconds, load) for p in order}
-            cells = [f"{n} p50 {rows[n]['p50_ms']:.2f} p99 {rows[n]['p99_ms']:.2f}" for n in ("direct", GRPC_DIRECT)]
-            cells += [f"{p.name} {rows[p.name]['p50_ms'] - rows[p.baseline]['p50_ms']:+.2f}/"
-                      f"{rows[p.name]['p99_ms'] - rows[p.baseline]['p99_ms']:+.2f} ms {rows[p.name]['cpu_s_per_1000']:.3f} CPU-s/1k"
-                      + (f" {rows[p.name]['errors']} errors" if rows[p.name]["errors"] else "") for p in paths if p.procs]
+            rows = {p.name: await p.measure_round(body, args.rps, round_seconds) for p in order}
+            d = rows["direct"]
+            cells = [f"direct p50 {d['p50_ms']:.2f} p99 {d['p99_ms']:.2f}"]
+            cells += [f"{n} {rows[n]['p50_ms'] - d['p50_ms']:+.2f}/{rows[n]['p99_ms'] - d['p99_ms']:+.2f} ms "
+                      f"{rows[n]['cpu_s_per_1000']:.3f} CPU-s/1k" + (f" {rows[n]['errors']} errors" if rows[n]["errors"] else "")
+                      for n in PEERS]
             busy = statistics.median(r["machine_busy"] for r in rows.values())
             print(f"[{share:g}%] round {k + 1}/{args.rounds} ({time.strftime('%H:%M:%S')}, machine {busy:.0%} busy): {'; '.join(cells)}",
                   flush=True)
-    by_name = {p.name: p for p in paths}
-    result = {p.name: p.figures(by_name[p.baseline]) | {"baseline": p.baseline} for p in paths}
+    direct = paths[0]
+    result = {p.name: p.figures(direct) for p in paths}
     nginx_cpu = result["nginx"]["cpu_s_per_1000"]
     for name in PEERS:
         cpu = result[name]["cpu_s_per_1000"]
@@ -399,11 +341,11 @@ def table(result: dict) -> str:
     lines = ["| path | model share | added p50 | added p99 | CPU-s per 1,000 requests | CPU ratio to nginx |",
              "| --- | --- | --- | --- | --- | --- |"]
     for share, paths in result["shares"].items():
-        for name in (GRPC_DIRECT, *PEERS):  # direct (gRPC) against direct: what the model server's gRPC front adds
+        for name in PEERS:
             f = paths[name]
-            ratio = f"{f['cpu_ratio_to_nginx']:.2f}×" if f.get("cpu_ratio_to_nginx") else "-"
-            cpu = f"{f['cpu_s_per_1000']:.3f}" if f["cpu_s_per_1000"] is not None else "-"
-            lines.append(f"| {name} | {share}% | {f['added_p50_ms']:+.2f} ms | {f['added_p99_ms']:+.2f} ms | {cpu} | {ratio} |")
+            ratio = f"{f['cpu_ratio_to_nginx']:.2f}×" if f["cpu_ratio_to_nginx"] else "-"
+            lines.append(f"| {name} | {share}% | {f['added_p50_ms']:+.2f} ms | {f['added_p99_ms']:+.2f} ms | "
+                         f"{f['cpu_s_per_1000']:.3f} | {ratio} |")
     return "\n".join(lines)
 
 
@@ -427,12 +369,12 @@ def main() -> int:
     result = asyncio.run(bench(args))
     print(f"\nload: {args.rps:g} req/s open loop, {args.seconds:g} s per path and share in {args.rounds} rounds, paths in turn; "
           f"one row per request, loopback; {result['versions']['nginx']}, {result['versions']['haproxy']}")
-    print("added: minus the direct path (the client splitting by itself; for router (gRPC), its model share over the model "
-          "server's gRPC API) in the same round, median over rounds; CPU: the proxy's own processes, median over rounds")
+    print("added: minus the direct path (the client splitting by itself) in the same round, median over rounds; "
+          "CPU: the proxy's own processes, median over rounds")
     print(table(result))
     for share, paths in result["shares"].items():
-        errors = {n: paths[n]["errors"] for n in ("direct", GRPC_DIRECT, *PEERS) if paths[n]["errors"]}
-        answered = ", ".join(f"{n} {paths[n]['model_share_answered'] * 100:.1f}%" for n in ("direct", GRPC_DIRECT, *PEERS))
+        errors = {n: paths[n]["errors"] for n in ("direct", *PEERS) if paths[n]["errors"]}
+        answered = ", ".join(f"{n} {paths[n]['model_share_answered'] * 100:.1f}%" for n in ("direct", *PEERS))
         print(f"{share}%: model arm answered: {answered}; errors: {errors or 'none'}")
     if args.json:
         save(args.json, result)
