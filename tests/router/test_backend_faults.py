@@ -249,8 +249,15 @@ def test_reverse_fallback_answers_part_of_the_legacy_arm_from_the_model_counted_
         assert all(a.body == model_answer for a in rerouted), "answered by the model"
         assert {a.status for a in legacy_arm} == {200, 503}
         assert 0.35 <= len(rerouted) / len(legacy_arm) <= 0.65, f"{len(rerouted)} of {len(legacy_arm)}: share 0.5"
-        # Counted as the legacy arm's fallbacks and requests, never as model-arm requests.
-        assert router.metric("modelramp_fallbacks_total", arm="legacy") == len(rerouted)
+        # Counted as the legacy arm's fallbacks and requests, never as model-arm requests. A fallback is counted
+        # before the model's call: one that fails at the model (a model backend error, e.g. its deadline on a busy
+        # machine) is counted and answered 503 with the legacy error, so the count is exact only without such errors.
+        # Counted over the whole run: an answer rerouted at once can come back before `killed` was taken (a busy
+        # machine), and no legacy-arm answer before the kill is the model's.
+        every_rerouted = sum(1 for a in clients.since(0, "legacy") if a.status == 200 and a.body == model_answer)
+        fallbacks = router.metric("modelramp_fallbacks_total", arm="legacy")
+        model_errors = router.metric("modelramp_backend_errors_total", arm="model")
+        assert every_rerouted <= fallbacks <= every_rerouted + model_errors, (fallbacks, every_rerouted, model_errors)
         assert router.metric("modelramp_requests_total", arm="model") == len(clients.since(0, "model"))
         assert router.metric("modelramp_requests_total", arm="legacy") == len(clients.since(0, "legacy"))
         assert {a.status for a in clients.since(killed, "model")} == {200}
