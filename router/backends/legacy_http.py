@@ -69,7 +69,6 @@ class LegacyHttpBackend(Backend):
             self._pool = Http1Pool(self.url, self._max_connections, self._ssl)
         return self._pool
 
-
     async def predict(self, call: PredictCall, timeout: float) -> Prediction:
         rows = call.rows
         if rows is None:
