@@ -323,7 +323,8 @@ class Router:
             raise
         breaker.record(True, ticket)
         # Same shape as the model's answer: legacy responses claim the model version they stand in for.
-        prediction.model_version = self.signature.model_version if self.signature else None
+        metadata = self.metadata
+        prediction.model_version = metadata.signature.model_version if metadata is not None else None
         return prediction
 
     def _backend_failed(self, state: ExperimentState, arm: str, err: errors.UserFacingError, experiment: str,

@@ -89,6 +89,7 @@ class Http1Pool:
         # https: `ssl_context`, else the system's trust store and hostname checking (Python's client defaults).
         self._ssl = (ssl_context or ssl.create_default_context()) if parts.scheme == "https" else None
         self.prefix = parts.path.rstrip("/")
+        self._prefix = self.prefix.encode()
         self._host_header = f"{self.host}:{self.port}".encode()
         self._idle: list[_Connection] = []
         # A counter and a queue rather than asyncio.Semaphore, whose acquire and release run seven
@@ -133,9 +134,8 @@ class Http1Pool:
             try:
                 # Written out here, not in a coroutine of its own: each level of coroutines is
                 # suspended and resumed again on every request.
-                head = (f"{method} {self.prefix}{path} HTTP/1.1\r\nHost: ".encode() + self._host_header +
-                        b"\r\nContent-Type: application/json\r\n" + headers + b"Content-Length: " +
-                        str(len(body)).encode() + b"\r\n\r\n")
+                head = b"%s %s%s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\n%sContent-Length: %d\r\n\r\n" % (
+                    method.encode(), self._prefix, path.encode(), self._host_header, headers, len(body))
                 for attempt in (0, 1):
                     conn = self._idle_connection()
                     reused = conn is not None
@@ -165,7 +165,8 @@ class Http1Pool:
                 raise AssertionError("unreachable")
             finally:
                 self._busy -= 1
-                self._wake_next()
+                if self._waiting:
+                    self._wake_next()
         except asyncio.CancelledError:
             if not expired:
                 raise

@@ -21,11 +21,11 @@ from serving.tfserving import errors
 OUTCOMES_PATH = b"/v1/outcomes"
 
 
-async def answer_outcomes(router: Router, body: bytes) -> tuple[int, bytes, dict[str, str]]:
-    """One outcome report: (status, JSON body, extra headers)."""
+async def answer_outcomes(router: Router, body: bytes) -> tuple[int, bytes, bytes]:
+    """One outcome report: (status, JSON body, extra header lines, as `router.rest.predict.answer_predict` gives them)."""
     try:
         result = await router.outcomes.report(parse_body(body))
     except errors.UserFacingError as err:
-        headers = {"Retry-After": str(err.retry_after)} if isinstance(err, LedgerUnavailable) else {}
-        return err.http_status, json.dumps({"error": str(err)}).encode(), headers
-    return 200, b'{"accepted":%d,"duplicates":%d}' % (result.accepted, result.duplicates), {}
+        lines = b"retry-after: %d\r\n" % err.retry_after if isinstance(err, LedgerUnavailable) else b""
+        return err.http_status, json.dumps({"error": str(err)}).encode(), lines
+    return 200, b'{"accepted":%d,"duplicates":%d}' % (result.accepted, result.duplicates), b""

@@ -76,22 +76,26 @@ def encode(prediction: Prediction, row_format: bool) -> bytes:
     return json_codec.dumps(format_predict_response(outputs, row_format))
 
 
-def _echo(forward: tuple[tuple[str, str], ...]) -> dict[str, str]:
+def _echo(forward: tuple[tuple[str, str], ...]) -> bytes:
+    """The client's X-Request-Id as a header line (its value as the client sent it: latin-1 both ways)."""
     for name, value in forward:
         if name == "x-request-id":
-            return {"X-Request-Id": value}
-    return {}
+            return b"x-request-id: %s\r\n" % value.encode("latin-1")
+    return b""
 
 
 async def answer_predict(router: Router, name: str, unit_id: str | None, body: bytes | None,
-                         forward: tuple[tuple[str, str], ...] = ()) -> tuple[int, bytes, dict[str, str]]:
-    """One REST predict: (status, JSON body, extra headers). `body` None: refused at the server's body limit.
+                         forward: tuple[tuple[str, str], ...] = ()) -> tuple[int, bytes, bytes]:
+    """One REST predict: (status, JSON body, extra header lines). `body` None: refused at the server's body limit.
+
+    The header lines (each `name: value` and CRLF, names in lower case) go into the answer as
+    they are: formatted once here rather than built as pairs and joined by the server.
 
     `forward`: the client's `X-Request-Id` and W3C trace context (`traceparent`, `tracestate`),
     passed on to whichever backends answer; `X-Request-Id` is echoed on every answer, errors too.
     """
     cfg = router.state.config
-    decode = RestDecoder(body, cfg.router.max_body_bytes, cfg.arms["model"].backend.signature_name)
+    decode = RestDecoder(body, cfg.router.max_body_bytes, cfg.arms.model.backend.signature_name)
     try:
         if forward:
             with forwarding(forward):
@@ -99,11 +103,12 @@ async def answer_predict(router: Router, name: str, unit_id: str | None, body: b
         else:  # most requests carry no trace header: no context manager's three calls on every request
             served = await router.predict(name, unit_id, decode, "http")
     except errors.UserFacingError as err:
-        headers = _echo(forward) if forward else {}
+        lines = _echo(forward) if forward else b""
         if isinstance(err, CircuitOpen):  # held off by a breaker: when trying again can help
-            headers = {**headers, "Retry-After": str(err.retry_after)}
-        return err.http_status, json.dumps({"error": str(err)}).encode(), headers
-    headers = {"X-Modelramp-Arm": served.arm, OUTCOME_ID_HEADER: served.request_id}
+            lines += b"retry-after: %d\r\n" % err.retry_after
+        return err.http_status, json.dumps({"error": str(err)}).encode(), lines
+    # The arm and the signed id are ASCII (arm names and base64url), as OUTCOME_ID_HEADER names them.
+    lines = b"x-modelramp-arm: %s\r\nx-modelramp-outcome-id: %s\r\n" % (served.arm.encode(), served.request_id.encode())
     if forward:
-        headers.update(_echo(forward))
-    return 200, encode(served.prediction, decode.row_format), headers
+        lines += _echo(forward)
+    return 200, encode(served.prediction, decode.row_format), lines

@@ -48,10 +48,19 @@ if TYPE_CHECKING:  # the types only: this module does not need Starlette to run
 
 log = logging.getLogger("router.rest.server")
 
-_JSON = b"application/json"
 # HTTPStatus(code) is an enum call through Python code on every answer (0.47 us against 0.04 for a dict).
 _PHRASES = {status.value: status.phrase.encode() for status in HTTPStatus}
 _FORWARDED = FORWARDED_HEADER_BYTES  # a live set: it grows with the legacy backend's forward_headers
+_JSON_LINE = b"content-type: application/json\r\n"
+# (status, header lines each ending in CRLF, body): what the server writes for one request,
+# content-length and connection added by `_write`. Header lines, not pairs: predict's are
+# written in one formatting operation (`router.rest.predict`), not a generator per answer.
+_Answer = tuple[int, bytes, bytes]
+
+
+def _header_lines(headers: list[tuple[bytes, bytes]]) -> bytes:
+    """An ASGI app's headers as lines, without the framing headers the server sets itself."""
+    return b"".join(b"%s: %s\r\n" % (k, v) for k, v in headers if k.lower() not in (b"content-length", b"connection"))
 
 
 class _Request:
@@ -66,7 +75,7 @@ class _Request:
         self.unit_id: str | None = None
         self.forward: tuple[tuple[str, str], ...] = ()  # X-Request-Id and trace context, passed on to the backends
         self.method = b""
-        self.answer: tuple[int, list[tuple[bytes, bytes]], bytes] | None = None  # set: refused by the server itself
+        self.answer: _Answer | None = None  # set: refused by the server itself
 
 
 class _Stop(Exception):
@@ -126,13 +135,15 @@ class _Connection(asyncio.Protocol):
         self.transport: asyncio.Transport  # set by connection_made, which asyncio calls before anything else
         self.request = _Request()
         self.queue: deque[_Request] = deque()
-        self.busy = False
+        self.busy = False  # a request is being answered (the queue's task is not parked)
+        self.parked: asyncio.Future[None] | None = None  # set while the queue's task waits for the next request
         self.paused = False  # reading paused: pipelined requests are waiting in the queue
         self.closing = False
         self.size = 0
         self.last_active = 0.0
         self.writable = asyncio.Event()  # cleared while the client does not read what we write
         self.writable.set()
+        self.write_paused = False  # the same, read per request without a call
         self.unread_since = 0.0  # when writing was paused by a client that does not read
         self.phase = _IDLE
         self.phase_started = 0.0
@@ -152,6 +163,8 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.server.connections.discard(self)
+        self._wake()  # a parked task sees the closed transport and ends
+        self.write_paused = False
         self.writable.set()  # nothing will drain any more: release a request waiting to write
 
     def data_received(self, data: bytes) -> None:
@@ -176,15 +189,17 @@ class _Connection(asyncio.Protocol):
                     self._check_header_size(self.unparsed_header_bytes)
 
     def pause_writing(self) -> None:
+        self.write_paused = True
         self.writable.clear()
         self.unread_since = self.loop.time()
 
     def resume_writing(self) -> None:
+        self.write_paused = False
         self.writable.set()
 
     def check_deadlines(self, now: float, limits: HttpLimitsSpec) -> None:
         """The server's sweep: keep-alive, header and body deadlines, an unread answer."""
-        if not self.writable.is_set() and now - self.unread_since > limits.send_timeout_seconds:
+        if self.write_paused and now - self.unread_since > limits.send_timeout_seconds:
             self.transport.abort()  # what is queued for this client would never drain
         elif self.lingering_since is not None:
             if now - self.lingering_since > LINGER_SECONDS:
@@ -314,63 +329,85 @@ class _Connection(asyncio.Protocol):
             # paused only then: pausing and resuming around every request cost an epoll change each.
             self._pause_reading()
         else:
-            self.busy = True
-            self.loop.create_task(self._serve_queue())
+            self._start_serving()
         if self.stopped:
             raise _Stop
 
     # answering -----------------------------------------------------------------------------------
 
-    async def _serve_queue(self) -> None:
-        try:
-            while self.queue and not self.transport.is_closing():
-                request = self.queue.popleft()
-                status, headers, body = request.answer or await self._dispatch(request)
-                if self.transport.is_closing():
-                    return  # the client went away meanwhile
-                keep = request.keep_alive and not self.closing
-                self._write(request, status, headers, body, keep)
-                if not keep:
-                    self._linger()
-                    return
-                if self.queue:
-                    await asyncio.sleep(0)  # pipelined requests take turns with other connections
-                # A client that sends but does not read must not pile up answers in memory: read
-                # its next request only once what we wrote has drained.
-                if not self.writable.is_set():
-                    self._pause_reading()
-                    await self.writable.wait()
-        finally:
-            self.busy = False
-        self.last_active = self.loop.time()
-        if self.paused and not self.transport.is_closing():
-            self.paused = False
-            self.transport.resume_reading()
+    def _start_serving(self) -> None:
+        self.busy = True
+        if self.parked is not None:
+            self._wake()
+        else:
+            self.loop.create_task(self._serve_queue())
 
-    async def _dispatch(self, request: _Request) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    def _wake(self) -> None:
+        parked, self.parked = self.parked, None
+        if parked is not None and not parked.done():
+            parked.set_result(None)
+
+    async def _serve_queue(self) -> None:
+        """The connection's one task while it lives: answers the queue in order, then parks until the next request.
+
+        One task per connection rather than one per request: creating a task registers it in
+        asyncio's set of all tasks through Python code, and waking a parked one is a future's
+        result. A parked task ends when the connection closes (`connection_lost` wakes it).
+        """
+        while True:
+            try:
+                while self.queue and not self.transport.is_closing():
+                    request = self.queue.popleft()
+                    status, head, body = request.answer or await self._dispatch(request)
+                    if self.transport.is_closing():
+                        return  # the client went away meanwhile
+                    keep = request.keep_alive and not self.closing
+                    self._write(request, status, head, body, keep)
+                    if not keep:
+                        self._linger()
+                        return
+                    if self.queue:
+                        await asyncio.sleep(0)  # pipelined requests take turns with other connections
+                    # A client that sends but does not read must not pile up answers in memory: read
+                    # its next request only once what we wrote has drained.
+                    if self.write_paused:
+                        self._pause_reading()
+                        await self.writable.wait()
+            finally:
+                self.busy = False
+            self.last_active = self.loop.time()
+            if self.transport.is_closing() or self.stopped:
+                return  # nothing more will be parsed or answered on this connection
+            if self.paused:
+                self.paused = False
+                self.transport.resume_reading()
+            self.parked = self.loop.create_future()
+            await self.parked
+
+    async def _dispatch(self, request: _Request) -> _Answer:
         path, _, query = request.url.partition(b"?")
         match = PREDICT_PATH.match(path.decode("latin-1")) if request.method == b"POST" else None
         try:
             if match is not None:
                 body = None if request.too_large else b"".join(request.body)
-                status, content, extra = await answer_predict(self.server.router, match.group(1), request.unit_id, body,
+                status, content, lines = await answer_predict(self.server.router, match.group(1), request.unit_id, body,
                                                               request.forward)
-                return status, [(b"content-type", _JSON), *((k.lower().encode(), v.encode()) for k, v in extra.items())], content
+                return status, _JSON_LINE + lines, content
             if request.too_large:
                 err = too_large(self.server.router.state.config.router.max_body_bytes)
-                return err.http_status, [(b"content-type", _JSON)], json.dumps({"error": str(err)}).encode()
+                return err.http_status, _JSON_LINE, json.dumps({"error": str(err)}).encode()
             if path == OUTCOMES_PATH:
                 if request.method != b"POST":  # as the app answers a known path with another method
                     message = f"Malformed request: {request.method.decode('latin-1')} {path.decode('latin-1')}"
-                    return 405, [(b"content-type", _JSON), (b"allow", b"POST")], json.dumps({"error": message}).encode()
-                status, content, extra = await answer_outcomes(self.server.router, b"".join(request.body))
-                return status, [(b"content-type", _JSON), *((k.lower().encode(), v.encode()) for k, v in extra.items())], content
+                    return 405, _JSON_LINE + b"allow: POST\r\n", json.dumps({"error": message}).encode()
+                status, content, lines = await answer_outcomes(self.server.router, b"".join(request.body))
+                return status, _JSON_LINE + lines, content
             return await self._asgi(request, path, query)
         except Exception:
             log.exception("error answering %s %s", request.method.decode(), path.decode("latin-1"))
-            return 500, [(b"content-type", _JSON)], b'{"error":"internal error in the router"}'
+            return 500, _JSON_LINE, b'{"error":"internal error in the router"}'
 
-    async def _asgi(self, request: _Request, path: bytes, query: bytes) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    async def _asgi(self, request: _Request, path: bytes, query: bytes) -> _Answer:
         scope: dict[str, Any] = {"type": "http", "asgi": {"version": "3.0", "spec_version": "2.3"}, "http_version": "1.1",
                  "method": request.method.decode(), "scheme": "http", "path": unquote(path.decode("latin-1")),
                  "raw_path": path, "query_string": query, "root_path": "", "headers": request.headers,
@@ -395,18 +432,12 @@ class _Connection(asyncio.Protocol):
                 response["body"].append(message.get("body", b""))
 
         await self.server.app(scope, receive, send)
-        return response["status"], response["headers"], b"".join(response["body"])
+        return response["status"], _header_lines(response["headers"]), b"".join(response["body"])
 
-    def _write(self, request: _Request, status: int, headers: list[tuple[bytes, bytes]], body: bytes, keep: bool) -> None:
-        lines = [b"HTTP/1.1 %d %s\r\n" % (status, _PHRASES.get(status, b""))]
-        lines.extend(b"%s: %s\r\n" % (k, v) for k, v in headers if k.lower() not in (b"content-length", b"connection"))
-        lines.append(b"content-length: %d\r\n" % len(body))
-        if not keep:
-            lines.append(b"connection: close\r\n")
-        lines.append(b"\r\n")
-        if request.method != b"HEAD":
-            lines.append(body)
-        self.transport.write(b"".join(lines))
+    def _write(self, request: _Request, status: int, head: bytes, body: bytes, keep: bool) -> None:
+        answer = b"HTTP/1.1 %d %s\r\n%scontent-length: %d\r\n%s\r\n" % (
+            status, _PHRASES.get(status, b""), head, len(body), b"" if keep else b"connection: close\r\n")
+        self.transport.write(answer if request.method == b"HEAD" else answer + body)
 
     def _refuse(self, status: int, message: str) -> None:
         """A request the server will not run: answered after those before it, then the connection closes.
@@ -419,8 +450,7 @@ class _Connection(asyncio.Protocol):
         self.stopped = True
         refused = _Request()
         refused.keep_alive = False
-        refused.answer = (status, [(b"content-type", _JSON)], json.dumps({"error": message}).encode())
+        refused.answer = (status, _JSON_LINE, json.dumps({"error": message}).encode())
         self.queue.append(refused)
         if not self.busy:
-            self.busy = True
-            self.loop.create_task(self._serve_queue())
+            self._start_serving()
