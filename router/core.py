@@ -217,7 +217,11 @@ class Router:
             signature = metadata.signature if metadata is not None else None
             call = validate_request(decode(signature), signature, cfg.router.max_batch_size)
             budget = timeout if timeout is not None else cfg.router.request_timeout_ms / 1000.0
-            prediction, served_by = await self._answer(state, arm, call, start + budget, experiment)
+            if arm == LEGACY and not cfg.fallback.to_model.enabled:  # most requests: no fallback to weigh, one coroutine less
+                prediction, served_by = await self._legacy(state, call, max(start + budget - time.perf_counter(), 0.001),
+                                                           experiment), LEGACY
+            else:
+                prediction, served_by = await self._answer(state, arm, call, start + budget, experiment)
             served = Served(arm, self.signer.issue(experiment, arm, bucket=bucket), prediction, served_by, model_name,
                             call.signature_name or cfg.arms[MODEL].backend.signature_name)
             if pinned is None and (self.sinks or cfg.shadow.enabled):  # the common case calls nothing more

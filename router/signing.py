@@ -184,9 +184,10 @@ class Signer:
     def issue(self, experiment: str, arm: str, now: float | None = None, bucket: int = 0) -> str:
         """A fresh signed id for one answered request of a unit in analysis bucket `bucket`."""
         issued_ms = int((time.time() if now is None else now) * 1000)
-        tag = self.salt_tag(self._scope()[1] if self._scope is not None else "")
+        salt = self._scope()[1] if self._scope is not None else ""
+        tag = self._tags.get(salt) or self.salt_tag(salt)  # the cache read here: this runs on every answer
         payload = f"{experiment}.{arm}.{bucket:d}.{issued_ms}.{tag}.{self._nonces.getrandbits(48):012x}"
-        return f"{payload}.{_b64(self._sign(payload))}"
+        return f"{payload}.{_b64(self._mac.digest(payload.encode())[:_SIG_BYTES])}"
 
     def verify(self, request_id: object, now: float | None = None) -> RequestId:
         """The id's contents, or InvalidArgument (malformed) or one of the PermissionDenied errors above.

@@ -81,8 +81,8 @@ class LegacyHttpBackend(Backend):
         lines = b"".join(b"%s: %s\r\n" % (k.encode("latin-1"), v.encode("latin-1")) for k, v in extra) if extra else b""
         # The pool awaited here, not through a wrapper coroutine: each level is resumed on every request.
         try:
-            status, payload = await self._client().request(self.method, self.path, body, min(timeout, self.timeout),
-                                                           self._static + lines)
+            status, payload = await (self._pool or self._client()).request(self.method, self.path, body,
+                                                                           min(timeout, self.timeout), self._static + lines)
         except (asyncio.TimeoutError, OSError) as err:
             raise _unanswered(err) from None
         try:

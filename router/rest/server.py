@@ -257,7 +257,8 @@ class _Connection(asyncio.Protocol):
     def on_url(self, url: bytes) -> None:
         self.request.url += url
         self.header_bytes += len(url)
-        self._check_header_size()
+        if self.header_bytes > self.limits.max_header_bytes:
+            self._check_header_size()
 
     def _check_header_size(self, size: int | None = None) -> None:
         limits = self.limits
@@ -328,6 +329,10 @@ class _Connection(asyncio.Protocol):
             # Pipelined requests wait in the queue and the socket, answered in order. Reading is
             # paused only then: pausing and resuming around every request cost an epoll change each.
             self._pause_reading()
+        elif self.parked is not None and not self.parked.done():  # _start_serving's common case, written out
+            self.busy = True
+            parked, self.parked = self.parked, None
+            parked.set_result(None)
         else:
             self._start_serving()
         if self.stopped:
@@ -337,9 +342,10 @@ class _Connection(asyncio.Protocol):
 
     def _start_serving(self) -> None:
         self.busy = True
-        if self.parked is not None:
-            self._wake()
-        else:
+        parked, self.parked = self.parked, None
+        if parked is not None and not parked.done():
+            parked.set_result(None)
+        else:  # the connection's first request, or its task was cancelled (the loop shutting down)
             self.loop.create_task(self._serve_queue())
 
     def _wake(self) -> None:
