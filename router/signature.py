@@ -18,7 +18,8 @@ signature types: the import runs one way.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+import operator
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
@@ -63,6 +64,11 @@ class Signature:
         if any(spec.shape is None or len(spec.shape) != 1 for spec in self.inputs.values()):
             return None
         return tuple((name, spec.dtype == DT_STRING, _largest(spec.dtype)) for name, spec in self.inputs.items())
+
+    @cached_property
+    def row_check(self) -> _RowCheck | None:
+        """`rows_fit`'s fast check for this signature (None when `row_kinds` is)."""
+        return None if self.row_kinds is None else _RowCheck(self.row_kinds)
 
     @classmethod
     def from_metadata(cls, signature_defs: Mapping[str, dict[str, Any]], signature_name: str, model_version: int | None = None) -> Signature:
@@ -183,6 +189,39 @@ def validate_request(request: PredictRequest, signature: Signature | None, max_b
     return PredictCall(inputs, None, request.signature_name, request.output_filter, signature.inputs, signature.outputs)
 
 
+class _RowCheck:
+    """What `rows_fit` needs per signature to check a row in a few C-level calls instead of a loop over its inputs.
+
+    A row's value types, in the signature's order, are looked up among the type tuples already
+    judged (a client sends the same few: floats, or ints where a number happens to be whole),
+    and its numbers are bounded by one `min` and one `max` against the tightest limit of any
+    input. A row outside that bound is not refused: the exact loop (`_row_fits`) decides it, so
+    the answer is always the loop's. At 19 inputs the loop was a fifth of the router's Python
+    per request.
+    """
+
+    def __init__(self, kinds: tuple[tuple[str, bool, float], ...]):
+        # itemgetter of one name returns the value, not a 1-tuple: a lone name is asked for twice.
+        def getter(names: list[str]) -> Callable[[dict[str, Any]], tuple[Any, ...]] | None:
+            return None if not names else operator.itemgetter(*(names * 2 if len(names) == 1 else names))
+
+        self.kinds = kinds * 2 if len(kinds) == 1 else kinds
+        self.values = getter([name for name, _, _ in kinds])
+        self.numbers = getter([name for name, is_string, _ in kinds if not is_string])
+        # Within it, every number passes the loop: an int within int64, a float within its dtype. The
+        # int64 limit stays an int (as a float it rounds up to 2**63, which no int64 holds): Python
+        # compares ints and floats exactly.
+        self.bound: float = min([_INT64_MAX, *(largest for _, is_string, largest in kinds if not is_string)])
+        self.fits: dict[tuple[type, ...], bool] = {}
+
+    def types_fit(self, types: tuple[type, ...]) -> bool:
+        """Strings where the signature has strings, ints or floats (not bools) elsewhere; remembered."""
+        ok = all((t is str) if is_string else (t is int or t is float) for t, (_, is_string, _) in zip(types, self.kinds, strict=True))
+        if len(self.fits) < 1024:  # a client with many mixes of ints and floats takes the slower path, never more memory
+            self.fits[types] = ok
+        return ok
+
+
 def rows_fit(rows: list[Any], signature: Signature) -> bool:
     """True if every row holds exactly the signature's inputs, each one scalar of the right kind.
 
@@ -190,25 +229,40 @@ def rows_fit(rows: list[Any], signature: Signature) -> bool:
     other case (b64 strings, ranked inputs, mistakes) returns False, and the array path decides
     with a precise message.
     """
-    kinds = signature.row_kinds
-    if kinds is None:
+    check = signature.row_check
+    if check is None:
         return False
     names = signature.inputs.keys()
+    values, numbers, bound, fits = check.values, check.numbers, check.bound, check.fits
+    assert values is not None  # a signature has inputs
     for row in rows:
         if type(row) is not dict or row.keys() != names:
             return False
-        for name, is_string, largest in kinds:
-            value = row[name]
-            if is_string:
-                if type(value) is not str:
-                    return False
-            elif type(value) not in _NUMERIC:  # `type`, not isinstance: bools are not numbers here
+        types = tuple(map(type, values(row)))
+        known = fits.get(types)
+        if not (check.types_fit(types) if known is None else known):
+            return False
+        if numbers is not None:
+            found = numbers(row)
+            if not (-bound <= min(found) and max(found) <= bound) and not _row_fits(row, check.kinds):
+                return False  # beyond the bound (or NaN, which min and max do not order): the loop decided
+    return True
+
+
+def _row_fits(row: dict[str, Any], kinds: tuple[tuple[str, bool, float], ...]) -> bool:
+    """The exact check of one row whose keys are the signature's inputs."""
+    for name, is_string, largest in kinds:
+        value = row[name]
+        if is_string:
+            if type(value) is not str:
                 return False
-            elif type(value) is int:
-                if not _INT64_MIN <= value <= _INT64_MAX:
-                    return False  # no tensor holds it (float32 overflows on it): the array path says so
-            elif value > largest or value < -largest:  # infinite in the input's dtype (NaN passes: missing)
-                return False  # the array path refuses it (`check_inputs`)
+        elif type(value) not in _NUMERIC:  # `type`, not isinstance: bools are not numbers here
+            return False
+        elif type(value) is int:
+            if not _INT64_MIN <= value <= _INT64_MAX:
+                return False  # no tensor holds it (float32 overflows on it): the array path says so
+        elif value > largest or value < -largest:  # infinite in the input's dtype (NaN passes: missing)
+            return False  # the array path refuses it (`check_inputs`)
     return True
 
 
