@@ -21,7 +21,10 @@ from router.signature import Signature, rows_fit
 from serving.tfserving import errors
 from serving.tfserving.rest_format import format_columns, format_predict_response, parse_predict_body
 
+ARM_HEADER = "X-Modelramp-Arm"  # the arm the request was assigned to
 OUTCOME_ID_HEADER = "X-Modelramp-Outcome-Id"  # the signed id to report the outcome with (router.signing)
+# A success's header lines, filled with one `%` per answer. Both values are ASCII: arm names and base64url.
+_SERVED_LINES = f"{ARM_HEADER.lower()}: %s\r\n{OUTCOME_ID_HEADER.lower()}: %s\r\n".encode()
 
 # /v1/models/{name}:predict, /v1/models/{name}/versions/{version}:predict, /v1/models/{name}/labels/{label}:predict
 PREDICT_PATH = re.compile(r"^/v1/models/([^/:]+)(?:/versions/\d+|/labels/[^/:]+)?:predict$")
@@ -77,10 +80,10 @@ def encode(prediction: Prediction, row_format: bool) -> bytes:
 
 
 def _echo(forward: tuple[tuple[str, str], ...]) -> bytes:
-    """The client's X-Request-Id as a header line (its value as the client sent it: latin-1 both ways)."""
+    """The client's X-Request-Id as a header line, as sent: printable ASCII (`forwardable` drops any other value)."""
     for name, value in forward:
         if name == "x-request-id":
-            return b"x-request-id: %s\r\n" % value.encode("latin-1")
+            return b"x-request-id: %s\r\n" % value.encode()
     return b""
 
 
@@ -107,8 +110,7 @@ async def answer_predict(router: Router, name: str, unit_id: str | None, body: b
         if isinstance(err, CircuitOpen):  # held off by a breaker: when trying again can help
             lines += b"retry-after: %d\r\n" % err.retry_after
         return err.http_status, json.dumps({"error": str(err)}).encode(), lines
-    # The arm and the signed id are ASCII (arm names and base64url), as OUTCOME_ID_HEADER names them.
-    lines = b"x-modelramp-arm: %s\r\nx-modelramp-outcome-id: %s\r\n" % (served.arm.encode(), served.request_id.encode())
+    lines = _SERVED_LINES % (served.arm.encode(), served.request_id.encode())
     if forward:
         lines += _echo(forward)
     return 200, encode(served.prediction, decode.row_format), lines

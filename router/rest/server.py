@@ -329,10 +329,6 @@ class _Connection(asyncio.Protocol):
             # Pipelined requests wait in the queue and the socket, answered in order. Reading is
             # paused only then: pausing and resuming around every request cost an epoll change each.
             self._pause_reading()
-        elif self.parked is not None and not self.parked.done():  # _start_serving's common case, written out
-            self.busy = True
-            parked, self.parked = self.parked, None
-            parked.set_result(None)
         else:
             self._start_serving()
         if self.stopped:
@@ -342,16 +338,16 @@ class _Connection(asyncio.Protocol):
 
     def _start_serving(self) -> None:
         self.busy = True
-        parked, self.parked = self.parked, None
-        if parked is not None and not parked.done():
-            parked.set_result(None)
-        else:  # the connection's first request, or its task was cancelled (the loop shutting down)
+        if not self._wake():  # the connection's first request, or its task was cancelled (the loop shutting down)
             self.loop.create_task(self._serve_queue())
 
-    def _wake(self) -> None:
+    def _wake(self) -> bool:
+        """Wake the connection's parked task, if one waits; whether one did."""
         parked, self.parked = self.parked, None
-        if parked is not None and not parked.done():
-            parked.set_result(None)
+        if parked is None or parked.done():
+            return False
+        parked.set_result(None)
+        return True
 
     async def _serve_queue(self) -> None:
         """The connection's one task while it lives: answers the queue in order, then parks until the next request.

@@ -206,6 +206,10 @@ def test_request_id_echoed_and_trace_context_passed_to_the_backend(client):
     assert router.state.backends[plain.headers["X-Modelramp-Arm"]].forwarded[-1] == {}, "nothing left over from earlier requests"
     bad = client.post("/v1/models/churn:predict", json={"nonsense": 1}, headers={"X-Request-Id": "err-1"})
     assert bad.status_code == 400 and bad.headers["X-Request-Id"] == "err-1", "errors echo it too"
+    # An id that is not printable ASCII is dropped, not refused and not echoed garbled: the prediction is answered.
+    odd = client.post("/v1/models/churn:predict", json={"instances": [ROW]}, headers={"X-Request-Id": "caf\xe9-1".encode("latin-1")})
+    assert odd.status_code == 200 and "X-Request-Id" not in odd.headers
+    assert router.state.backends[odd.headers["X-Modelramp-Arm"]].forwarded[-1] == {}
 
 
 def test_outcome_report_is_503_with_retry_after_while_the_ledger_is_down(client):
