@@ -32,6 +32,7 @@ import logging
 from collections import deque
 from collections.abc import MutableMapping
 from http import HTTPStatus
+from itertools import chain
 from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import unquote
 
@@ -52,6 +53,7 @@ log = logging.getLogger("router.rest.server")
 _PHRASES = {status.value: status.phrase.encode() for status in HTTPStatus}
 _FORWARDED = FORWARDED_HEADER_BYTES  # a live set: it grows with the legacy backend's forward_headers
 _JSON_LINE = b"content-type: application/json\r\n"
+_NOTED = {b"x-unit-id": "unit", b"content-length": "length", b"expect": "expect"}  # header -> the _Request field it sets
 # (status, header lines each ending in CRLF, body): what the server writes for one request,
 # content-length and connection added by `_write`. Header lines, not pairs: predict's are
 # written in one formatting operation (`router.rest.predict`), not a generator per answer.
@@ -64,7 +66,7 @@ def _header_lines(headers: list[tuple[bytes, bytes]]) -> bytes:
 
 
 class _Request:
-    __slots__ = ("method", "url", "headers", "body", "too_large", "keep_alive", "unit_id", "forward", "answer")
+    __slots__ = ("method", "url", "headers", "body", "too_large", "keep_alive", "unit", "forward", "answer", "length", "expect")
 
     def __init__(self) -> None:
         self.url = b""
@@ -72,10 +74,12 @@ class _Request:
         self.body: list[bytes] = []
         self.too_large = False
         self.keep_alive = True
-        self.unit_id: str | None = None
+        self.unit: bytes | None = None  # X-Unit-Id, as sent
         self.forward: tuple[tuple[str, str], ...] = ()  # X-Request-Id and trace context, passed on to the backends
         self.method = b""
         self.answer: _Answer | None = None  # set: refused by the server itself
+        self.length: bytes | None = None  # Content-Length, as sent
+        self.expect: bytes | None = None
 
 
 class _Stop(Exception):
@@ -147,9 +151,7 @@ class _Connection(asyncio.Protocol):
         self.unread_since = 0.0  # when writing was paused by a client that does not read
         self.phase = _IDLE
         self.phase_started = 0.0
-        self.header_bytes = 0
         self.unparsed_header_bytes = 0
-        self.header_count = 0
         self.limits: HttpLimitsSpec = server.router.state.config.router.http  # the current request's (on_message_begin)
         self.stopped = False  # nothing more is parsed: after a refusal or a request with Connection: close
         self.lingering_since: float | None = None
@@ -180,13 +182,14 @@ class _Connection(asyncio.Protocol):
             if not self.stopped:  # a _Stop from a callback has answered already
                 self._refuse(400, f"malformed HTTP request: {err}")
         else:
-            # The parser keeps a header until its end: count what it holds, so that one endless
+            # Headers that go on past this read are checked here, the others once they are complete.
+            # The parser keeps a header until its end, so what it holds is counted too: one endless
             # header is refused after one read past the limit, not after the client gives up.
-            # (A lower bound of its own: the same bytes reach on_header once the header ends.)
-            if in_headers and self.phase == _HEADERS:
-                self.unparsed_header_bytes += len(data)
+            if self.phase == _HEADERS:
+                if in_headers:
+                    self.unparsed_header_bytes += len(data)
                 with contextlib.suppress(_Stop):  # refused: answered in order, nothing more parsed
-                    self._check_header_size(self.unparsed_header_bytes)
+                    self._check_header_size(max(self.unparsed_header_bytes, self._header_size()))
 
     def pause_writing(self) -> None:
         self.write_paused = True
@@ -252,58 +255,59 @@ class _Connection(asyncio.Protocol):
         self.request = _Request()
         self.size = 0
         self.phase, self.phase_started = _HEADERS, self.loop.time()
-        self.header_bytes = self.unparsed_header_bytes = self.header_count = 0
+        self.unparsed_header_bytes = 0
 
     def on_url(self, url: bytes) -> None:
         self.request.url += url
-        self.header_bytes += len(url)
-        if self.header_bytes > self.limits.max_header_bytes:
+        if len(self.request.url) > self.limits.max_header_bytes:
             self._check_header_size()
+
+    def _header_size(self) -> int:
+        """The bytes of the request line's URL and the headers parsed so far, each header as `name: value` CRLF."""
+        headers = self.request.headers
+        return len(self.request.url) + 4 * len(headers) + sum(map(len, chain.from_iterable(headers)))
 
     def _check_header_size(self, size: int | None = None) -> None:
         limits = self.limits
-        if (self.header_bytes if size is None else size) > limits.max_header_bytes:
+        if len(self.request.headers) > limits.max_headers:
+            self._refuse(431, f"the request has more than {limits.max_headers} headers (router.http.max_headers)")
+            raise _Stop
+        if (self._header_size() if size is None else size) > limits.max_header_bytes:
             self._refuse(431, f"the request line and headers are larger than {limits.max_header_bytes} bytes "
                               "(router.http.max_header_bytes)")
             raise _Stop
-        if self.header_count > limits.max_headers:
-            self._refuse(431, f"the request has more than {limits.max_headers} headers (router.http.max_headers)")
-            raise _Stop
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.header_count += 1
-        self.header_bytes += len(name) + len(value) + 4
-        limits = self.limits  # one request's limits: this runs for every header of every request
-        if self.header_bytes > limits.max_header_bytes or self.header_count > limits.max_headers:
-            self._check_header_size()
+        # This runs for every header of every request: the few headers the server acts on are
+        # noted here, so that nothing loops over the headers again, and their number and size are
+        # checked once per read (data_received) or when they are complete (on_headers_complete).
         name = name.lower()
-        self.request.headers.append((name, value))
-        if name == b"x-unit-id":
-            self.request.unit_id = value.decode("latin-1")
+        request = self.request
+        request.headers.append((name, value))
+        noted = _NOTED.get(name)
+        if noted is not None:
+            setattr(request, noted, value)
         elif name in _FORWARDED:
             pair = forwardable(name.decode(), value.decode("latin-1"))
             if pair is not None:
-                self.request.forward += (pair,)
+                request.forward += (pair,)
 
     def on_headers_complete(self) -> None:
         request = self.request
         request.method = self.parser.get_method()
         request.keep_alive = self.parser.should_keep_alive()
         self.phase, self.phase_started = _BODY, self.loop.time()
-        limit = self.server.router.state.config.router.max_body_bytes
-        expect = False
-        for name, value in request.headers:
-            if name == b"content-length" and value.isdigit() and int(value) > limit:
-                request.too_large = True
-            elif name == b"expect" and value.lower() == b"100-continue":
-                expect = True
-        if request.too_large:
+        self._check_header_size()
+        length = request.length
+        if length is not None and length.isdigit() and int(length) > self.server.router.state.config.router.max_body_bytes:
+            request.too_large = True
             # Answered now, the body unread: reading 10^12 announced bytes first would let one
             # client hold the connection (and the answer) for as long as it likes.
             request.keep_alive = False
             self.on_message_complete()
             raise _Stop
-        if expect and not self.busy:  # once, and only for a request whose headers passed every check
+        expect = request.expect  # answered once, and only for a request whose headers passed every check
+        if expect is not None and expect.lower() == b"100-continue" and not self.busy:
             self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     def on_body(self, body: bytes) -> None:
@@ -392,8 +396,8 @@ class _Connection(asyncio.Protocol):
         try:
             if match is not None:
                 body = None if request.too_large else b"".join(request.body)
-                status, content, lines = await answer_predict(self.server.router, match.group(1), request.unit_id, body,
-                                                              request.forward)
+                unit = None if request.unit is None else request.unit.decode("latin-1")
+                status, content, lines = await answer_predict(self.server.router, match.group(1), unit, body, request.forward)
                 return status, _JSON_LINE + lines, content
             if request.too_large:
                 err = too_large(self.server.router.state.config.router.max_body_bytes)

@@ -19,6 +19,8 @@ the bytes parse to the runtime's message for random rows and batches.
 from __future__ import annotations
 
 import array
+import operator
+import struct
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -56,7 +58,15 @@ class RowsRequestEncoder:
         self._keys = {name: _field(_KEY, name.encode()) for name in self.dtypes}
         self._prefixes: dict[int, dict[str, bytes]] = {}  # batch size -> input -> what precedes its values
         self._floats = [name for name, dtype in self.dtypes.items() if dtype == DT_FLOAT]
-        # One-row requests (most of them): each string input's whole entry by value, as categories repeat.
+        self._strings = tuple(name for name, dtype in self.dtypes.items() if dtype == DT_STRING)
+        # One-row requests (most of them) are written without a loop over the inputs (`_encode_row`).
+        # Each getter asks for one name more than there are (the first again), so that it returns a
+        # tuple even for one input; what zips or maps them with the names stops at the last name.
+        self._float_values = operator.itemgetter(*self._floats, self._floats[0]) if self._floats else None
+        self._string_values = operator.itemgetter(*self._strings, self._strings[0]) if self._strings else None
+        self._float_chunks = struct.Struct("4s" * (len(self._floats) + 1))  # packed float32s -> 4 bytes each
+        self._row_float_prefixes = tuple(self._prefix(1)[name] for name in self._floats) if self.supported else ()
+        # Each string input's whole entry by value, as categories repeat.
         self._string_entries: dict[tuple[str, str], bytes] = {}
 
     def _prefix(self, batch: int) -> dict[str, bytes]:
@@ -98,24 +108,27 @@ class RowsRequestEncoder:
         return b"".join(parts)
 
     def _encode_row(self, row: Mapping[str, Any], prefixes: dict[str, bytes]) -> bytes:
-        # Every float in one array: the same float32 rounding, one conversion instead of one per input.
-        packed = array.array("f", [row[name] for name in self._floats]).tobytes()
-        entries = self._string_entries
+        # C calls only, no loop over the inputs (19 in the example model): every float in one array
+        # (the same float32 rounding as numpy's), cut into 4 bytes each, each put after its entry's
+        # fixed prefix; each string's entry looked up by value. The float entries come first and the
+        # string entries after them: a protobuf map's entries may come in any order.
         parts = [self.head]
-        at = 0
-        for name, dtype in self.dtypes.items():
-            if dtype == DT_FLOAT:
-                parts.append(prefixes[name])
-                parts.append(packed[at:at + 4])
-                at += 4
-            else:
-                value = row[name]
-                entry = entries.get((name, value))
-                if entry is None:
-                    if len(entries) > 4096:  # categories are few; free text must not grow this without bound
-                        entries.clear()
-                    tensor = prefixes[name] + _field(_STRING, value.encode())
-                    entry = entries[(name, value)] = _field(_ENTRY, self._keys[name] + _field(_VALUE, tensor))
-                parts.append(entry)
+        if self._float_values is not None:
+            packed = array.array("f", self._float_values(row)).tobytes()
+            parts += map(operator.add, self._row_float_prefixes, self._float_chunks.unpack(packed))
+        if self._string_values is not None:
+            keys = list(zip(self._strings, self._string_values(row), strict=False))  # the getter's extra value left out
+            entries = self._string_entries
+            found: list[Any] = list(map(entries.get, keys))  # bytes, or None for a value met for the first time
+            if None in found:
+                if len(entries) > 4096:  # categories are few; free text must not grow this without bound
+                    entries.clear()
+                for key in keys:
+                    if key not in entries:
+                        name, value = key
+                        tensor = prefixes[name] + _field(_STRING, value.encode())
+                        entries[key] = _field(_ENTRY, self._keys[name] + _field(_VALUE, tensor))
+                found = [entries[key] for key in keys]
+            parts += found
         parts.append(self.tail)
         return b"".join(parts)

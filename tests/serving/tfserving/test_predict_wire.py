@@ -57,6 +57,24 @@ def test_random_rows_give_the_request_of_the_numpy_path():
             assert encoded.inputs[name].SerializeToString(deterministic=True) == expected.inputs[name].SerializeToString(deterministic=True)
 
 
+@pytest.mark.parametrize("dtypes", [{"only": DT_FLOAT}, {"only": DT_STRING}, {"a": DT_STRING, "b": DT_FLOAT},
+                                    {"s1": DT_STRING, "s2": DT_STRING, "f1": DT_FLOAT}])
+def test_one_row_of_one_input_or_of_few_is_the_numpy_paths_request(dtypes):
+    """One-row requests take their own way (no loop over the inputs): one input of a kind, and string entries met before."""
+    spec = _spec()
+    head = protos.PredictRequest()
+    head.model_spec.CopyFrom(spec)
+    encoder = RowsRequestEncoder(head.SerializeToString(), dtypes)
+    for value in ("KS", "OH", "KS", "", "KS"):  # repeated values are answered from the encoder's entries
+        for number in (0.1, -3, 1e39):
+            row = {name: value if dtype == DT_STRING else number for name, dtype in dtypes.items()}
+            encoded = protos.PredictRequest.FromString(encoder.encode([row]))
+            expected = _via_numpy([row], dtypes, spec)
+            assert set(encoded.inputs) == set(dtypes)
+            for name in dtypes:
+                assert encoded.inputs[name].SerializeToString(deterministic=True) == expected.inputs[name].SerializeToString(deterministic=True)
+
+
 def test_an_output_filter_appended_as_its_own_field():
     encoder = RowsRequestEncoder(b"", {"x": DT_FLOAT})
     tail = protos.PredictRequest(output_filter=["prob"]).SerializeToString()
