@@ -76,6 +76,11 @@ class TfServingGrpcSpec(_Strict):
     version_label: str | None = Field(None, description="Pin a version label instead of a number.")
     signature_name: str = "serving_default"
     timeout_ms: float = Field(200.0, gt=0, description="Per-request deadline.")
+    rest_port: int | None = Field(None, ge=1, le=65535, description=(
+        "TF Serving's REST port on the same servers (its --rest_api_port). Set: a REST client's row-format request "
+        "goes to the REST API of the server the target's round robin picks (the rows pass on as they came, which costs "
+        "the router less than a gRPC call); gRPC clients' tensors, columnar bodies and the model's metadata stay on "
+        "gRPC. None: every call over gRPC."))
 
     @field_validator("target")
     @classmethod

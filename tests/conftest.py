@@ -48,14 +48,15 @@ class Server:
     grpc_port: int = 0
     rest_port: int = 0
     http_port: int = 0
+    host: str = "127.0.0.1"  # where it is reached (it may listen on every address)
 
     @property
     def grpc_target(self) -> str:
-        return f"127.0.0.1:{self.grpc_port}"
+        return f"{self.host}:{self.grpc_port}"
 
     @property
     def rest_url(self) -> str:
-        return f"http://127.0.0.1:{self.rest_port}"
+        return f"http://{self.host}:{self.rest_port}"
 
     @property
     def url(self) -> str:
@@ -65,8 +66,12 @@ class Server:
 
 
 def start_model_server(models_dir: Path, log_dir: Path, *extra: str, both_versions: bool = True,
-                       ports: tuple[int, int] | None = None) -> Server:
-    """A model server process; by default both versions with labels stable=1, canary=2, on free ports."""
+                       ports: tuple[int, int] | None = None, host: str | None = None) -> Server:
+    """A model server process; by default both versions with labels stable=1, canary=2, on free ports.
+
+    `host`: listen on that address only (another loopback address, 127.0.0.2, lets two servers share a port
+    number, as the pods of one Deployment do); by default on every address, reached at 127.0.0.1.
+    """
     grpc_port, rest_port = ports or (free_port(), free_port())
     if both_versions:
         config = log_dir / f"models-{grpc_port}.config"
@@ -75,10 +80,11 @@ def start_model_server(models_dir: Path, log_dir: Path, *extra: str, both_versio
     else:
         model_flags = ["--model_name", MODEL_NAME, "--model_base_path", str(models_dir / MODEL_NAME)]
     proc = Process(
-        ["serve-model", "--port", str(grpc_port), "--rest_api_port", str(rest_port), *model_flags, *extra],
+        ["serve-model", "--port", str(grpc_port), "--rest_api_port", str(rest_port), *model_flags,
+         *(("--host", host) if host else ()), *extra],
         log_dir / f"model-server-{grpc_port}.log",
     )
-    server = Server(proc, grpc_port=grpc_port, rest_port=rest_port)
+    server = Server(proc, grpc_port=grpc_port, rest_port=rest_port, host=host or "127.0.0.1")
     import httpx
 
     def ready() -> bool:

@@ -512,6 +512,52 @@ class UnaryGrpcClient:
                 waiter.set_result(None)
                 return
 
+    @property
+    def addresses(self) -> list[tuple[str, int]]:
+        """What the target resolved to last (replaced whole on each resolution)."""
+        return self._addresses
+
+    # -- the same servers for another protocol (TF Serving's REST port, `tfserving_grpc` rest_port) --
+
+    def next_address(self) -> tuple[str, int] | None:
+        """The next address round robin, shared with this client's calls; None when the name is due to be resolved."""
+        if not self._addresses or time.monotonic() - self._resolved_at > RESOLVE_EVERY_S:
+            return None
+        return self._pick()
+
+    async def address(self, deadline: float) -> tuple[str, int]:
+        """The next address round robin, the name resolved first when that is due; Unavailable when none can be used."""
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
+        if time.monotonic() - self._resolved_at > RESOLVE_EVERY_S:
+            if not self._addresses:
+                await self._resolve(loop, deadline)
+            elif self._resolving is None:  # in the background: the addresses we have serve meanwhile
+                self._resolving = loop.create_task(self._resolve(loop, time.monotonic() + RESOLVE_TIMEOUT_S))
+        found = self._pick()
+        if found is None:
+            reasons = {reason for _, reason in self._backoff.values()} or {"its name resolved to no address"}
+            raise errors.Unavailable(f"model server unreachable: {'; '.join(sorted(reasons))}")
+        return found
+
+    def back_off(self, address: tuple[str, int], reason: str) -> None:
+        """`address` failed a call of another protocol: skip it for a while and resolve the name again."""
+        self._backoff[address] = (time.monotonic() + CONNECT_BACKOFF_S, reason)
+        self._resolved_at = -RESOLVE_EVERY_S
+
+    def _pick(self) -> tuple[str, int] | None:
+        addresses = self._addresses
+        count = len(addresses)
+        now = time.monotonic()
+        for i in range(count):
+            at = (self._next + i) % count
+            backoff = self._backoff.get(addresses[at])
+            if backoff is None or backoff[0] <= now:
+                self._next = (at + 1) % count
+                return addresses[at]
+        return None
+
     def _ready_connection(self) -> _Connection | None:
         """The next address's usable connection when no resolution is due and that address has one, else None."""
         addresses = self._addresses

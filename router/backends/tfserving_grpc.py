@@ -2,11 +2,21 @@
 
 The calls go through `router.backends.grpc_unary` (the protocol on asyncio, not grpc.aio: its
 module docstring says why); the messages are TF Serving's own protos (`serving.tfserving.protos`).
+
+With `rest_port`, a REST client's row-format request (`PredictCall.rows`) goes instead to TF
+Serving's REST API on the server the target's round robin picks next (`router.backends.tfserving_rest`,
+one per server): the rows are already TF Serving's row format, and an HTTP/1.1 call costs the
+router less CPU than the same call over HTTP/2 (`python loadtests/bench_peers.py`: router CPU per
+request at a 100% model share, rows over REST against every call over gRPC). The servers are the
+gRPC target's, resolved and balanced by the same client, so a headless Service spreads REST rows
+over every pod as it spreads gRPC calls. gRPC clients' tensors, columnar bodies, metadata and
+model status stay on gRPC. REST answers carry no model version: the version is the signature's.
 """
 
 from __future__ import annotations
 
 import array
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -14,10 +24,11 @@ import numpy as np
 from google.protobuf.message import DecodeError
 
 from router.backends.base import Backend, BadResponse, ColumnOutputs, ModelMetadata, PredictCall, Prediction, forwarded
-from router.backends.grpc_unary import UnaryGrpcClient
-from router.config import TfServingGrpcSpec
+from router.backends.grpc_unary import RETRY_BACKOFF_S, UnaryGrpcClient
+from router.backends.tfserving_rest import TfServingRestBackend
+from router.config import TfServingGrpcSpec, TfServingRestSpec
 from router.signature import Signature, TensorSpec
-from serving.tfserving import protos
+from serving.tfserving import errors, protos
 from serving.tfserving.grpc_client import parse_predict_response, parse_signature_defs
 from serving.tfserving.predict_wire import RowsRequestEncoder
 from serving.tfserving.tensors import DT_FLOAT, to_tensor_proto
@@ -77,6 +88,7 @@ class TfServingGrpcBackend(Backend):
         self._head = head.SerializeToString()  # the model spec field, the same in every request
         self._encoder: RowsRequestEncoder | None = None
         self._encoder_specs: Mapping[str, TensorSpec] | None = None  # the signature inputs it was built for
+        self._rest: dict[str, TfServingRestBackend] = {}  # with rest_port: each server's REST API, by host
 
     async def _call(self, method: str, request: Any, response_type: Any, timeout: float) -> Any:
         data = await self._client.call(method, request if isinstance(request, bytes) else request.SerializeToString(),
@@ -104,6 +116,8 @@ class TfServingGrpcBackend(Backend):
         return bytes(request.SerializeToString())
 
     async def predict(self, call: PredictCall, timeout: float) -> Prediction:
+        if call.rows is not None and call.outputs and self.config.rest_port is not None:
+            return await self._rows_over_rest(call, min(timeout, self.timeout))
         # The client awaited here, not through `_call`: each coroutine level is resumed on every call.
         data = await self._client.call(protos.PREDICT_METHOD, self._request(call), min(timeout, self.timeout), forwarded())
         response = _parsed(protos.PREDICT_METHOD, data, protos.PredictResponse)
@@ -114,6 +128,54 @@ class TfServingGrpcBackend(Backend):
             if fast is not None:
                 return Prediction(fast, version)
         return Prediction(parse_predict_response(response), version)
+
+    async def _rows_over_rest(self, call: PredictCall, timeout: float) -> Prediction:
+        deadline = time.monotonic() + timeout
+        for attempt in (0, 1):
+            address = self._client.next_address() or await self._client.address(deadline)
+            server = self._rest.get(address[0]) or self._rest_server(address[0])
+            try:
+                return await server.predict(call, max(deadline - time.monotonic(), 0.001))
+            except errors.Unavailable as err:
+                # Unreachable, or 503 (not serving): a predict changes nothing, so the next server may answer it.
+                # Not a BadResponse (a subclass): that server answered, wrongly.
+                if type(err) is not errors.Unavailable:
+                    raise
+                self._client.back_off(address, str(err))
+                if attempt or deadline - time.monotonic() <= RETRY_BACKOFF_S:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _rest_server(self, host: str) -> TfServingRestBackend:
+        """The REST API of the server at `host`, created on its first call; servers no longer resolved are let go."""
+        resolved = {address[0] for address in self._client.addresses}
+        for gone in [h for h in self._rest if h not in resolved]:
+            self._rest.pop(gone).close_now()
+        c = self.config
+        assert c.rest_port is not None  # only called with rest_port set
+        url = f"http://[{host}]:{c.rest_port}" if ":" in host else f"http://{host}:{c.rest_port}"
+        server = self._rest[host] = TfServingRestBackend(TfServingRestSpec(
+            url=url, model_name=c.model_name, version=c.version, version_label=c.version_label,
+            signature_name=c.signature_name, timeout_ms=c.timeout_ms))
+        return server
+
+    async def ready(self, timeout: float) -> bool:
+        """The metadata answers over gRPC and, with rest_port, some server's REST API answers too."""
+        if not await super().ready(timeout):
+            return False
+        if self.config.rest_port is None:
+            return True
+        deadline = time.monotonic() + timeout
+        for _ in range(max(len(self._client.addresses), 1)):  # each server at most once
+            try:
+                address = await self._client.address(deadline)
+            except errors.UserFacingError:
+                return False
+            server = self._rest.get(address[0]) or self._rest_server(address[0])
+            if await server.ready(max(deadline - time.monotonic(), 0.001)):
+                return True
+            self._client.back_off(address, f"no REST API answers on port {self.config.rest_port}")
+        return False
 
     async def metadata(self, timeout: float) -> ModelMetadata:
         request = protos.GetModelMetadataRequest()
@@ -132,3 +194,6 @@ class TfServingGrpcBackend(Backend):
 
     async def close(self) -> None:
         self._client.close()
+        for server in self._rest.values():
+            server.close_now()
+        self._rest.clear()

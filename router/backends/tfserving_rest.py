@@ -153,6 +153,10 @@ class TfServingRestBackend(Backend):
             raise BadResponse(f"model server (REST) status is not TF Serving's: {err}") from None
 
     async def close(self) -> None:
+        self.close_now()
+
+    def close_now(self) -> None:
+        """Close the kept-alive connections (no await needed: nothing is flushed)."""
         if self._pool is not None:
             self._pool.close()
             self._pool = None

@@ -28,7 +28,7 @@ from tests.router.stack import (
     start_router,
 )
 from tests.support.binaries import require_binary
-from tests.support.processes import wait_until
+from tests.support.processes import free_port, wait_until
 
 PREDICT = "/v1/models/churn:predict"
 
@@ -291,6 +291,45 @@ def test_locustfile_runs_headless(make_router, tmp_path):
     assert router.metric("modelramp_requests_total", protocol="grpc", code="OK") > 0
     assert router.metric("modelramp_requests_total", protocol="http", code="200") > 0
     assert router.metric("modelramp_outcomes_total") > 0
+
+
+def test_rest_rows_take_the_rest_port_and_grpc_tensors_stay_on_grpc(tmp_path, model_server, legacy_server):
+    """`tfserving_grpc` with `rest_port`: REST clients' rows go to TF Serving's REST API, gRPC clients' tensors over gRPC.
+
+    The second router's `rest_port` leads nowhere: its REST rows fail over to the legacy system
+    (the model arm's fallback), while its gRPC clients are still answered by the model. Were the
+    rows sent over gRPC, both kinds would be answered by the model alike.
+    """
+    def router_with(rest_port: int):
+        doc = experiment(legacy_server.url, model_server.grpc_target, 1.0)
+        doc["arms"]["model"]["backend"]["rest_port"] = rest_port
+        return start_router(tmp_path, doc)
+
+    def grpc_predict(router) -> None:
+        with grpc.insecure_channel(router.grpc_target) as channel:
+            predict = channel.unary_unary(protos.PREDICT_METHOD, request_serializer=protos.PredictRequest.SerializeToString,
+                                          response_deserializer=protos.PredictResponse.FromString)
+            _, call = predict.with_call(build_predict_request("churn", grpc_inputs()), metadata=(("x-unit-id", "g-1"),), timeout=10)
+            assert dict(call.trailing_metadata())["x-modelramp-arm"] == "model"
+
+    right, wrong = router_with(model_server.rest_port), router_with(free_port())
+    try:
+        for body in ({"instances": [ROW]}, {"instances": [ROW, {**ROW, "state": "NY", "total_day_minutes": 310.5}]}):
+            via = httpx.post(f"{right.url}{PREDICT}", json=body, headers={"X-Unit-Id": "rest-1"}, timeout=10)
+            direct = httpx.post(f"{model_server.rest_url}{PREDICT}", json=body, timeout=10)
+            assert (via.status_code, via.headers["X-Modelramp-Arm"], via.json()) == (200, "model", direct.json())
+        grpc_predict(right)
+        assert right.metric("modelramp_fallbacks_total") == 0
+
+        r = httpx.post(f"{wrong.url}{PREDICT}", json={"instances": [ROW]}, headers={"X-Unit-Id": "rest-1"}, timeout=10)
+        assert r.status_code == 200 and r.headers["X-Modelramp-Arm"] == "model"  # the arm assigned, answered by legacy
+        assert wrong.metric("modelramp_fallbacks_total", arm="model") == 1
+        assert wrong.metric("modelramp_backend_errors_total", arm="model", reason="unavailable") == 1
+        grpc_predict(wrong)
+        assert wrong.metric("modelramp_fallbacks_total", arm="model") == 1  # the gRPC call did not need one
+    finally:
+        right.process.stop()
+        wrong.process.stop()
 
 
 def test_model_arm_over_tf_serving_rest(tmp_path, model_server, legacy_server):
