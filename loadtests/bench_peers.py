@@ -14,9 +14,12 @@ and the legacy system's `/v1/predict`:
   `$request_id` (random per request), keep-alive upstreams;
 - `haproxy` (Debian's package, one process, one thread): `rand()` picks the backend,
   `http-reuse always`;
-- `router (gRPC)`: one `modelramp router`, model arm `tfserving_grpc` (the default);
-- `router (REST)`: one `modelramp router`, model arm `tfserving_rest` (TF Serving's REST API through
-  the router's own keep-alive HTTP/1.1 client).
+- `router (gRPC)`: one `modelramp router`, model arm `tfserving_grpc` without `rest_port`: every
+  model-arm call over gRPC (the router's own HTTP/2 client);
+- `router (REST rows)`: one `modelramp router`, model arm `tfserving_grpc` with `rest_port`, as the
+  Helm chart and the manifests deploy it: the REST clients' rows go to the model server's REST API
+  through the router's own keep-alive HTTP/1.1 client (gRPC clients, which this load has none of,
+  would stay on gRPC).
 
 The same open-loop load (`bench_router.open_loop`: constant arrival rate, `--rps`) goes through
 each path for `--seconds` per path and share, split into `--rounds` rounds, the paths taking
@@ -62,7 +65,7 @@ from tests.support.processes import Process, free_port, port_open, wait_until
 
 MODEL_PATH = "/v1/models/churn:predict"
 LEGACY_PATH = "/v1/predict"
-ROUTERS = {"router (gRPC)": "tfserving_grpc", "router (REST)": "tfserving_rest"}
+ROUTERS = {"router (gRPC)": "grpc", "router (REST rows)": "rest_rows"}  # path -> the model arm's transport
 PEERS = ("nginx", "haproxy", *ROUTERS)
 
 
@@ -178,13 +181,13 @@ def start_proxy(name: str, folder: Path, up: Upstreams, share: float) -> tuple[C
 
 
 def start_router(kind: str, folder: Path, up: Upstreams, share: float) -> tuple[Child, str]:
-    """A `modelramp router` at `share` percent with its model arm over `kind`; (it, its predict URL)."""
+    """A `modelramp router` at `share` percent with its model arm's REST rows over `kind` (a ROUTERS value); (it, its predict URL)."""
     folder.mkdir(parents=True, exist_ok=True)
     config = json.loads(json.dumps(up.config))
     config["arms"]["legacy"]["weight"] = 1 - share / 100
     config["arms"]["model"]["weight"] = share / 100
-    if kind == "tfserving_rest":
-        config["arms"]["model"]["backend"] = {"kind": "tfserving_rest", "url": f"http://127.0.0.1:{up.rest_port}", "model_name": "churn"}
+    if kind == "rest_rows":
+        config["arms"]["model"]["backend"]["rest_port"] = up.rest_port
     (folder / "bench.yaml").write_text(yaml.safe_dump(config))
     args, url, http_port = router_args(folder / "bench.yaml")
     router = Process(args, folder / "router.log", env=SIGNING_KEY)

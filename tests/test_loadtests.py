@@ -86,7 +86,7 @@ def test_peers_benchmark_measures_nginx_haproxy_and_both_routers_at_each_share(t
     require_binary("haproxy", "haproxy")
     result = run_script("bench_peers.py", "--models", str(models_dir), "--shares", "1,100", "--rps", "40", "--seconds", "1",
                         "--rounds", "2", "--warmup", "0.3", tmp_path=tmp_path)
-    peers = ["nginx", "haproxy", "router (gRPC)", "router (REST)"]
+    peers = ["nginx", "haproxy", "router (gRPC)", "router (REST rows)"]
     assert result["paths"] == peers and set(result["shares"]) == {"1", "100"}
     for share, paths in result["shares"].items():
         assert set(paths) == {"direct", *peers}

@@ -82,6 +82,7 @@ def demo_config(base: ExperimentConfig, settings: DemoSettings, stack_ports: Por
     doc["arms"]["legacy"] = {"weight": 0.99, "backend": {"kind": "legacy_http", "url": f"http://{host}:{stack_ports.legacy}",
                                                           "timeout_ms": DEMO_LEGACY_TIMEOUT_MS}}
     doc["arms"]["model"] = {"weight": 0.01, "backend": {"kind": "tfserving_grpc", "target": f"{host}:{stack_ports.model_grpc}",
+                                                         "rest_port": stack_ports.model_rest,
                                                          "model_name": base.arms["model"].backend.model_name,
                                                          "version": settings.candidate, "timeout_ms": DEMO_MODEL_TIMEOUT_MS}}
     if len(settings.stage_samples) != len(DEMO_STAGES):

@@ -326,6 +326,8 @@ def with_local_backends(config: ExperimentConfig, host: str, ports: Ports) -> Ex
     model = doc["arms"]["model"]["backend"]
     if model["kind"] == "tfserving_grpc":
         model["target"] = f"{host}:{ports.model_grpc}"
+        if model.get("rest_port") is not None:  # REST rows to the same server's REST API
+            model["rest_port"] = ports.model_rest
     else:
         model["url"] = f"http://{host}:{ports.model_rest}"
     return parse_config(doc)

@@ -1,4 +1,4 @@
-"""TF Serving (or `modelramp serve-model`) over its REST API, for deployments that expose only REST.
+"""TF Serving (or `modelramp serve-model`) over its REST API: deployments that expose only REST, and `tfserving_grpc`'s REST rows.
 
 It speaks through the same keep-alive HTTP/1.1 client as the legacy backend (`router.backends.http1`),
 so the router has one HTTP client on its request path.

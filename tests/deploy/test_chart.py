@@ -121,6 +121,24 @@ def test_tf_serving_uses_the_official_image_and_is_ready_only_with_the_model_loa
     assert {"name": "models", "persistentVolumeClaim": {"claimName": "models", "readOnly": True}} in pod["volumes"]
 
 
+def test_model_arm_sends_rest_rows_to_the_tf_serving_pods_rest_port_unless_told_not_to():
+    def model_backend(values: dict | None = None) -> dict:
+        config = yaml.safe_load(find(render(values), "ConfigMap", "modelramp-experiment")["data"]["experiment.yaml"])
+        return config["arms"]["model"]["backend"]
+
+    # The headless Service's pods, gRPC and REST: the router balances both over every ready pod.
+    assert model_backend() == {**model_backend(), "kind": "tfserving_grpc", "target": "dns:///modelramp-tfserving-headless:8500",
+                               "rest_port": 8501}
+    assert model_backend({"tfserving": {"restPort": 9001}})["rest_port"] == 9001
+    assert "rest_port" not in model_backend({"experiment": {"modelBackend": {"restRows": False}}})
+    external = {"tfserving": {"enabled": False}, "experiment": {"modelBackend": {"externalTarget": "dns:///tfs.models:8500"}}}
+    assert "rest_port" not in model_backend(external)  # an external TF Serving's REST port is not known ...
+    external["experiment"]["modelBackend"]["externalRestPort"] = 8601
+    assert model_backend(external)["rest_port"] == 8601  # ... unless given
+    rest = model_backend({"experiment": {"modelBackend": {"protocol": "rest"}}})
+    assert rest["kind"] == "tfserving_rest" and "rest_port" not in rest
+
+
 def test_legacy_arm_points_at_the_external_url_when_the_local_one_is_off():
     objs = render({"legacy": {"local": {"enabled": False}, "externalUrl": "https://legacy.example.com"}})
     config = yaml.safe_load(find(objs, "ConfigMap", "modelramp-experiment")["data"]["experiment.yaml"])
