@@ -1,6 +1,7 @@
 """Benchmark: the router's cost at each stage beside nginx and HAProxy, in one run.
 
     python loadtests/bench_peers.py --models models [--shares 1,50,100] [--rps 500] [--seconds 40] [--rounds 8] [--json out.json]
+    python loadtests/bench_peers.py --models models --router-image "$(scripts/build_images.sh names | head -1)" ...
 
 Starts `modelramp legacy` and `modelramp serve-model` (with `bench_router.start_stack`), then, for
 each model share in `--shares` (percent), five paths on free loopback ports, each splitting REST
@@ -33,6 +34,12 @@ all rounds and each arm's latencies apart.
 
 nginx and HAProxy run with their own configuration files in a temporary folder, in the
 foreground, never as system services and never on port 80. Compare the rows of one run, not runs.
+
+The routers run from this checkout's virtual environment, or with `--router-image` from the router
+image (`scripts/build_images.sh` builds it; `buildah run`, the host's loopback): the interpreter a
+deployment runs is the image's, Debian's python3.11, and a virtual environment's may be slower (a
+pyenv build, for one, is made without profile-guided optimisation). The output names the
+interpreter the routers ran on.
 """
 
 from __future__ import annotations
@@ -60,6 +67,7 @@ from bench_router import SIGNING_KEY, once, open_loop, percentile, ready, router
 from results_file import save
 
 from experiments.local.stack import Child
+from scripts.containers import Container, buildah
 from tests.router.stack import ROW
 from tests.support.processes import Process, free_port, port_open, wait_until
 
@@ -180,8 +188,11 @@ def start_proxy(name: str, folder: Path, up: Upstreams, share: float) -> tuple[C
     return once(child, lambda: port_open(port), 30, f"{name} listening (see {folder})"), f"http://127.0.0.1:{port}{MODEL_PATH}"
 
 
-def start_router(kind: str, folder: Path, up: Upstreams, share: float) -> tuple[Child, str]:
-    """A `modelramp router` at `share` percent with its model arm's REST rows over `kind` (a ROUTERS value); (it, its predict URL)."""
+def start_router(kind: str, folder: Path, up: Upstreams, share: float, image: str | None = None) -> tuple[Child | Container, str]:
+    """A `modelramp router` at `share` percent with its model arm's REST rows over `kind` (a ROUTERS value); (it, its predict URL).
+
+    `image`: the router runs from that image, its folder mounted at /bench (else from this checkout).
+    """
     folder.mkdir(parents=True, exist_ok=True)
     config = json.loads(json.dumps(up.config))
     config["arms"]["legacy"]["weight"] = 1 - share / 100
@@ -189,9 +200,34 @@ def start_router(kind: str, folder: Path, up: Upstreams, share: float) -> tuple[
     if kind == "rest_rows":
         config["arms"]["model"]["backend"]["rest_port"] = up.rest_port
     (folder / "bench.yaml").write_text(yaml.safe_dump(config))
-    args, url, http_port = router_args(folder / "bench.yaml")
-    router = Process(args, folder / "router.log", env=SIGNING_KEY)
-    return once(router, lambda: ready(f"http://127.0.0.1:{http_port}/readyz"), 120, f"router ({kind}) ready (see {folder})"), url
+    router: Child | Container
+    if image is None:
+        args, url, http_port = router_args(folder / "bench.yaml")
+        router = Process(args, folder / "router.log", env=SIGNING_KEY)
+    else:
+        folder.chmod(0o755)  # the image's user reads the experiment file
+        (folder / "bench.yaml").chmod(0o644)
+        args, url, http_port = router_args(Path("/bench/bench.yaml"))
+        router = Container(image, [*args, "--outcome-ledger", "sqlite:////tmp/outcomes.db"], folder / "router.log",
+                           {folder: "/bench"}, env=SIGNING_KEY)
+    try:
+        wait_until(lambda: ready(f"http://127.0.0.1:{http_port}/readyz"), 120, f"router ({kind}) ready (see {folder})", router.proc)
+    except BaseException:
+        router.stop()
+        raise
+    return router, url
+
+
+def router_runtime(image: str | None) -> str:
+    """The interpreter the routers run on: this one's version, or `python3 -VV` in the image."""
+    if image is None:
+        return f"{sys.executable}: Python {sys.version.splitlines()[0]}"
+    name = buildah("from", "--quiet", image)
+    try:
+        found = buildah("run", name, "--", "python3", "-VV", check=False)
+    finally:
+        buildah("rm", name, check=False)
+    return f"router image {image}: {found or 'python3 -VV said nothing'}"
 
 
 def pct(values: list[float], q: float) -> float:
@@ -297,7 +333,7 @@ async def measure_share(args: argparse.Namespace, up: Upstreams, share: float, w
         paths = [Route("direct", [(up.model_url, share / 100, "model"), (up.legacy_url, 1 - share / 100, "legacy")], [], False)]
         for name in PEERS:
             if name in ROUTERS:
-                child, url = start_router(ROUTERS[name], folder / ROUTERS[name], up, share)
+                child, url = start_router(ROUTERS[name], folder / ROUTERS[name], up, share, args.router_image)
             else:
                 child, url = start_proxy(name, folder / name, up, share)
             stack.callback(child.stop)
@@ -330,7 +366,8 @@ async def measure_share(args: argparse.Namespace, up: Upstreams, share: float, w
 
 
 async def bench(args: argparse.Namespace) -> dict:
-    versions = {"nginx": version(binary("nginx"), "-v"), "haproxy": version(binary("haproxy"), "-v")}
+    versions = {"nginx": version(binary("nginx"), "-v"), "haproxy": version(binary("haproxy"), "-v"),
+                "router": router_runtime(args.router_image)}
     workdir = Path(tempfile.mkdtemp(prefix="bench-peers-"))
     by_share = {}
     with backends(args.models, workdir) as up:
@@ -367,11 +404,14 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=40.0, help="measured time per path and share, split into rounds (default 40)")
     parser.add_argument("--rounds", type=int, default=8, help="rounds per share, the paths taking turns in each (default 8)")
     parser.add_argument("--warmup", type=float, default=2.0, help="unmeasured seconds per path before each share's rounds (default 2)")
+    parser.add_argument("--router-image", default=None, metavar="IMAGE",
+                        help="run the routers from this router image (scripts/build_images.sh), not from this checkout")
     parser.add_argument("--json", type=Path, default=None, help="also write the result here")
     args = parser.parse_args()
     result = asyncio.run(bench(args))
     print(f"\nload: {args.rps:g} req/s open loop, {args.seconds:g} s per path and share in {args.rounds} rounds, paths in turn; "
-          f"one row per request, loopback; {result['versions']['nginx']}, {result['versions']['haproxy']}")
+          f"one row per request, loopback; {result['versions']['nginx']}, {result['versions']['haproxy']}; "
+          f"routers on {result['versions']['router']}")
     print("added: minus the direct path (the client splitting by itself) in the same round, median over rounds; "
           "CPU: the proxy's own processes, median over rounds")
     print(table(result))

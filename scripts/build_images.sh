@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Build the modelramp images from the Containerfile, print their sizes, fail over budget, then smoke-test them.
 #
-#   scripts/build_images.sh                  base, wheels, build and size every target, then smoke
+#   scripts/build_images.sh                  base, wheels, build and size every target, then smoke, then a tiny
+#                                            loadtests/bench_peers.py with its routers from the router image
 #   scripts/build_images.sh build TARGET...  base, wheels, build and size these targets only
 #   scripts/build_images.sh smoke [--router IMAGE] [--controller IMAGE] [--model IMAGE]
 #                                            the smoke run alone (default: the router and controller images this
@@ -142,6 +143,18 @@ smoke() {  # smoke [--router IMAGE] [--controller IMAGE] [--model IMAGE]: the ro
   "$PY" scripts/smoke_images.py --router "$router" --controller "$controller" --models "$models" "${model[@]}"
 }
 
+bench_from_image() {  # the router image in loadtests/bench_peers.py (--router-image), at a tiny size: the path its README figures take
+  if ! command -v nginx >/dev/null || ! { command -v haproxy || [ -x /usr/sbin/haproxy ]; } >/dev/null; then
+    [ "${MODELRAMP_REQUIRE_BINARIES:-0}" = 1 ] && die "bench_peers --router-image needs nginx and haproxy (apt-get install nginx haproxy)"
+    log "bench_peers --router-image skipped: nginx or haproxy is not installed"
+    return 0
+  fi
+  local start=$SECONDS
+  "$PY" loadtests/bench_peers.py --models "${MODELS:-models}" --router-image "$(image_name router)" --shares 1,100 --rps 40 \
+    --seconds 1 --rounds 1 --warmup 0.3 | tail -n 8
+  log "bench_peers with the router image ran in $((SECONDS - start)) s"
+}
+
 case "${1:-all}" in
   names)
     for t in $TARGETS; do image_name "$t"; done
@@ -168,7 +181,8 @@ case "${1:-all}" in
       *" model "*) smoke --model "$(image_name model)" ;;  # the model server from the model image too
       *) smoke ;;
     esac
-    log "smoke runs passed in $((SECONDS - start)) s" ;;
+    log "smoke runs passed in $((SECONDS - start)) s"
+    case " $TARGETS " in *" router "*) bench_from_image ;; esac ;;
   *)
     die "unknown step ${1}: all, build TARGET..., smoke, names" ;;
 esac

@@ -18,8 +18,6 @@ import argparse
 import contextlib
 import json
 import os
-import shlex
-import signal
 import subprocess
 import sys
 import tempfile
@@ -35,98 +33,16 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from experiments.local.stack import Child, free_port, model_server
+from scripts.containers import Container, ContainerError, entrypoint_of
 from serving.tfserving.grpc_client import PredictionClient, build_predict_request, parse_predict_response
 from serving.training.dataset import read_split, to_columns, to_instances
 
 MODEL_NAME = "churn"
 READY_TIMEOUT_S = 120.0
-# Where a container may write (the chart mounts emptyDirs there, the root filesystem read-only), and what
-# `buildah run` itself writes into the container for each run.
-WRITABLE_DIRS = {"tmp", "proc", "sys", "dev", "run", "smoke"}
-RUNTIME_FILES = {"etc/hosts", "etc/resolv.conf", "etc/hostname"}
 
 
 class SmokeError(Exception):
     pass
-
-
-def image_config(image: str) -> dict[str, Any]:
-    """The image's OCI config (Entrypoint, Cmd, User, ...); SmokeError if there is no such image."""
-    done = subprocess.run(["buildah", "inspect", "--type", "image", image], capture_output=True, text=True)
-    if done.returncode != 0:
-        raise SmokeError(f"no image {image}: {done.stderr.strip()}")
-    config: dict[str, Any] = json.loads(done.stdout)["OCIv1"].get("config") or {}
-    return config
-
-
-def entrypoint_of(image: str) -> list[str]:
-    """The image's entrypoint, checked: it must have one, and run as a numeric non-root user."""
-    config = image_config(image)
-    entrypoint = config.get("Entrypoint") or []
-    if not entrypoint:
-        raise SmokeError(f"image {image} has no entrypoint: the chart's containers pass only arguments")
-    user = str(config.get("User") or "")
-    uid = user.split(":")[0]
-    if not uid.isdigit() or int(uid) == 0:
-        raise SmokeError(f"image {image} runs as user {user or 'root'!r}: it must be a numeric non-root user")
-    return list(entrypoint)
-
-
-class Container:
-    """`buildah run` of an image's entrypoint with arguments, in its own process group."""
-
-    def __init__(self, image: str, args: list[str], log_path: Path, volumes: dict[Path, str]):
-        self.image = image
-        self.log_path = log_path
-        entrypoint = entrypoint_of(image)
-        self.name = subprocess.run(["buildah", "from", "--quiet", image], check=True, capture_output=True, text=True).stdout.strip()
-        mounts = [arg for host, inside in volumes.items() for arg in ("-v", f"{host}:{inside}")]
-        command = ["buildah", "run", *mounts, self.name, "--", *entrypoint, *args]
-        print(f"  $ {shlex.join(command)}", flush=True)
-        self._log = open(log_path, "wb")
-        self.started = time.time()
-        self.proc = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def wait(self, timeout: float) -> int:
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            raise SmokeError(f"{self.image} still running after {timeout:.0f} s:\n{self.log()}") from None
-
-    def written_outside_tmp(self) -> list[str]:
-        """Files the run created or changed outside the writable folders (a read-only root filesystem refuses them)."""
-        mount = subprocess.run(["buildah", "mount", self.name], check=True, capture_output=True, text=True).stdout.strip()
-        changed = []
-        try:
-            for root, dirs, files in os.walk(mount):
-                rel = os.path.relpath(root, mount)
-                if rel == ".":
-                    dirs[:] = [d for d in dirs if d not in WRITABLE_DIRS]
-                for name in files:
-                    path = os.path.normpath(os.path.join(rel, name))
-                    try:
-                        mtime = os.lstat(os.path.join(root, name)).st_mtime
-                    except OSError:
-                        continue
-                    if mtime >= self.started and path not in RUNTIME_FILES:
-                        changed.append("/" + path)
-        finally:
-            subprocess.run(["buildah", "umount", self.name], capture_output=True)
-        return sorted(changed)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-        self._log.close()
-        subprocess.run(["buildah", "rm", self.name], capture_output=True)
 
 
 def _status(url: str) -> int:
@@ -268,7 +184,7 @@ def main() -> int:
     args = parser.parse_args()
     try:
         run(args.router, args.controller, args.models, args.model)
-    except SmokeError as err:
+    except (SmokeError, ContainerError) as err:
         print(f"smoke: FAILED: {err}", file=sys.stderr)
         return 1
     print("smoke: the router image served REST and gRPC predicts; the controller image decided", flush=True)

@@ -131,10 +131,11 @@ def test_model_arm_sends_rest_rows_to_the_tf_serving_pods_rest_port_unless_told_
                                "rest_port": 8501}
     assert model_backend({"tfserving": {"restPort": 9001}})["rest_port"] == 9001
     assert "rest_port" not in model_backend({"experiment": {"modelBackend": {"restRows": False}}})
-    external = {"tfserving": {"enabled": False}, "experiment": {"modelBackend": {"externalTarget": "dns:///tfs.models:8500"}}}
-    assert "rest_port" not in model_backend(external)  # an external TF Serving's REST port is not known ...
-    external["experiment"]["modelBackend"]["externalRestPort"] = 8601
-    assert model_backend(external)["rest_port"] == 8601  # ... unless given
+    def external(**model: object) -> dict:
+        return {"tfserving": {"enabled": False}, "experiment": {"modelBackend": {"externalTarget": "dns:///tfs.models:8500", **model}}}
+
+    assert "rest_port" not in model_backend(external())  # an external TF Serving's REST port is not known ...
+    assert model_backend(external(externalRestPort=8601))["rest_port"] == 8601  # ... unless given
     rest = model_backend({"experiment": {"modelBackend": {"protocol": "rest"}}})
     assert rest["kind"] == "tfserving_rest" and "rest_port" not in rest
 

@@ -37,17 +37,22 @@ def two_model_servers(models_dir, tmp_path_factory):
         server.process.stop()
 
 
+def _cpu_spent_answering(router, servers, predictions: int = 400) -> list[float]:
+    """Each model server's CPU seconds while `router` answered `predictions` REST predictions, all by the model arm."""
+    pids = [server.process.proc.pid for server in servers]
+    before = [_cpu_seconds(pid) for pid in pids]
+    with httpx.Client(base_url=router.url, timeout=10) as client:
+        for i in range(predictions):
+            r = client.post("/v1/models/churn:predict", json={"instances": [ROW]}, headers={"X-Unit-Id": f"u{i}"})
+            assert r.status_code == 200 and r.headers["X-Modelramp-Arm"] == "model", r.text
+    return [_cpu_seconds(pid) - b for pid, b in zip(pids, before, strict=True)]
+
+
 def test_both_model_servers_behind_one_target_answer_predictions(two_model_servers, legacy_server, tmp_path):
     target = "ipv4:" + ",".join(server.grpc_target for server in two_model_servers)
     router = start_router(tmp_path, experiment(legacy_server.url, target, 1.0))
     try:
-        pids = [server.process.proc.pid for server in two_model_servers]
-        before = [_cpu_seconds(pid) for pid in pids]
-        with httpx.Client(base_url=router.url, timeout=10) as client:
-            for i in range(400):
-                r = client.post("/v1/models/churn:predict", json={"instances": [ROW]}, headers={"X-Unit-Id": f"u{i}"})
-                assert r.status_code == 200 and r.headers["X-Modelramp-Arm"] == "model", r.text
-        spent = [_cpu_seconds(pid) - b for pid, b in zip(pids, before, strict=True)]
+        spent = _cpu_spent_answering(router, two_model_servers)
     finally:
         router.process.stop()
     # pick_first (gRPC's default) gives one server all 400 and the other none.
@@ -63,26 +68,21 @@ def test_rest_rows_go_to_every_servers_rest_port_and_around_one_that_is_gone(two
     gone = f"127.0.0.3:{free_port()}"
     target = "ipv4:" + ",".join([server.grpc_target for server in two_model_servers] + [gone])
     doc = experiment(legacy_server.url, target, 1.0)
-    doc["arms"]["model"]["backend"]["rest_port"] = two_model_servers[0].rest_port
+    rest = doc["arms"]["model"]["backend"]["rest_port"] = two_model_servers[0].rest_port
     router = start_router(tmp_path, doc)
     try:
-        pids = [server.process.proc.pid for server in two_model_servers]
-        before = [_cpu_seconds(pid) for pid in pids]
-        with httpx.Client(base_url=router.url, timeout=10) as client:
-            for i in range(400):
-                r = client.post("/v1/models/churn:predict", json={"instances": [ROW]}, headers={"X-Unit-Id": f"u{i}"})
-                assert r.status_code == 200 and r.headers["X-Modelramp-Arm"] == "model", r.text
-                direct = httpx.post(f"{two_model_servers[i % 2].rest_url}/v1/models/churn:predict", json={"instances": [ROW]})
-                assert r.json() == direct.json()  # TF Serving's own REST answer, passed on
-        spent = [_cpu_seconds(pid) - b for pid, b in zip(pids, before, strict=True)]
+        spent = _cpu_spent_answering(router, two_model_servers)
         assert router.metric("modelramp_fallbacks_total") == 0
         assert router.metric("modelramp_backend_errors_total") == 0
         # Over REST, not gRPC: the router keeps a connection to each server's REST port (the CPU alone would not say).
         process = psutil.Process(router.process.proc.pid)
         connections = getattr(process, "net_connections", None) or process.connections  # psutil < 6 names it connections
         peers = {tuple(c.raddr) for c in connections(kind="tcp") if c.raddr and c.status == psutil.CONN_ESTABLISHED}
-        rest = two_model_servers[0].rest_port
         assert {("127.0.0.1", rest), ("127.0.0.2", rest)} <= peers, peers
+        # TF Serving's own REST answer, passed on.
+        body = {"instances": [ROW, {**ROW, "state": "NY"}]}
+        via = httpx.post(f"{router.url}/v1/models/churn:predict", json=body, headers={"X-Unit-Id": "u1"}, timeout=10)
+        assert via.json() == httpx.post(f"{two_model_servers[0].rest_url}/v1/models/churn:predict", json=body, timeout=10).json()
     finally:
         router.process.stop()
     assert min(spent) > 0.25 * sum(spent), f"model servers' CPU seconds during 400 predictions: {spent}"

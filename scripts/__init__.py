@@ -1,0 +1,1 @@
+"""Build and release scripts run from the checkout (not part of the installed package)."""
