@@ -28,6 +28,7 @@ DOCUMENTED = {
     "salt": "`demo-<candidate>-<seed>`",
     "arms.legacy.backend.url": "the ports",
     "arms.model.backend.target": "the ports",
+    "arms.model.backend.rest_port": "the ports",
 }
 
 
