@@ -133,7 +133,7 @@ class TfServingGrpcBackend(Backend):
         deadline = time.monotonic() + timeout
         for attempt in (0, 1):
             address = self._client.next_address() or await self._client.address(deadline)
-            server = self._rest.get(address[0]) or self._rest_server(address[0])
+            server = self._rest_server(address[0])
             try:
                 return await server.predict(call, max(deadline - time.monotonic(), 0.001))
             except errors.Unavailable as err:
@@ -147,7 +147,10 @@ class TfServingGrpcBackend(Backend):
         raise AssertionError("unreachable")
 
     def _rest_server(self, host: str) -> TfServingRestBackend:
-        """The REST API of the server at `host`, created on its first call; servers no longer resolved are let go."""
+        """The REST API of the server at `host`, created on its first call; servers no longer resolved are let go then."""
+        server = self._rest.get(host)
+        if server is not None:
+            return server
         resolved = {address[0] for address in self._client.addresses}
         for gone in [h for h in self._rest if h not in resolved]:
             self._rest.pop(gone).close_now()
@@ -171,7 +174,7 @@ class TfServingGrpcBackend(Backend):
                 address = await self._client.address(deadline)
             except errors.UserFacingError:
                 return False
-            server = self._rest.get(address[0]) or self._rest_server(address[0])
+            server = self._rest_server(address[0])
             if await server.ready(max(deadline - time.monotonic(), 0.001)):
                 return True
             self._client.back_off(address, f"no REST API answers on port {self.config.rest_port}")
