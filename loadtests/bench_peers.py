@@ -34,6 +34,7 @@ all rounds and each arm's latencies apart.
 
 nginx and HAProxy run with their own configuration files in a temporary folder, in the
 foreground, never as system services and never on port 80. Compare the rows of one run, not runs.
+It exits 1, after printing and saving its figures, if any request on any path failed.
 
 The routers run from this checkout's virtual environment, or with `--router-image` from the router
 image (`scripts/build_images.sh` builds it; `buildah run`, the host's loopback): the interpreter a
@@ -415,12 +416,17 @@ def main() -> int:
     print("added: minus the direct path (the client splitting by itself) in the same round, median over rounds; "
           "CPU: the proxy's own processes, median over rounds")
     print(table(result))
+    failed = False
     for share, paths in result["shares"].items():
         errors = {n: paths[n]["errors"] for n in ("direct", *PEERS) if paths[n]["errors"]}
+        failed = failed or bool(errors)
         answered = ", ".join(f"{n} {paths[n]['model_share_answered'] * 100:.1f}%" for n in ("direct", *PEERS))
         print(f"{share}%: model arm answered: {answered}; errors: {errors or 'none'}")
     if args.json:
         save(args.json, result)
+    if failed:  # figures over failed requests compare unlike work: a script or CI reading only the status must see it
+        print("bench_peers: some requests failed (see the errors above); the figures do not compare like with like", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -4,8 +4,10 @@ The legacy system runs on the host from this checkout's virtual environment, and
 unless a model image is given (`--model`: then `modelramp serve-model` runs from it on the trained models,
 mounted read-only). The router runs from the router image (`buildah run` shares the host's loopback), its entrypoint and user as the image
 declares them. One REST and one gRPC predict go through it, each must come back with a prediction from the
-arm the router chose; then `modelramp ramp --once --dry-run` runs from the controller image against the
-router's /metrics. Neither may have written a file outside /tmp (the chart's root filesystem is read-only).
+arm the router chose; the model arm runs as the chart deploys it (`rest_port`: REST clients' rows go on to
+the model server's REST API), so REST predicts go on until each arm has answered one, and the router's
+/metrics must show no fallback and no backend error. Then `modelramp ramp --once --dry-run` runs from the
+controller image against the router's /metrics. Neither may have written a file outside /tmp (the chart's root filesystem is read-only).
 Any failure exits non-zero with the reason (and the router's log).
 
 Cheap checks come first: an image without an entrypoint, or one that would run as root, fails before
@@ -63,18 +65,19 @@ def wait_for(what: str, ready, proc: subprocess.Popen, log, timeout: float = REA
         time.sleep(0.2)
 
 
-def experiment(run_dir: Path, legacy_url: str, model_target: str) -> Path:
-    """An experiment with half the units on each arm, backends on loopback."""
+def experiment(run_dir: Path, legacy_url: str, model_target: str, rest_port: int) -> Path:
+    """An experiment with half the units on each arm, backends on loopback; REST rows to the model server's REST API."""
     doc = {"name": "image-smoke", "salt": "image-smoke", "model_name": MODEL_NAME,
            "arms": {"legacy": {"weight": 0.5, "backend": {"kind": "legacy_http", "url": legacy_url}},
                     "model": {"weight": 0.5, "backend": {"kind": "tfserving_grpc", "target": model_target,
-                                                         "model_name": MODEL_NAME}}}}
+                                                         "rest_port": rest_port, "model_name": MODEL_NAME}}}}
     path = run_dir / "experiment.yaml"
     path.write_text(yaml.safe_dump(doc))
     return path
 
 
-def predict_rest(http_port: int, row: dict[str, Any], unit: str) -> dict[str, Any]:
+def predict_rest(http_port: int, row: dict[str, Any], unit: str) -> tuple[str, dict[str, Any]]:
+    """(the arm the router says answered, its TF Serving document)."""
     body = json.dumps({"instances": [row]}).encode()
     response = httpx.post(f"http://127.0.0.1:{http_port}/v1/models/{MODEL_NAME}:predict", content=body, timeout=10,
                           headers={"Content-Type": "application/json", "X-Unit-Id": unit}, trust_env=False)
@@ -83,7 +86,27 @@ def predict_rest(http_port: int, row: dict[str, Any], unit: str) -> dict[str, An
     document: dict[str, Any] = response.json()
     if len(document.get("predictions", [])) != 1:
         raise SmokeError(f"REST predict through the router: no prediction in {document}")
-    return document
+    return response.headers.get("x-modelramp-arm", "?"), document
+
+
+def predict_rest_on_both_arms(http_port: int, row: dict[str, Any], tries: int = 40) -> dict[str, dict[str, Any]]:
+    """REST predicts for new units until each arm has answered one (half the units are on each: 40 tries miss with p = 2^-39)."""
+    answered: dict[str, dict[str, Any]] = {}
+    for k in range(tries):
+        arm, document = predict_rest(http_port, row, f"smoke-unit-{k}")
+        answered.setdefault(arm, document)
+        if {"legacy", "model"} <= answered.keys():
+            return answered
+    raise SmokeError(f"REST predict through the router: {tries} units, answered only by {sorted(answered)}")
+
+
+def no_fallbacks(http_port: int) -> None:
+    """The router's /metrics: no request answered by the other arm's backend, no failed backend call."""
+    text = httpx.get(f"http://127.0.0.1:{http_port}/metrics", timeout=10, trust_env=False).text
+    failed = [line for line in text.splitlines() if line.startswith(("modelramp_fallbacks_total{", "modelramp_backend_errors_total{"))
+              and float(line.rsplit(" ", 1)[1]) > 0]
+    if failed:
+        raise SmokeError("the router fell back or a backend failed: " + "; ".join(failed))
 
 
 def predict_grpc(grpc_port: int, columns: dict[str, Any], unit: str) -> dict[str, Any]:
@@ -105,8 +128,8 @@ def _available(rest_port: int) -> bool:
 
 
 @contextlib.contextmanager
-def model_from_image(model_image: str, models: Path, run_dir: Path) -> Iterator[str]:
-    """`modelramp serve-model` from the model image on the trained models (read-only); yields its gRPC target."""
+def model_from_image(model_image: str, models: Path, run_dir: Path) -> Iterator[tuple[str, int]]:
+    """`modelramp serve-model` from the model image on the trained models (read-only); yields (its gRPC target, its REST port)."""
     grpc_port, rest_port = free_port(), free_port()
     print(f"model server from {model_image}", flush=True)
     model = Container(model_image, ["serve-model", "--host", "127.0.0.1", "--port", str(grpc_port), "--rest_api_port", str(rest_port),
@@ -114,7 +137,7 @@ def model_from_image(model_image: str, models: Path, run_dir: Path) -> Iterator[
                       run_dir / "model-server.log", {models.resolve(): "/models:ro"})
     try:
         wait_for("model server (from its image)", lambda: _available(rest_port), model.proc, model.log)
-        yield f"127.0.0.1:{grpc_port}"
+        yield f"127.0.0.1:{grpc_port}", rest_port
     finally:
         model.stop()
 
@@ -130,16 +153,17 @@ def run(router_image: str, controller_image: str, models: Path, model_image: str
         os.chmod(run_dir, 0o755)  # the images' user reads the experiment file
         with contextlib.ExitStack() as backends:
             if model_image:  # TF Serving's stand-in from the model image, else from this checkout
-                model_target = backends.enter_context(model_from_image(model_image, models, run_dir))
+                model_target, rest_port = backends.enter_context(model_from_image(model_image, models, run_dir))
             else:
-                _, model_target, _rest = backends.enter_context(model_server(models, MODEL_NAME, run_dir, versions="latest"))
+                _, model_target, rest_url = backends.enter_context(model_server(models, MODEL_NAME, run_dir, versions="latest"))
+                rest_port = int(rest_url.rsplit(":", 1)[1].split("/")[0])
             legacy_port = free_port()
             legacy = Child("legacy system", ["legacy", "--host", "127.0.0.1", "--port", str(legacy_port)],
                            log_path=run_dir / "legacy.log")
             router = None
             try:
                 wait_for("legacy system", lambda: _status(f"http://127.0.0.1:{legacy_port}/healthz") == 200, legacy.proc, legacy.log)
-                experiment(run_dir, f"http://127.0.0.1:{legacy_port}", model_target)  # mounted at /smoke
+                experiment(run_dir, f"http://127.0.0.1:{legacy_port}", model_target, rest_port)  # mounted at /smoke
                 http_port, grpc_port = free_port(), free_port()
                 print(f"router from {router_image}", flush=True)
                 router = Container(router_image, ["router", "--config", "/smoke/experiment.yaml", "--host", "127.0.0.1",
@@ -148,8 +172,10 @@ def run(router_image: str, controller_image: str, models: Path, model_image: str
                                    run_dir / "router.log", {run_dir: "/smoke"})
                 wait_for("router (from its image)", lambda: _status(f"http://127.0.0.1:{http_port}/readyz") == 200,
                          router.proc, router.log)
-                print(f"  REST predict: {predict_rest(http_port, row, 'smoke-unit-1')}", flush=True)
-                print(f"  gRPC predict: {predict_grpc(grpc_port, columns, 'smoke-unit-2')}", flush=True)
+                for arm, document in sorted(predict_rest_on_both_arms(http_port, row).items()):
+                    print(f"  REST predict ({arm} arm): {document}", flush=True)
+                print(f"  gRPC predict: {predict_grpc(grpc_port, columns, 'smoke-unit-grpc')}", flush=True)
+                no_fallbacks(http_port)
                 if written := router.written_outside_tmp():
                     raise SmokeError(f"the router wrote outside /tmp (read-only in the cluster): {written[:10]}")
                 print(f"ramp controller from {controller_image}", flush=True)
