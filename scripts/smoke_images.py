@@ -3,7 +3,7 @@
 The legacy system runs on the host from this checkout's virtual environment, and so does the model server
 unless a model image is given (`--model`: then `modelramp serve-model` runs from it on the trained models,
 mounted read-only). The router runs from the router image (`buildah run` shares the host's loopback), its entrypoint and user as the image
-declares them. One REST and one gRPC predict go through it, each must come back with a prediction from the
+declares them. REST and gRPC predicts go through it, each must come back with a prediction from the
 arm the router chose; the model arm runs as the chart deploys it (`rest_port`: REST clients' rows go on to
 the model server's REST API), so REST predicts go on until each arm has answered one, and the router's
 /metrics must show no fallback and no backend error. Then `modelramp ramp --once --dry-run` runs from the
@@ -27,9 +27,11 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -103,8 +105,9 @@ def predict_rest_on_both_arms(http_port: int, row: dict[str, Any], tries: int = 
 def no_fallbacks(http_port: int) -> None:
     """The router's /metrics: no request answered by the other arm's backend, no failed backend call."""
     text = httpx.get(f"http://127.0.0.1:{http_port}/metrics", timeout=10, trust_env=False).text
-    failed = [line for line in text.splitlines() if line.startswith(("modelramp_fallbacks_total{", "modelramp_backend_errors_total{"))
-              and float(line.rsplit(" ", 1)[1]) > 0]
+    failed = [f"{sample.name}{sample.labels} {sample.value:g}" for family in text_string_to_metric_families(text)
+              for sample in family.samples
+              if sample.name in ("modelramp_fallbacks_total", "modelramp_backend_errors_total") and sample.value > 0]
     if failed:
         raise SmokeError("the router fell back or a backend failed: " + "; ".join(failed))
 
@@ -156,7 +159,7 @@ def run(router_image: str, controller_image: str, models: Path, model_image: str
                 model_target, rest_port = backends.enter_context(model_from_image(model_image, models, run_dir))
             else:
                 _, model_target, rest_url = backends.enter_context(model_server(models, MODEL_NAME, run_dir, versions="latest"))
-                rest_port = int(rest_url.rsplit(":", 1)[1].split("/")[0])
+                rest_port = urlsplit(rest_url).port or 80
             legacy_port = free_port()
             legacy = Child("legacy system", ["legacy", "--host", "127.0.0.1", "--port", str(legacy_port)],
                            log_path=run_dir / "legacy.log")
