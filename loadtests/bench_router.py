@@ -17,7 +17,9 @@ rounds so that other load on the machine hits both paths alike:
   latency is the model's inference, not the router's overhead;
 - router CPU-seconds per 1,000 requests (from the router process's own CPU counters) and RSS,
   beside the same figure for a bare forwarder (`bare_forwarder.py`: bytes in, bytes out, no
-  checks) in the same rounds: what any Python forwarder pays per request on this machine;
+  checks) in the same rounds, callbacks only and in the router's shape of tasks, futures and
+  coroutine levels (`--shape awaiting`): what any Python forwarder pays per request on this
+  machine, and what that shape adds to it;
 - the same two CPU figures at the rates of `--cpu-rps` (default 1,000 req/s, the load of the
   Envoy anchor), where a request less often finds the process asleep;
 - throughput of one router process at saturation (closed loop, `--saturate` clients).
@@ -235,13 +237,16 @@ def once(child: Child, predicate: Callable[[], bool], timeout: float, what: str)
     return child
 
 
-def start_forwarder(direct_url: str, workdir: Path) -> tuple[subprocess.Popen, str]:
-    """bare_forwarder.py in front of the same legacy system; (process, its predict URL)."""
+FORWARDERS = {"bare_forwarder": "callbacks", "awaiting_forwarder": "awaiting"}  # result key -> bare_forwarder.py --shape
+
+
+def start_forwarder(direct_url: str, workdir: Path, shape: str = "callbacks") -> tuple[subprocess.Popen, str]:
+    """bare_forwarder.py (of `shape`) in front of the same legacy system; (process, its predict URL)."""
     port = free_port()
     legacy_port = direct_url.split(":")[2].split("/")[0]
-    with open(workdir / "forwarder.log", "wb") as log:  # the child keeps its own copy of the descriptor
+    with open(workdir / f"forwarder-{shape}.log", "wb") as log:  # the child keeps its own copy of the descriptor
         proc = subprocess.Popen([sys.executable, str(Path(__file__).with_name("bare_forwarder.py")), "--legacy-port", legacy_port,
-                                 "--port", str(port)], stdout=log, stderr=subprocess.STDOUT)
+                                 "--port", str(port), "--shape", shape], stdout=log, stderr=subprocess.STDOUT)
     wait_until(lambda: port_open(port), 30, "bare forwarder listening", proc)
     return proc, f"http://127.0.0.1:{port}/v1/models/churn:predict"
 
@@ -339,15 +344,18 @@ async def bench(args: argparse.Namespace) -> dict:
             after_router, router_url = start_baseline_router(after_tree, workdir, "after")
             stack.callback(after_router.stop)
             router_pid = after_router.proc.pid
-        forwarder, forwarder_url = start_forwarder(direct_url, workdir)
-        stack.callback(forwarder.wait, 10)
-        stack.callback(forwarder.terminate)
+        forwarders: dict[str, tuple[str, psutil.Process]] = {}
+        for name, shape in FORWARDERS.items():
+            forwarder, forwarder_url = start_forwarder(direct_url, workdir, shape)
+            stack.callback(forwarder.wait, 10)
+            stack.callback(forwarder.terminate)
+            forwarders[name] = forwarder_url, psutil.Process(forwarder.pid)
         routers = [Measured("router", router_url, psutil.Process(router_pid))]
         if tree is not None:
             baseline, baseline_url = start_baseline_router(tree, workdir)
             stack.callback(baseline.stop)  # before the checkout is removed (callbacks run last first)
             routers.append(Measured("baseline", baseline_url, psutil.Process(baseline.proc.pid)))
-        result = await measure(args, direct_url, routers, forwarder_url, psutil.Process(forwarder.pid))
+        result = await measure(args, direct_url, routers, forwarders)
     if tree is not None:
         result["baseline_rev"], result["baseline_commit"] = args.baseline_rev, commit
         result["after_commit"], result["after_uncommitted"] = after
@@ -355,19 +363,22 @@ async def bench(args: argparse.Namespace) -> dict:
     return result
 
 
-async def measure(args: argparse.Namespace, direct_url: str, routers: list[Measured], forwarder_url: str,
-                  forwarder_proc: psutil.Process) -> dict:
+async def measure(args: argparse.Namespace, direct_url: str, routers: list[Measured],
+                  forwarders: dict[str, tuple[str, psutil.Process]]) -> dict:
+    """Every round, every path; `forwarders`: name -> (predict URL, process) of each bare forwarder."""
     body = json.dumps({"instances": [ROW]}).encode()  # the same row; the legacy API and TF Serving's share this body shape
     await open_loop(direct_url, body, args.rps, 3, False)  # warm-up every path: connections, caches
     for r in routers:
         await open_loop(r.url, body, args.rps, 3, True)
-    await open_loop(forwarder_url, body, args.rps, 3, True)
+    for forwarder_url, _ in forwarders.values():
+        await open_loop(forwarder_url, body, args.rps, 3, True)
     # Alternating rounds: other load on a shared machine then hits every path alike; with a
     # baseline the two routers swap places every round, so neither always follows the direct path.
     direct_lat: dict[str, list[float]] = {}
     direct_parts = []
-    forwarder_cpu = 0.0
-    forwarded = forwarder_errors = 0
+    forwarder_cpu = dict.fromkeys(forwarders, 0.0)
+    forwarded = dict.fromkeys(forwarders, 0)
+    forwarder_errors = dict.fromkeys(forwarders, 0)
     round_seconds = args.seconds / args.rounds
 
     def in_turn(k: int) -> list[Measured]:
@@ -378,17 +389,18 @@ async def measure(args: argparse.Namespace, direct_url: str, routers: list[Measu
         direct_parts.append(await open_loop(direct_url, body, args.rps, round_seconds, False, direct_lat))
         for r in in_turn(k):
             await r.measure_round(body, args.rps, round_seconds)
-        part, user, system = await round_with_cpu(forwarder_url, forwarder_proc, body, args.rps, round_seconds)
-        forwarder_cpu += user + system
-        forwarded += part["requests"]
-        forwarder_errors += part["errors"]
+        for name, (forwarder_url, forwarder_proc) in forwarders.items():
+            part, user, system = await round_with_cpu(forwarder_url, forwarder_proc, body, args.rps, round_seconds)
+            forwarder_cpu[name] += user + system
+            forwarded[name] += part["requests"]
+            forwarder_errors[name] += part["errors"]
     # CPU only, at the other rates: routers and forwarder rounds alternate as above.
     by_rate: dict[str, dict[str, float]] = {}
     for rate in args.cpu_rps:
         spent: dict[str, float] = {}
         sent: dict[str, int] = {}
         for k in range(args.rounds):
-            for name, url, proc in [*((r.name, r.url, r.proc) for r in in_turn(k)), ("bare_forwarder", forwarder_url, forwarder_proc)]:
+            for name, url, proc in [*((r.name, r.url, r.proc) for r in in_turn(k)), *((f, *forwarders[f]) for f in forwarders)]:
                 part, user, system = await round_with_cpu(url, proc, body, rate, round_seconds)
                 spent[name] = spent.get(name, 0.0) + user + system
                 sent[name] = sent.get(name, 0) + part["requests"]
@@ -405,7 +417,8 @@ async def measure(args: argparse.Namespace, direct_url: str, routers: list[Measu
     figures = {r.name: r.figures(direct) for r in routers}
     result = {
         "rps": args.rps, "seconds": args.seconds, "direct": direct, **figures["router"],
-        "bare_forwarder_cpu_s_per_1000": forwarder_cpu / forwarded * 1000, "bare_forwarder_errors": forwarder_errors,
+        **{f"{name}_cpu_s_per_1000": forwarder_cpu[name] / forwarded[name] * 1000 for name in forwarders},
+        **{f"{name}_errors": forwarder_errors[name] for name in forwarders},
         "cpu_s_per_1000_by_rps": by_rate, "saturation_clients": args.saturate,
     }
     result["goals_met"] = {k: result[k] <= v for k, v in GOALS.items()}
@@ -489,10 +502,12 @@ def main() -> int:
               f"p99 {m['p99_ms']:.3f} ms; all arms together p99 {result['router_all_arms_p99_ms']:.3f} ms)")
     print(f"router CPU: {result['cpu_s_per_1000']:.3f} CPU-s per 1,000 requests (user {result['cpu_user_s_per_1000']:.3f}, "
           f"kernel {result['cpu_system_s_per_1000']:.3f}); RSS {result['rss_mb']:.0f} MB; "
-          f"a bare forwarder in the same rounds: {result['bare_forwarder_cpu_s_per_1000']:.3f} "
-          f"({result['bare_forwarder_errors']} errors)")
+          f"bare forwarders in the same rounds: callbacks only {result['bare_forwarder_cpu_s_per_1000']:.3f} "
+          f"({result['bare_forwarder_errors']} errors), the router's shape {result['awaiting_forwarder_cpu_s_per_1000']:.3f} "
+          f"({result['awaiting_forwarder_errors']} errors)")
     for rate, row in result["cpu_s_per_1000_by_rps"].items():
-        print(f"at {rate} req/s: router {row['router']:.3f} CPU-s per 1,000 requests, bare forwarder {row['bare_forwarder']:.3f}")
+        print(f"at {rate} req/s: router {row['router']:.3f} CPU-s per 1,000 requests, bare forwarders: callbacks only "
+              f"{row['bare_forwarder']:.3f}, the router's shape {row['awaiting_forwarder']:.3f}")
     if result["router_saturation_rps"]:
         print(f"one router process at saturation ({args.saturate} clients, generator and legacy on the same cores): "
               f"{result['router_saturation_rps']:.0f} req/s, {result['cpu_s_per_1000_at_saturation']:.3f} CPU-s per 1,000 requests")

@@ -44,7 +44,9 @@ def test_router_benchmark_measures_router_and_bare_forwarder_at_each_rate(tmp_pa
                         "--cpu-rps", "200", "--saturate", "0", tmp_path=tmp_path)
     assert result["direct"]["errors"] == 0 and result["router"]["errors"] == 0
     assert result["cpu_s_per_1000"] > 0 and result["bare_forwarder_cpu_s_per_1000"] > 0 and result["bare_forwarder_errors"] == 0
+    assert result["awaiting_forwarder_cpu_s_per_1000"] > 0 and result["awaiting_forwarder_errors"] == 0
     assert set(result["cpu_s_per_1000_by_rps"]) == {"200"}
+    assert set(result["cpu_s_per_1000_by_rps"]["200"]) == {"router", "bare_forwarder", "awaiting_forwarder"}
     assert all(v > 0 for v in result["cpu_s_per_1000_by_rps"]["200"].values())
 
 
@@ -63,7 +65,7 @@ def test_router_benchmark_measures_a_baseline_revision_beside_this_tree(tmp_path
     assert result["baseline_rev"] == "HEAD" and len(result["baseline_commit"]) == 40
     assert result["router"]["errors"] == 0 and result["baseline"]["router"]["errors"] == 0
     assert result["baseline"]["cpu_s_per_1000"] > 0 and result["baseline"]["router_saturation_rps"] > 0
-    assert set(result["cpu_s_per_1000_by_rps"]["200"]) == {"router", "baseline", "bare_forwarder"}
+    assert set(result["cpu_s_per_1000_by_rps"]["200"]) == {"router", "baseline", "bare_forwarder", "awaiting_forwarder"}
     assert result["after_over_before"]["cpu_s_per_1000"] > 0 and result["after_over_before"]["router_p50_ms"] > 0
     worktrees = subprocess.run(["git", "worktree", "list"], cwd=REPO, check=True, capture_output=True, text=True).stdout
     assert "bench-router-baseline-" not in worktrees  # the checkout is removed at the end
