@@ -141,13 +141,16 @@ class _AwaitingClient(_Client):
         except OSError:
             self.transport.close()
             return
-        while not self.transport.is_closing():
-            if not self.queue:
-                self.parked = self.loop.create_future()
-                await self.parked
-                continue
-            status, body = await self._through(LEVELS, upstream, self.queue.popleft())
-            self.answer(status, body)
+        try:
+            while not self.transport.is_closing():
+                if not self.queue:
+                    self.parked = self.loop.create_future()
+                    await self.parked
+                    continue
+                status, body = await self._through(LEVELS, upstream, self.queue.popleft())
+                self.answer(status, body)
+        finally:
+            self.transport.close()  # a legacy call past its deadline ends the task: the client must not wait on
 
     async def _through(self, levels: int, upstream: _Upstream, body: bytes) -> tuple[int, bytes]:
         if levels:
@@ -160,9 +163,6 @@ class _AwaitingClient(_Client):
             return await reply
         finally:
             timer.cancel()
-
-    def upstream_ready(self, upstream: _Upstream) -> None:
-        self.upstream = upstream  # the task holds it; nothing waits in `waiting` in this shape
 
     def answered(self, status: int, body: bytes) -> None:
         reply, self.reply = self.reply, None

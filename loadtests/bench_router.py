@@ -400,7 +400,7 @@ async def measure(args: argparse.Namespace, direct_url: str, routers: list[Measu
         spent: dict[str, float] = {}
         sent: dict[str, int] = {}
         for k in range(args.rounds):
-            for name, url, proc in [*((r.name, r.url, r.proc) for r in in_turn(k)), *((f, *forwarders[f]) for f in forwarders)]:
+            for name, url, proc in [*((r.name, r.url, r.proc) for r in in_turn(k)), *((f, url, proc) for f, (url, proc) in forwarders.items())]:
                 part, user, system = await round_with_cpu(url, proc, body, rate, round_seconds)
                 spent[name] = spent.get(name, 0.0) + user + system
                 sent[name] = sent.get(name, 0) + part["requests"]
